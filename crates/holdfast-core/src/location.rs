@@ -1,0 +1,455 @@
+//! Where data comes from (sources) and where it goes (repositories), parsed from the URLs users
+//! write on the command line and in config files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::InputError;
+
+/// The kinds of source Holdfast can back up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Postgres,
+    Mysql,
+    Sqlite,
+    Redis,
+    Folder,
+    Command,
+}
+
+impl SourceKind {
+    pub const ALL: [SourceKind; 6] = [
+        Self::Postgres,
+        Self::Mysql,
+        Self::Sqlite,
+        Self::Redis,
+        Self::Folder,
+        Self::Command,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
+            Self::Sqlite => "sqlite",
+            Self::Redis => "redis",
+            Self::Folder => "folder",
+            Self::Command => "command",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A network database address. The password never shows in `Debug` or `Display`.
+#[derive(Debug, Clone)]
+pub struct DbAddr {
+    pub host: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+    /// `None` means "all databases" where the driver supports it.
+    pub database: Option<String>,
+    /// Extra query parameters (e.g. `sslmode=require`), passed to the client tools.
+    pub params: BTreeMap<String, String>,
+}
+
+/// A parsed source (backup) or target (restore) URL.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    /// `postgres://user[:password]@host[:port]/db[?sslmode=...]`
+    Postgres(DbAddr),
+    /// `mysql://user[:password]@host[:port]/db` (also `mariadb://`)
+    Mysql(DbAddr),
+    /// `sqlite:///path/to/db`
+    Sqlite { path: PathBuf },
+    /// `redis://[:password@]host[:port]`
+    Redis {
+        host: String,
+        port: u16,
+        password: Option<SecretString>,
+    },
+    /// `file:///dir`
+    Folder { path: PathBuf },
+    /// `cmd:` or `cmd:NAME`; the command itself is given separately (`--command`).
+    Command { name: String, command: String },
+}
+
+impl SourceSpec {
+    /// Parses a source or target URL. `command` is the shell command for `cmd:` URLs.
+    pub fn parse(s: &str, command: Option<&str>) -> Result<Self, InputError> {
+        let what = || format!("source `{}`", redact_url(s));
+        if let Some(rest) = s.strip_prefix("cmd:") {
+            let command = command.filter(|c| !c.trim().is_empty()).ok_or_else(|| {
+                InputError::new(what(), "a `cmd:` source needs the command in --command")
+            })?;
+            let name = if rest.is_empty() { "stdout" } else { rest };
+            if name.contains('/') || name == "." || name == ".." {
+                return Err(InputError::new(
+                    what(),
+                    "the name after `cmd:` must be a plain file name",
+                ));
+            }
+            return Ok(Self::Command {
+                name: name.to_string(),
+                command: command.to_string(),
+            });
+        }
+        if let Some(rest) = s.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(InputError::new(
+                    what(),
+                    "expected sqlite:///path/to/database.db",
+                ));
+            }
+            return Ok(Self::Sqlite {
+                path: PathBuf::from(percent_decode(path)),
+            });
+        }
+        let url = Url::parse(s).map_err(|e| {
+            InputError::new(
+                what(),
+                format!(
+                    "not a URL ({e}); expected one of postgres://user@host:port/db, \
+                     mysql://user@host:port/db, sqlite:///path, redis://host:port, file:///dir, cmd:"
+                ),
+            )
+        })?;
+        match url.scheme() {
+            "postgres" | "postgresql" => Ok(Self::Postgres(db_addr(&url, &what)?)),
+            "mysql" | "mariadb" => Ok(Self::Mysql(db_addr(&url, &what)?)),
+            "redis" => Ok(Self::Redis {
+                host: url.host_str().unwrap_or("127.0.0.1").to_string(),
+                port: url.port().unwrap_or(6379),
+                password: url
+                    .password()
+                    .map(|p| SecretString::from(percent_decode(p))),
+            }),
+            "file" => {
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| InputError::new(what(), "expected file:///absolute/path"))?;
+                Ok(Self::Folder { path })
+            }
+            other => Err(InputError::new(
+                what(),
+                format!(
+                    "unknown scheme `{other}`; use postgres://, mysql://, sqlite://, redis://, file:// or cmd:"
+                ),
+            )),
+        }
+    }
+
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            Self::Postgres(_) => SourceKind::Postgres,
+            Self::Mysql(_) => SourceKind::Mysql,
+            Self::Sqlite { .. } => SourceKind::Sqlite,
+            Self::Redis { .. } => SourceKind::Redis,
+            Self::Folder { .. } => SourceKind::Folder,
+            Self::Command { .. } => SourceKind::Command,
+        }
+    }
+}
+
+/// Shows the URL without its password.
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = |f: &mut fmt::Formatter<'_>, scheme: &str, a: &DbAddr| {
+            write!(f, "{scheme}://")?;
+            if let Some(u) = &a.user {
+                write!(f, "{u}@")?;
+            }
+            write!(f, "{}", a.host)?;
+            if let Some(p) = a.port {
+                write!(f, ":{p}")?;
+            }
+            write!(f, "/{}", a.database.as_deref().unwrap_or(""))
+        };
+        match self {
+            Self::Postgres(a) => addr(f, "postgres", a),
+            Self::Mysql(a) => addr(f, "mysql", a),
+            Self::Sqlite { path } => write!(f, "sqlite://{}", path.display()),
+            Self::Redis { host, port, .. } => write!(f, "redis://{host}:{port}"),
+            Self::Folder { path } => write!(f, "file://{}", path.display()),
+            Self::Command { name, .. } => write!(f, "cmd:{name}"),
+        }
+    }
+}
+
+fn db_addr(url: &Url, what: &dyn Fn() -> String) -> Result<DbAddr, InputError> {
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .map(percent_decode)
+        .ok_or_else(|| {
+            InputError::new(
+                what(),
+                "the URL has no host (write 127.0.0.1 for this machine)",
+            )
+        })?;
+    let database = url.path().trim_start_matches('/');
+    let database = (!database.is_empty()).then(|| percent_decode(database));
+    if database.as_deref().is_some_and(|d| d.contains('/')) {
+        return Err(InputError::new(
+            what(),
+            "the database name is the URL path and may not contain `/`",
+        ));
+    }
+    Ok(DbAddr {
+        host,
+        port: url.port(),
+        user: (!url.username().is_empty()).then(|| percent_decode(url.username())),
+        password: url
+            .password()
+            .map(|p| SecretString::from(percent_decode(p))),
+        database,
+        params: url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Replaces the password in anything URL-shaped with `***`, for messages.
+pub fn redact_url(s: &str) -> String {
+    match Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// Where a repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// A directory on this machine: a plain path, or `local:PATH`.
+    Local(PathBuf),
+    /// `s3://bucket/prefix?endpoint=URL&region=R&path-style=true|false`
+    S3 {
+        bucket: String,
+        prefix: String,
+        endpoint: Option<String>,
+        region: Option<String>,
+        /// Path-style addressing (`endpoint/bucket/key`); needed by most self-hosted servers.
+        path_style: bool,
+    },
+}
+
+impl RepoLocation {
+    pub fn parse(s: &str) -> Result<Self, InputError> {
+        let what = || format!("repository `{s}`");
+        if s.is_empty() {
+            return Err(InputError::new(
+                what(),
+                "empty; give a directory or s3://bucket/prefix",
+            ));
+        }
+        if let Some(path) = s.strip_prefix("local:") {
+            return Ok(Self::Local(PathBuf::from(path)));
+        }
+        if !s.contains("://") {
+            return Ok(Self::Local(PathBuf::from(s)));
+        }
+        let url = Url::parse(s).map_err(|e| InputError::new(what(), e.to_string()))?;
+        match url.scheme() {
+            "s3" => {
+                let bucket = url
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| InputError::new(what(), "no bucket: write s3://bucket/prefix"))?
+                    .to_string();
+                let mut endpoint = None;
+                let mut region = None;
+                let mut path_style = true;
+                for (k, v) in url.query_pairs() {
+                    match k.as_ref() {
+                        "endpoint" => endpoint = Some(v.into_owned()),
+                        "region" => region = Some(v.into_owned()),
+                        "path-style" | "path_style" => {
+                            path_style = match v.as_ref() {
+                                "true" | "1" | "yes" => true,
+                                "false" | "0" | "no" => false,
+                                _ => {
+                                    return Err(InputError::new(
+                                        what(),
+                                        "path-style must be true or false",
+                                    ));
+                                }
+                            }
+                        }
+                        other => {
+                            return Err(InputError::new(
+                                what(),
+                                format!(
+                                    "unknown parameter `{other}`; known: endpoint, region, path-style"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Ok(Self::S3 {
+                    bucket,
+                    prefix: url.path().trim_matches('/').to_string(),
+                    endpoint,
+                    region,
+                    path_style,
+                })
+            }
+            "file" => Ok(Self::Local(url.to_file_path().map_err(|()| {
+                InputError::new(what(), "expected file:///absolute/path")
+            })?)),
+            other => Err(InputError::new(
+                what(),
+                format!("unknown scheme `{other}`; use a directory path or s3://bucket/prefix"),
+            )),
+        }
+    }
+
+    /// The `rustic_backend` repository string and options for this location (no credentials).
+    pub fn backend(&self) -> (String, BTreeMap<String, String>) {
+        match self {
+            Self::Local(p) => (format!("local:{}", p.display()), BTreeMap::new()),
+            Self::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                path_style,
+            } => {
+                let mut o = BTreeMap::new();
+                o.insert("bucket".into(), bucket.clone());
+                o.insert("root".into(), format!("/{prefix}"));
+                if let Some(e) = endpoint {
+                    o.insert("endpoint".into(), e.clone());
+                }
+                o.insert(
+                    "region".into(),
+                    region.clone().unwrap_or_else(|| "us-east-1".into()),
+                );
+                if !path_style {
+                    o.insert("enable_virtual_host_style".into(), "true".into());
+                }
+                ("opendal:s3".into(), o)
+            }
+        }
+    }
+}
+
+impl fmt::Display for RepoLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(p) => write!(f, "{}", p.display()),
+            Self::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                ..
+            } => {
+                write!(f, "s3://{bucket}/{prefix}")?;
+                if let Some(e) = endpoint {
+                    write!(f, " at {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn postgres_url_with_password_is_parsed_and_redacted() {
+        let s = SourceSpec::parse(
+            "postgres://app:s%40cret@db.local:5433/shop?sslmode=require",
+            None,
+        )
+        .unwrap();
+        let SourceSpec::Postgres(a) = &s else {
+            panic!()
+        };
+        assert_eq!(a.host, "db.local");
+        assert_eq!(a.port, Some(5433));
+        assert_eq!(a.user.as_deref(), Some("app"));
+        assert_eq!(a.password.as_ref().unwrap().expose_secret(), "s@cret");
+        assert_eq!(a.database.as_deref(), Some("shop"));
+        assert_eq!(a.params["sslmode"], "require");
+        let shown = format!("{s} {s:?}");
+        assert!(
+            !shown.contains("s@cret") && !shown.contains("s%40cret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn every_kind_parses() {
+        let k = |u: &str| SourceSpec::parse(u, Some("echo hi")).unwrap().kind();
+        assert_eq!(k("postgresql://u@h/db"), SourceKind::Postgres);
+        assert_eq!(k("mariadb://root@127.0.0.1:3306/db"), SourceKind::Mysql);
+        assert_eq!(k("sqlite:///var/lib/app.db"), SourceKind::Sqlite);
+        assert_eq!(k("redis://127.0.0.1:6379"), SourceKind::Redis);
+        assert_eq!(k("file:///etc"), SourceKind::Folder);
+        assert_eq!(k("cmd:etcd.snap"), SourceKind::Command);
+        let SourceSpec::Sqlite { path } =
+            SourceSpec::parse("sqlite:///var/lib/app.db", None).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(path, PathBuf::from("/var/lib/app.db"));
+    }
+
+    #[test]
+    fn bad_sources_say_what_to_write() {
+        let e = SourceSpec::parse("mongodb://h/db", None).unwrap_err();
+        assert!(e.reason.contains("postgres://"), "{e}");
+        let e = SourceSpec::parse("cmd:", None).unwrap_err();
+        assert!(e.reason.contains("--command"), "{e}");
+        let e = SourceSpec::parse("postgres://u:pw@/db", None).unwrap_err();
+        assert!(!e.to_string().contains(":pw@"), "{e}");
+    }
+
+    #[test]
+    fn repo_locations() {
+        assert_eq!(
+            RepoLocation::parse("./repo").unwrap(),
+            RepoLocation::Local("./repo".into())
+        );
+        let r = RepoLocation::parse("s3://bkt/a/b?endpoint=http://127.0.0.1:9000&region=eu-west-1")
+            .unwrap();
+        let (name, o) = r.backend();
+        assert_eq!(name, "opendal:s3");
+        assert_eq!(o["bucket"], "bkt");
+        assert_eq!(o["root"], "/a/b");
+        assert_eq!(o["endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(o["region"], "eu-west-1");
+        assert!(!o.contains_key("enable_virtual_host_style"));
+        let e = RepoLocation::parse("s3://bkt/p?bogus=1").unwrap_err();
+        assert!(e.reason.contains("endpoint"), "{e}");
+    }
+}

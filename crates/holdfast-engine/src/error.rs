@@ -1,0 +1,100 @@
+//! The engine's one error type. Every variant names the thing that failed and says what to do.
+
+use holdfast_core::InputError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Input(#[from] InputError),
+
+    #[error("no repository at {repo}: create one with `holdfast init --repo {repo}`")]
+    RepoNotFound { repo: String },
+
+    #[error("a repository already exists at {repo}; nothing was changed")]
+    RepoExists { repo: String },
+
+    #[error(
+        "wrong password for repository {repo}: check HOLDFAST_REPO_PASSWORD or --password-file"
+    )]
+    WrongPassword { repo: String },
+
+    #[error("storage error at {repo}: {detail}")]
+    Storage { repo: String, detail: String },
+
+    #[error("cannot reach {source_name}: {detail}")]
+    SourceUnreachable { source_name: String, detail: String },
+
+    #[error("{source_name} refused the login: {detail}; check the user and password")]
+    SourceAuth { source_name: String, detail: String },
+
+    #[error("{source_name}: {detail}")]
+    SourceMissing { source_name: String, detail: String },
+
+    #[error("{tool} not found: {hint}")]
+    ToolMissing { tool: String, hint: String },
+
+    #[error("{step} for {source_name} failed ({status}){}", stderr_suffix(.stderr))]
+    DumpFailed {
+        source_name: String,
+        step: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("{step} into {target} failed ({status}){}", stderr_suffix(.stderr))]
+    RestoreFailed {
+        target: String,
+        step: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("no snapshot `{query}` in {repo}; list them with `holdfast snapshots`")]
+    SnapshotNotFound { query: String, repo: String },
+
+    #[error("repository {repo} has errors: {detail}")]
+    CheckFailed { repo: String, detail: String },
+
+    #[error("{0}")]
+    Other(String),
+}
+
+fn stderr_suffix(s: &str) -> String {
+    if s.trim().is_empty() {
+        String::new()
+    } else {
+        format!(":\n{}", s.trim_end())
+    }
+}
+
+impl Error {
+    /// The process exit code the CLI uses for this error. Stable: scripts may rely on it.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Other(_) => 1,
+            Self::Input(_) => 2,
+            Self::RepoNotFound { .. } => 10,
+            Self::RepoExists { .. } => 11,
+            Self::WrongPassword { .. } => 12,
+            Self::Storage { .. } => 13,
+            Self::SnapshotNotFound { .. } => 14,
+            Self::CheckFailed { .. } => 15,
+            Self::SourceUnreachable { .. } => 20,
+            Self::SourceAuth { .. } => 21,
+            Self::SourceMissing { .. } => 22,
+            Self::ToolMissing { .. } => 23,
+            Self::DumpFailed { .. } => 24,
+            Self::RestoreFailed { .. } => 25,
+        }
+    }
+
+    /// Whether trying the same thing again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Storage { .. } | Self::SourceUnreachable { .. } | Self::DumpFailed { .. }
+        )
+    }
+}

@@ -1,0 +1,421 @@
+//! Child processes: dump tools whose stdout streams into the repository, restore tools whose
+//! stdin is fed from it, and short queries whose output we parse.
+//!
+//! Secrets reach children through their environment (`PGPASSWORD`, `MYSQL_PWD`,
+//! `REDISCLI_AUTH`), never through their command line, which any user can read in `ps`.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::Error;
+use crate::repo::Gate;
+
+/// How many of the last stderr lines of a tool are kept for error messages.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// A command to run: program, arguments, and environment (secrets kept apart so they are never
+/// shown). `step` names it in messages, e.g. "pg_dump of table public.orders".
+#[derive(Clone)]
+pub struct Cmd {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    secret_env: Vec<(String, SecretString)>,
+    pub step: String,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Arguments never hold secrets (see the module docs); the secret env is not shown.
+        f.debug_struct("Cmd")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a command did not succeed.
+#[derive(Debug)]
+pub struct Failure {
+    /// "exit status 1", "killed by signal 9", or "could not start: ...".
+    pub status: String,
+    /// The last lines the tool wrote to stderr.
+    pub stderr: String,
+    /// The program could not be started because it does not exist.
+    pub not_found: bool,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<PathBuf>, step: impl Into<String>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            secret_env: Vec::new(),
+            step: step.into(),
+        }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.args.push(a.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self
+    }
+
+    pub fn secret_env(mut self, k: &str, v: Option<&SecretString>) -> Self {
+        if let Some(v) = v {
+            self.secret_env.push((k.to_string(), v.clone()));
+        }
+        self
+    }
+
+    pub fn with_step(mut self, step: impl Into<String>) -> Self {
+        self.step = step.into();
+        self
+    }
+
+    pub fn to_command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        for (k, v) in &self.secret_env {
+            c.env(k, v.expose_secret());
+        }
+        c
+    }
+
+    fn spawn(&self, stdin: Stdio, stdout: Stdio) -> Result<(Child, JoinHandle<String>), Failure> {
+        let mut child = self
+            .to_command()
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Failure {
+                status: format!("could not start {}: {e}", self.program.display()),
+                stderr: String::new(),
+                not_found: e.kind() == io::ErrorKind::NotFound,
+            })?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        Ok((child, spawn_tail(stderr)))
+    }
+
+    /// Runs to completion and returns stdout (trimmed), or how it failed.
+    pub fn output(&self) -> Result<String, Failure> {
+        let out = self
+            .to_command()
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Failure {
+                status: format!("could not start {}: {e}", self.program.display()),
+                stderr: String::new(),
+                not_found: e.kind() == io::ErrorKind::NotFound,
+            })?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(Failure {
+                status: describe(out.status),
+                stderr: tail_of(&String::from_utf8_lossy(&out.stderr)),
+                not_found: false,
+            })
+        }
+    }
+
+    /// Starts the tool with its stdout piped to the returned reader. The reader fails (and
+    /// records the failure in `gate`) when the tool exits non-zero or is killed.
+    pub fn spawn_reader(&self, source_name: &str, gate: Arc<Gate>) -> io::Result<ChildReader> {
+        match self.spawn(Stdio::null(), Stdio::piped()) {
+            Ok((mut child, stderr)) => {
+                let stdout = child.stdout.take().expect("stdout is piped");
+                Ok(ChildReader {
+                    child,
+                    stdout,
+                    stderr: Some(stderr),
+                    gate,
+                    step: self.step.clone(),
+                    source_name: source_name.to_string(),
+                    done: false,
+                })
+            }
+            Err(f) => {
+                let msg = f.status.clone();
+                gate.fail(failure_to_dump_error(source_name, &self.step, f));
+                Err(io::Error::other(msg))
+            }
+        }
+    }
+
+    /// Starts the tool with its stdin fed by the returned writer; its stdout is discarded.
+    pub fn spawn_writer(&self, target: &str) -> crate::Result<ChildWriter> {
+        let (mut child, stderr) = self
+            .spawn(Stdio::piped(), Stdio::null())
+            .map_err(|f| restore_error(target, &self.step, f))?;
+        Ok(ChildWriter {
+            stdin: child.stdin.take(),
+            child,
+            stderr: Some(stderr),
+            step: self.step.clone(),
+            target: target.to_string(),
+        })
+    }
+}
+
+fn failure_to_dump_error(source_name: &str, step: &str, f: Failure) -> Error {
+    if f.not_found {
+        Error::ToolMissing {
+            tool: step.to_string(),
+            hint: f.status,
+        }
+    } else {
+        Error::DumpFailed {
+            source_name: source_name.to_string(),
+            step: step.to_string(),
+            status: f.status,
+            stderr: f.stderr,
+        }
+    }
+}
+
+fn restore_error(target: &str, step: &str, f: Failure) -> Error {
+    if f.not_found {
+        Error::ToolMissing {
+            tool: step.to_string(),
+            hint: f.status,
+        }
+    } else {
+        Error::RestoreFailed {
+            target: target.to_string(),
+            step: step.to_string(),
+            status: f.status,
+            stderr: f.stderr,
+        }
+    }
+}
+
+pub fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => status.to_string(),
+    }
+}
+
+fn tail_of(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n")
+}
+
+/// Reads a child's stderr on a thread, keeping the last lines.
+fn spawn_tail(stderr: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
+        for line in BufReader::new(stderr).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line).into_owned();
+            tracing::debug!(target: "holdfast::tool", "{line}");
+            if tail.len() == STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        Vec::from(tail).join("\n")
+    })
+}
+
+/// The stdout of a running dump tool. See [`Cmd::spawn_reader`].
+pub struct ChildReader {
+    child: Child,
+    stdout: ChildStdout,
+    stderr: Option<JoinHandle<String>>,
+    gate: Arc<Gate>,
+    step: String,
+    source_name: String,
+    done: bool,
+}
+
+impl ChildReader {
+    fn finish(&mut self) -> io::Result<()> {
+        let status = self.child.wait()?;
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        if status.success() {
+            self.done = true;
+            self.gate.completed.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        } else {
+            let err = failure_to_dump_error(
+                &self.source_name,
+                &self.step,
+                Failure {
+                    status: describe(status),
+                    stderr,
+                    not_found: false,
+                },
+            );
+            let msg = err.to_string();
+            self.gate.fail(err);
+            Err(io::Error::other(msg))
+        }
+    }
+}
+
+impl Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        if self.gate.is_failed() {
+            let _ = self.child.kill();
+            return Err(io::Error::other("backup aborted: another stream failed"));
+        }
+        match self.stdout.read(buf) {
+            Ok(0) => self.finish().map(|()| 0),
+            Ok(n) => {
+                self.gate.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.gate.fail(Error::DumpFailed {
+                    source_name: self.source_name.clone(),
+                    step: self.step.clone(),
+                    status: format!("reading its output failed: {e}"),
+                    stderr: String::new(),
+                });
+                let _ = self.child.kill();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        if !self.done {
+            // Dropped before the end: whatever the reason, the stream is incomplete.
+            self.gate.fail(Error::DumpFailed {
+                source_name: self.source_name.clone(),
+                step: self.step.clone(),
+                status: "stopped before the end of its output".into(),
+                stderr: String::new(),
+            });
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The stdin of a running restore tool. Call [`ChildWriter::finish`] to learn whether it worked.
+pub struct ChildWriter {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Option<JoinHandle<String>>,
+    step: String,
+    target: String,
+}
+
+impl ChildWriter {
+    /// Closes stdin, waits for the tool, and turns a non-zero exit into a [`Error::RestoreFailed`]
+    /// carrying the tool's stderr.
+    pub fn finish(mut self) -> crate::Result<()> {
+        drop(self.stdin.take());
+        let status = self.child.wait().map_err(|e| Error::Other(e.to_string()))?;
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        if status.success() {
+            Ok(())
+        } else {
+            Err(restore_error(
+                &self.target,
+                &self.step,
+                Failure {
+                    status: describe(status),
+                    stderr,
+                    not_found: false,
+                },
+            ))
+        }
+    }
+
+    /// Like [`ChildWriter::finish`], but a write error that came first (e.g. a broken pipe
+    /// because the tool died) is reported as the tool's own failure when it has one.
+    pub fn finish_after(self, write_result: crate::Result<()>) -> crate::Result<()> {
+        let finished = self.finish();
+        match (write_result, finished) {
+            (_, Err(tool)) => Err(tool),
+            (Err(w), Ok(())) => Err(w),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+}
+
+impl Write for ChildWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stdin
+            .as_mut()
+            .expect("stdin open until finish")
+            .write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stdin
+            .as_mut()
+            .expect("stdin open until finish")
+            .flush()
+    }
+}
+
+impl Drop for ChildWriter {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            drop(self.stdin.take());
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Finds a program on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The first line a tool prints for `--version`, e.g. "pg_dump (PostgreSQL) 15.19".
+pub fn tool_version(program: &std::path::Path) -> Option<String> {
+    Cmd::new(program, "version")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_string))
+}

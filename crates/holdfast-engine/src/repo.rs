@@ -1,0 +1,657 @@
+//! The restic-format repository, through rustic_core and rustic_backend.
+//!
+//! Every repository Holdfast makes is version 2 (zstd-compressed), encrypted with the user's
+//! password, and readable by the stock `restic` binary.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use holdfast_core::{KeepPolicy, RepoLocation, SnapshotMeta};
+use rustic_core::jiff::{Span, Timestamp, Zoned};
+use rustic_core::repofile::{
+    FileType, MasterKey, Metadata, Node, NodeType, SnapshotFile, StringList,
+};
+use rustic_core::{
+    BytesList, CheckOptions, ConfigOptions, Credentials, ErrorKind, ForgetGroups, Grouped, Id,
+    IndexedFullStatus, KeepOptions, KeyOptions, OpenStatus, ParentOptions, PruneOptions,
+    ReadBackend, ReadSource, ReadSourceEntry, ReadSourceOpen, Repository, RepositoryBackends,
+    RepositoryOptions, RusticError, RusticResult, SnapshotGroupCriterion, SnapshotOptions,
+    WriteBackend,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::process::{ChildReader, Cmd};
+use crate::source::BackupSet;
+
+/// How to reach and unlock a repository.
+#[derive(Clone)]
+pub struct RepoConfig {
+    pub location: RepoLocation,
+    pub password: SecretString,
+    /// S3 credentials (access key id, secret access key); `None` lets the backend find them.
+    pub s3_credentials: Option<(String, SecretString)>,
+    /// Storage-layer retries on transient errors (rustic_backend's `retry`); `None` is the default.
+    pub retries: Option<u32>,
+    /// zstd level for new data; `None` is restic's default (3).
+    pub compression: Option<i32>,
+}
+
+impl RepoConfig {
+    pub fn new(location: RepoLocation, password: SecretString) -> Self {
+        Self {
+            location,
+            password,
+            s3_credentials: None,
+            retries: None,
+            compression: None,
+        }
+    }
+}
+
+/// Shared state of one backup run: the first failure of any stream, the bytes read so far, and
+/// how many streams ended cleanly. The storage layer consults it before writing a snapshot.
+#[derive(Debug, Default)]
+pub struct Gate {
+    failure: Mutex<Option<Error>>,
+    /// Bytes read from the dump tools so far (for progress).
+    pub bytes: AtomicU64,
+    /// Streams that reached their end with exit status 0.
+    pub completed: AtomicUsize,
+    /// Streams this backup consists of; a snapshot is written only when all completed.
+    pub expected: AtomicUsize,
+}
+
+impl Gate {
+    /// Records a failure; the first one wins.
+    pub fn fail(&self, e: Error) {
+        let mut f = self.failure.lock().unwrap();
+        if f.is_none() {
+            tracing::debug!("backup failing: {e}");
+            *f = Some(e);
+        }
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failure.lock().unwrap().is_some()
+    }
+
+    fn take_failure(&self) -> Option<Error> {
+        self.failure.lock().unwrap().take()
+    }
+
+    fn may_write_snapshot(&self) -> bool {
+        !self.is_failed()
+            && self.completed.load(Ordering::SeqCst) == self.expected.load(Ordering::SeqCst)
+    }
+}
+
+/// Wraps the storage backend so that a snapshot file cannot be written while the gate reports a
+/// failed or incomplete stream, and storage errors are remembered even if rustic_core logs and
+/// skips them.
+#[derive(Debug)]
+struct GuardedBackend {
+    inner: Arc<dyn WriteBackend>,
+    gate: Arc<Mutex<Arc<Gate>>>,
+}
+
+impl GuardedBackend {
+    fn gate(&self) -> Arc<Gate> {
+        self.gate.lock().unwrap().clone()
+    }
+}
+
+impl ReadBackend for GuardedBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn list_with_size(&self, tpe: FileType) -> RusticResult<Vec<(Id, u32)>> {
+        self.inner.list_with_size(tpe)
+    }
+    fn list(&self, tpe: FileType) -> RusticResult<Vec<Id>> {
+        self.inner.list(tpe)
+    }
+    fn read_full(&self, tpe: FileType, id: &Id) -> RusticResult<bytes::Bytes> {
+        self.inner.read_full(tpe, id)
+    }
+    fn read_partial(
+        &self,
+        tpe: FileType,
+        id: &Id,
+        cacheable: bool,
+        offset: u32,
+        length: u32,
+    ) -> RusticResult<bytes::Bytes> {
+        self.inner.read_partial(tpe, id, cacheable, offset, length)
+    }
+    fn warmup_path(&self, tpe: FileType, id: &Id) -> String {
+        self.inner.warmup_path(tpe, id)
+    }
+    fn needs_warm_up(&self) -> bool {
+        self.inner.needs_warm_up()
+    }
+    fn warm_up(&self, tpe: FileType, id: &Id) -> RusticResult<()> {
+        self.inner.warm_up(tpe, id)
+    }
+}
+
+impl WriteBackend for GuardedBackend {
+    fn create(&self) -> RusticResult<()> {
+        self.inner.create()
+    }
+
+    fn write_bytes(
+        &self,
+        tpe: FileType,
+        id: &Id,
+        cacheable: bool,
+        content: BytesList,
+    ) -> RusticResult<()> {
+        let gate = self.gate();
+        if tpe == FileType::Snapshot && !gate.may_write_snapshot() {
+            return Err(RusticError::new(
+                ErrorKind::Backend,
+                "backup incomplete: a stream failed or ended early, so no snapshot is written",
+            ));
+        }
+        let res = self.inner.write_bytes(tpe, id, cacheable, content);
+        if let Err(e) = &res {
+            gate.fail(Error::Storage {
+                repo: self.inner.location(),
+                detail: e.display_log(),
+            });
+        }
+        res
+    }
+
+    fn remove(&self, tpe: FileType, id: &Id, cacheable: bool) -> RusticResult<()> {
+        self.inner.remove(tpe, id, cacheable)
+    }
+}
+
+/// One snapshot, as Holdfast shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub short_id: String,
+    pub time: String,
+    pub hostname: String,
+    pub label: String,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    /// Holdfast's metadata, when Holdfast wrote the snapshot.
+    pub meta: Option<SnapshotMeta>,
+    /// Bytes of dump data in the snapshot.
+    pub bytes: u64,
+    /// Bytes this snapshot added to the repository (after dedup and compression).
+    pub added_bytes: u64,
+    /// Seconds the backup took.
+    pub duration_secs: f64,
+    #[serde(skip)]
+    pub(crate) tree: rustic_core::TreeId,
+}
+
+impl SnapshotInfo {
+    fn from_file(s: &SnapshotFile) -> Self {
+        let id = s.id.to_hex().to_string();
+        let (bytes, added_bytes, duration_secs) = s.summary.as_ref().map_or((0, 0, 0.0), |m| {
+            let d = m
+                .backup_end
+                .duration_since(&m.backup_start)
+                .as_secs_f64()
+                .max(0.0);
+            (m.total_bytes_processed, m.data_added_packed, d)
+        });
+        let tags: Vec<String> = s.tags.iter().cloned().collect();
+        Self {
+            short_id: id[..8].to_string(),
+            id,
+            time: s.time.timestamp().to_string(),
+            hostname: s.hostname.clone(),
+            label: s.label.clone(),
+            paths: s.paths.iter().cloned().collect(),
+            meta: SnapshotMeta::from_tags(tags.iter().map(String::as_str)),
+            tags,
+            bytes,
+            added_bytes,
+            duration_secs,
+            tree: s.tree,
+        }
+    }
+}
+
+/// The result of a backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupOutcome {
+    pub snapshot: SnapshotInfo,
+}
+
+/// What `forget` decided.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ForgetReport {
+    pub kept: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// An open repository.
+pub struct Repo {
+    cfg: RepoConfig,
+    name: String,
+    gate: Arc<Mutex<Arc<Gate>>>,
+    backends: RepositoryBackends,
+    key: MasterKey,
+    repo: Repository<OpenStatus>,
+}
+
+impl Repo {
+    fn backends(cfg: &RepoConfig, gate: Arc<Mutex<Arc<Gate>>>) -> Result<RepositoryBackends> {
+        let (repository, mut options) = cfg.location.backend();
+        if let Some((id, secret)) = &cfg.s3_credentials {
+            options.insert("access_key_id".into(), id.clone());
+            options.insert(
+                "secret_access_key".into(),
+                secret.expose_secret().to_string(),
+            );
+        }
+        if let Some(r) = cfg.retries {
+            options.insert("retry".into(), r.to_string());
+        }
+        let be = rustic_backend::BackendOptions::default()
+            .repository(repository)
+            .options(options.into_iter().collect::<BTreeMap<_, _>>())
+            .to_backends()
+            .map_err(|e| storage(&cfg.location, &e))?;
+        let guarded: Arc<dyn WriteBackend> = Arc::new(GuardedBackend {
+            inner: be.repository(),
+            gate,
+        });
+        Ok(RepositoryBackends::new(guarded, None))
+    }
+
+    fn unopened(
+        cfg: &RepoConfig,
+    ) -> Result<(Repository<()>, RepositoryBackends, Arc<Mutex<Arc<Gate>>>)> {
+        let gate = Arc::new(Mutex::new(Arc::new(Gate::default())));
+        let backends = Self::backends(cfg, gate.clone())?;
+        let repo = Repository::new(&RepositoryOptions::default(), &backends)
+            .map_err(|e| storage(&cfg.location, &e))?;
+        Ok((repo, backends, gate))
+    }
+
+    /// Another handle on the open repository (rustic_core's state changes consume handles);
+    /// opening with the master key skips the password's key derivation.
+    fn clone_open(&self) -> Result<Repository<OpenStatus>> {
+        Repository::new(&RepositoryOptions::default(), &self.backends)
+            .and_then(|r| r.open(&Credentials::Masterkey(self.key.clone())))
+            .map_err(|e| self.err(&e))
+    }
+
+    /// Creates a new repository; fails if one exists there already.
+    pub fn init(cfg: &RepoConfig) -> Result<()> {
+        let (repo, _, _) = Self::unopened(cfg)?;
+        if repo
+            .config_id()
+            .map_err(|e| storage(&cfg.location, &e))?
+            .is_some()
+        {
+            return Err(Error::RepoExists {
+                repo: cfg.location.to_string(),
+            });
+        }
+        let mut config = ConfigOptions::default().set_version(2);
+        if let Some(level) = cfg.compression {
+            config = config.set_compression(level);
+        }
+        repo.init(
+            &Credentials::password(cfg.password.expose_secret()),
+            &KeyOptions::default(),
+            &config,
+        )
+        .map_err(|e| storage(&cfg.location, &e))?;
+        Ok(())
+    }
+
+    /// Opens an existing repository with its password.
+    pub fn open(cfg: &RepoConfig) -> Result<Self> {
+        let (repo, backends, gate) = Self::unopened(cfg)?;
+        let name = cfg.location.to_string();
+        if repo
+            .config_id()
+            .map_err(|e| storage(&cfg.location, &e))?
+            .is_none()
+        {
+            return Err(Error::RepoNotFound { repo: name });
+        }
+        let repo = repo
+            .open(&Credentials::password(cfg.password.expose_secret()))
+            .map_err(|e| {
+                if e.is_incorrect_password() {
+                    Error::WrongPassword { repo: name.clone() }
+                } else {
+                    storage(&cfg.location, &e)
+                }
+            })?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            name,
+            gate,
+            backends,
+            key: repo.key(),
+            repo,
+        })
+    }
+
+    pub fn location(&self) -> &RepoLocation {
+        &self.cfg.location
+    }
+
+    fn err(&self, e: &RusticError) -> Error {
+        storage(&self.cfg.location, e)
+    }
+
+    /// Streams every stream of `set` into one new snapshot. `gate` lets the caller watch the
+    /// bytes read; a fresh one is fine. No snapshot is written unless every stream succeeded.
+    pub fn backup(&self, set: BackupSet, gate: Arc<Gate>) -> Result<BackupOutcome> {
+        gate.expected.store(set.streams.len(), Ordering::SeqCst);
+        *self.gate.lock().unwrap() = gate.clone();
+
+        let mut snap_opts = SnapshotOptions::default()
+            .label(set.label.clone())
+            .description(serde_json::to_string_pretty(&set.meta).unwrap_or_default());
+        if let Some(host) = &set.hostname {
+            snap_opts = snap_opts.host(host.clone());
+        }
+        let mut snap = SnapshotFile::from_options(&snap_opts).map_err(|e| self.err(&e))?;
+        let tags: StringList = set
+            .meta
+            .tags()
+            .join(",")
+            .parse()
+            .map_err(|e| Error::Other(format!("snapshot tags: {e}")))?;
+        snap.add_tags(vec![tags]);
+
+        // The dump streams are new data every time: never take a parent snapshot, or the
+        // archiver would reuse the parent's tree without reading the streams.
+        let opts = rustic_core::BackupOptions::default()
+            .parent_opts(ParentOptions::default().force(true))
+            .no_scan(true);
+        let dir = PathBuf::from(&set.dir);
+        let src = StreamSource {
+            entries: set
+                .streams
+                .iter()
+                .map(|s| (dir.join(&s.name), s.cmd.clone()))
+                .collect(),
+            source_name: set.source_name.clone(),
+            gate: gate.clone(),
+        };
+        let repo = self.clone_open()?;
+        let result = repo
+            .to_indexed_ids()
+            .and_then(|r| r.archive(&opts, &src, snap, std::slice::from_ref(&dir)));
+        drop(set.keepalive);
+        // Reset the shared gate so that later writes through this handle are not refused.
+        *self.gate.lock().unwrap() = Arc::new(Gate::default());
+        match result {
+            Ok(snap) if gate.may_write_snapshot() => Ok(BackupOutcome {
+                snapshot: SnapshotInfo::from_file(&snap),
+            }),
+            Ok(snap) => {
+                // Cannot happen while the gate guards snapshot writes; if it does, remove it.
+                let _ = self.repo.delete_snapshots(&[snap.id]);
+                Err(gate
+                    .take_failure()
+                    .unwrap_or_else(|| Error::Other("a stream ended early".into())))
+            }
+            Err(e) => Err(gate.take_failure().unwrap_or_else(|| self.err(&e))),
+        }
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let mut snaps = self.repo.get_all_snapshots().map_err(|e| self.err(&e))?;
+        snaps.sort_by(|a, b| a.time.cmp(&b.time));
+        Ok(snaps.iter().map(SnapshotInfo::from_file).collect())
+    }
+
+    /// Finds a snapshot by full id, unique id prefix, or `latest`.
+    pub fn find(&self, query: &str) -> Result<SnapshotInfo> {
+        let snaps = self.snapshots()?;
+        let not_found = || Error::SnapshotNotFound {
+            query: query.to_string(),
+            repo: self.name.clone(),
+        };
+        if query == "latest" {
+            return snaps.into_iter().last().ok_or_else(not_found);
+        }
+        let mut matches = snaps.into_iter().filter(|s| s.id.starts_with(query));
+        let first = matches.next().ok_or_else(not_found)?;
+        if matches.next().is_some() {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                format!("snapshot `{query}`"),
+                "matches more than one snapshot; give more characters of the id",
+            )));
+        }
+        Ok(first)
+    }
+
+    /// Opens a snapshot's files for reading.
+    pub fn reader(&self, snap: &SnapshotInfo) -> Result<SnapshotReader> {
+        let repo = self.clone_open()?.to_indexed().map_err(|e| self.err(&e))?;
+        let mut files = Vec::new();
+        let mut stack = vec![(String::new(), snap.tree)];
+        while let Some((prefix, tree)) = stack.pop() {
+            let tree = repo.get_tree(&tree).map_err(|e| self.err(&e))?;
+            for node in tree.nodes {
+                let path = format!("{prefix}{}", node.name().to_string_lossy());
+                if let Some(sub) = node.subtree {
+                    stack.push((format!("{path}/"), sub));
+                } else if node.is_file() {
+                    files.push((path, node));
+                }
+            }
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(SnapshotReader {
+            repo,
+            files,
+            repo_name: self.name.clone(),
+        })
+    }
+
+    /// Applies a keep policy to each group of snapshots (one group per label, i.e. per source)
+    /// and removes the rest. An empty policy is refused: it would mean "keep nothing".
+    pub fn forget(&self, policy: &KeepPolicy, dry_run: bool) -> Result<ForgetReport> {
+        policy.validate()?;
+        if policy.is_empty() {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                "forget",
+                "no keep rule given; pass at least one of --keep-last, --keep-hourly, \
+                 --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within",
+            )));
+        }
+        let keep = keep_options(policy)?;
+        let snaps = self.repo.get_all_snapshots().map_err(|e| self.err(&e))?;
+        let grouped = Grouped::from_items(
+            snaps,
+            SnapshotGroupCriterion::new()
+                .label(true)
+                .hostname(false)
+                .paths(false)
+                .tags(false),
+        );
+        let groups =
+            ForgetGroups::from_grouped_snapshots_with_retention(grouped, &keep, &Zoned::now())
+                .map_err(|e| self.err(&e))?;
+        let mut report = ForgetReport::default();
+        for g in &groups.0 {
+            for s in &g.items {
+                let id = s.snapshot.id.to_hex().to_string();
+                if s.keep {
+                    report.kept.push(id);
+                } else {
+                    report.removed.push(id);
+                }
+            }
+        }
+        let ids = groups.into_forget_ids();
+        if !dry_run && !ids.is_empty() {
+            self.repo.delete_snapshots(&ids).map_err(|e| self.err(&e))?;
+        }
+        Ok(report)
+    }
+
+    /// Removes data no snapshot uses. With `instant`, unused packs go at once; otherwise they
+    /// are marked and removed by a later prune (safe while other backups run).
+    pub fn prune(&self, instant: bool) -> Result<()> {
+        let opts = PruneOptions::default().instant_delete(instant);
+        let plan = self.repo.prune_plan(&opts).map_err(|e| self.err(&e))?;
+        self.repo.prune(&opts, plan).map_err(|e| self.err(&e))
+    }
+
+    /// Checks the repository's structure, and with `read_data` every pack's content.
+    pub fn check(&self, read_data: bool) -> Result<()> {
+        let results = self
+            .repo
+            .check(CheckOptions::default().read_data(read_data))
+            .map_err(|e| self.err(&e))?;
+        if results.is_ok().is_ok() {
+            Ok(())
+        } else {
+            let errors: Vec<String> = results
+                .0
+                .iter()
+                .filter(|(level, _)| format!("{level:?}") == "Error")
+                .map(|(_, e)| e.to_string())
+                .collect();
+            Err(Error::CheckFailed {
+                repo: self.name.clone(),
+                detail: errors.join("; "),
+            })
+        }
+    }
+}
+
+fn keep_options(p: &KeepPolicy) -> Result<KeepOptions> {
+    let n = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    let mut k = KeepOptions::default()
+        .keep_last(n(p.last))
+        .keep_hourly(n(p.hourly))
+        .keep_daily(n(p.daily))
+        .keep_weekly(n(p.weekly))
+        .keep_monthly(n(p.monthly))
+        .keep_yearly(n(p.yearly));
+    if let Some(w) = &p.within {
+        let (y, mo, d, h) = holdfast_core::retention::parse_within(w)?;
+        let span = Span::new()
+            .years(i64::from(y))
+            .months(i64::from(mo))
+            .days(i64::from(d))
+            .hours(i64::from(h));
+        k = k.keep_within(Some(span));
+    }
+    Ok(k)
+}
+
+fn storage(location: &RepoLocation, e: &RusticError) -> Error {
+    Error::Storage {
+        repo: location.to_string(),
+        detail: e.display_log(),
+    }
+}
+
+/// A snapshot opened for reading: its files (path inside the snapshot, sorted) and a way to
+/// stream each one out.
+pub struct SnapshotReader {
+    repo: Repository<IndexedFullStatus>,
+    files: Vec<(String, Node)>,
+    repo_name: String,
+}
+
+impl SnapshotReader {
+    /// Paths of the files in the snapshot, sorted, with their sizes.
+    pub fn files(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.files.iter().map(|(p, n)| (p.as_str(), n.meta.size))
+    }
+
+    /// Writes one file's content to `w`.
+    pub fn dump(&self, path: &str, w: &mut impl Write) -> Result<()> {
+        let node = self
+            .files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, n)| n)
+            .ok_or_else(|| Error::Other(format!("no file {path} in the snapshot")))?;
+        self.repo.dump(node, w).map_err(|e| Error::Storage {
+            repo: self.repo_name.clone(),
+            detail: e.display_log(),
+        })
+    }
+}
+
+/// The backup's streams, as rustic_core's archiver sees them: one file each, opened (the tool
+/// started) only when the archiver gets to it.
+struct StreamSource {
+    entries: Vec<(PathBuf, Cmd)>,
+    source_name: String,
+    gate: Arc<Gate>,
+}
+
+struct LazyStream {
+    cmd: Cmd,
+    source_name: String,
+    gate: Arc<Gate>,
+}
+
+impl ReadSourceOpen for LazyStream {
+    type Reader = ChildReader;
+    fn open(self) -> RusticResult<ChildReader> {
+        self.cmd
+            .spawn_reader(&self.source_name, self.gate)
+            .map_err(|e| {
+                RusticError::with_source(
+                    ErrorKind::ExternalCommand,
+                    "starting a dump tool failed",
+                    e,
+                )
+            })
+    }
+}
+
+impl ReadSource for StreamSource {
+    type Open = LazyStream;
+    type Iter = std::vec::IntoIter<RusticResult<ReadSourceEntry<LazyStream>>>;
+
+    fn size(&self) -> RusticResult<Option<u64>> {
+        Ok(None)
+    }
+
+    fn entries(&self) -> Self::Iter {
+        let now = Timestamp::now();
+        self.entries
+            .iter()
+            .map(|(path, cmd)| {
+                let name = path.file_name().expect("stream paths have a file name");
+                let meta = Metadata {
+                    mode: Some(0o600),
+                    mtime: Some(now),
+                    ..Default::default()
+                };
+                Ok(ReadSourceEntry {
+                    path: path.clone(),
+                    node: Node::new_node(name, NodeType::File, meta),
+                    open: Some(LazyStream {
+                        cmd: cmd.clone(),
+                        source_name: self.source_name.clone(),
+                        gate: self.gate.clone(),
+                    }),
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+}

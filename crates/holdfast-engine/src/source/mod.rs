@@ -1,0 +1,273 @@
+//! Source drivers: one per kind of thing Holdfast backs up.
+//!
+//! A driver turns a [`SourceSpec`] into a [`BackupSet`] (the dump commands whose outputs become
+//! the files of one snapshot) and knows how to feed a snapshot back into a restore tool.
+
+mod command;
+mod folder;
+mod mysql;
+mod postgres;
+mod redis;
+mod sqlite;
+
+use std::path::Path;
+
+use holdfast_core::{SnapshotMeta, SourceKind, SourceSpec};
+
+use crate::error::{Error, Result};
+use crate::process::Cmd;
+use crate::repo::{SnapshotInfo, SnapshotReader};
+
+/// One file of a snapshot and the command whose stdout fills it.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// File name inside the snapshot's directory (may contain `/`).
+    pub name: String,
+    pub cmd: Cmd,
+}
+
+/// Everything one backup consists of.
+pub struct BackupSet {
+    /// The source, for messages (no password).
+    pub source_name: String,
+    /// Top-level directory of the snapshot's files, e.g. the database name.
+    pub dir: String,
+    /// Snapshot label: identifies the source; retention groups snapshots by it.
+    pub label: String,
+    /// Hostname recorded in the snapshot; `None` is this machine's.
+    pub hostname: Option<String>,
+    /// Sorted by name.
+    pub streams: Vec<Stream>,
+    pub meta: SnapshotMeta,
+    /// Held until every stream has finished (e.g. the transaction that exported a snapshot).
+    pub keepalive: Option<Box<dyn Send>>,
+}
+
+/// Options for a backup.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// PostgreSQL: one `pg_dump` stream instead of one file per table.
+    pub single_stream: bool,
+    /// PostgreSQL: every database plus the globals (roles, tablespaces).
+    pub all_databases: bool,
+    /// The plan making this backup, recorded in the snapshot.
+    pub plan: Option<String>,
+    /// Extra `key=value` tags.
+    pub tags: Vec<(String, String)>,
+    /// PostgreSQL: the `\\restrict` key pg_dump writes into the dump. pg_dump picks a random
+    /// one per run otherwise, which changes the first and last chunk of every file and defeats
+    /// deduplication. Make it with [`restrict_key`]: stable per source, unknown to the server.
+    pub restrict_key: Option<String>,
+}
+
+/// A `\\restrict` key for pg_dump derived from a secret (the repository password) and the
+/// source, so consecutive dumps of one source are identical when the data is, while the
+/// database server (against which the key protects the restore) cannot guess it.
+pub fn restrict_key(secret: &secrecy::SecretString, source: &str) -> String {
+    use secrecy::ExposeSecret;
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"holdfast pg_dump restrict key\0");
+    h.update(secret.expose_secret().as_bytes());
+    h.update(b"\0");
+    h.update(source.as_bytes());
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Options for a restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Create the target database when it does not exist.
+    pub create: bool,
+    /// How many tables to load at once (PostgreSQL per-table snapshots).
+    pub jobs: usize,
+    /// Restore into a non-empty directory / over an existing file.
+    pub force: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            create: false,
+            jobs: 2,
+            force: false,
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreStats {
+    pub bytes: u64,
+    pub files: usize,
+    pub duration_secs: f64,
+}
+
+/// A kind of source.
+pub trait SourceDriver: Send + Sync {
+    /// Asks the source what it is and builds the dump commands. Fails with a clear error when
+    /// the source is unreachable, refuses the login, does not exist, or the tool is missing.
+    fn backup_set(&self, opts: &BackupOptions) -> Result<BackupSet>;
+
+    /// Restores the snapshot into this source (the restore target).
+    fn restore(
+        &self,
+        snap: &SnapshotInfo,
+        files: &SnapshotReader,
+        opts: &RestoreOptions,
+    ) -> Result<()>;
+}
+
+/// The driver for a source or restore target.
+pub fn driver_for(spec: &SourceSpec) -> Box<dyn SourceDriver> {
+    match spec {
+        SourceSpec::Postgres(a) => Box::new(postgres::Postgres::new(a.clone())),
+        SourceSpec::Mysql(a) => Box::new(mysql::Mysql::new(a.clone())),
+        SourceSpec::Sqlite { path } => Box::new(sqlite::Sqlite::new(path.clone())),
+        SourceSpec::Redis {
+            host,
+            port,
+            password,
+        } => Box::new(redis::Redis::new(host.clone(), *port, password.clone())),
+        SourceSpec::Folder { path } => Box::new(folder::Folder::new(path.clone())),
+        SourceSpec::Command { name, command } => {
+            Box::new(command::CommandSource::new(name.clone(), command.clone()))
+        }
+    }
+}
+
+/// Restores `snap` into `spec`, timing it.
+pub fn restore(
+    spec: &SourceSpec,
+    snap: &SnapshotInfo,
+    files: &SnapshotReader,
+    opts: &RestoreOptions,
+) -> Result<RestoreStats> {
+    let start = std::time::Instant::now();
+    let snap_kind = snap
+        .meta
+        .as_ref()
+        .and_then(|m| SourceKind::parse(&m.source));
+    match (snap_kind, spec) {
+        // Any snapshot can be written out as plain files into a directory.
+        (Some(k), SourceSpec::Folder { path }) if k != SourceKind::Folder => {
+            extract_files(files, path, opts.force)?
+        }
+        (None, SourceSpec::Folder { path }) => extract_files(files, path, opts.force)?,
+        (Some(k), _) if k == spec.kind() || spec.kind() == SourceKind::Command => {
+            driver_for(spec).restore(snap, files, opts)?
+        }
+        (Some(k), _) => {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                format!("restore target `{spec}`"),
+                format!(
+                    "snapshot {} holds a {k} backup; restore it into a {k} target, into `cmd:` \
+                     with --command, or write its files out with file:///directory",
+                    snap.short_id
+                ),
+            )));
+        }
+        (None, _) => {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                format!("snapshot {}", snap.short_id),
+                "was not written by Holdfast; restore it into file:///directory",
+            )));
+        }
+    }
+    let bytes = files.files().map(|(_, s)| s).sum();
+    Ok(RestoreStats {
+        bytes,
+        files: files.files().count(),
+        duration_secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes every file of the snapshot under `dir`, without the snapshot's top directory.
+fn extract_files(files: &SnapshotReader, dir: &Path, force: bool) -> Result<()> {
+    ensure_empty_dir(dir, force)?;
+    for (path, _) in files.files() {
+        let rel = path.split_once('/').map_or(path, |(_, r)| r);
+        let out = dir.join(rel);
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        }
+        let mut f = std::fs::File::create(&out).map_err(|e| io_err(&out, e))?;
+        files.dump(path, &mut f)?;
+        f.sync_all().map_err(|e| io_err(&out, e))?;
+    }
+    Ok(())
+}
+
+fn ensure_empty_dir(dir: &Path, force: bool) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut it) => {
+            if !force && it.next().is_some() {
+                return Err(Error::Input(holdfast_core::InputError::new(
+                    format!("restore target {}", dir.display()),
+                    "is not empty; choose an empty directory, or pass --force to write into it",
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))
+        }
+        Err(e) => Err(io_err(dir, e)),
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Other(format!("{}: {e}", path.display()))
+}
+
+/// Makes a name safe as one path component inside a snapshot: anything but letters, digits,
+/// `_`, `-` and `.` is percent-encoded, so names stay unique and readable.
+pub(crate) fn file_name(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.starts_with('.') {
+        out.replace_range(0..1, "%2E");
+    }
+    out
+}
+
+/// Streams one snapshot file into a restore tool and waits for it.
+pub(crate) fn feed(files: &SnapshotReader, path: &str, cmd: &Cmd, target: &str) -> Result<()> {
+    let mut w = cmd.spawn_writer(target)?;
+    let res = files.dump(path, &mut w);
+    w.finish_after(res)
+}
+
+pub(crate) fn base_meta(kind: SourceKind, layout: &str, opts: &BackupOptions) -> SnapshotMeta {
+    SnapshotMeta {
+        source: kind.as_str().into(),
+        layout: layout.into(),
+        holdfast_version: crate::VERSION.into(),
+        plan: opts.plan.clone(),
+        user_tags: opts.tags.clone(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name;
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        assert_eq!(file_name("public.orders"), "public.orders");
+        assert_eq!(file_name("a/b"), "a%2Fb");
+        assert_eq!(file_name("a%2Fb"), "a%252Fb");
+        assert_eq!(file_name(".."), "%2E.");
+        assert_eq!(file_name("Grüße"), "Gr%C3%BC%C3%9Fe");
+    }
+}

@@ -1,0 +1,475 @@
+//! `holdfast`: the one binary.
+//!
+//! Cron-friendly: with `--quiet` nothing is printed on success; errors always go to stderr and
+//! the exit code says what kind of failure it was (see `holdfast_engine::Error::exit_code`).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use holdfast_core::{InputError, KeepPolicy, RepoLocation, SourceSpec};
+use holdfast_engine::repo::Gate;
+use holdfast_engine::{Error, Repo, RepoConfig};
+use secrecy::SecretString;
+
+#[derive(Parser)]
+#[command(
+    name = "holdfast",
+    version,
+    about = "Backups of databases into restic-format repositories"
+)]
+struct Cli {
+    /// Print nothing on success (errors still go to stderr).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// More log output (repeat for more).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct RepoArgs {
+    /// Repository: a directory, or s3://bucket/prefix?endpoint=URL&region=R
+    /// (S3 keys from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "HOLDFAST_REPO")]
+    repo: String,
+    /// File holding the repository password. Otherwise HOLDFAST_REPO_PASSWORD, or a prompt.
+    #[arg(long, env = "HOLDFAST_REPO_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new, encrypted repository.
+    Init {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Back up a source into the repository.
+    Backup {
+        /// postgres://user@host:port/db, mysql://user@host:port/db, sqlite:///path,
+        /// redis://host:port, file:///dir, or cmd:NAME (with --command).
+        source: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Extra KEY=VALUE tags on the snapshot (repeatable).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Shell command whose stdout is backed up (for cmd: sources).
+        #[arg(long)]
+        command: Option<String>,
+        /// PostgreSQL: one pg_dump stream instead of one file per table.
+        #[arg(long)]
+        single_stream: bool,
+        /// PostgreSQL: every database, plus roles and tablespaces.
+        #[arg(long)]
+        all_databases: bool,
+        /// Record this plan name in the snapshot.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Create the repository first if there is none.
+        #[arg(long)]
+        init: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List snapshots, oldest first.
+    Snapshots {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot into a target (same URL forms as backup sources).
+    Restore {
+        /// Snapshot id, unique id prefix, or "latest".
+        snapshot: String,
+        /// Where to restore: a database URL, sqlite:///path, file:///dir, or cmd: with --command.
+        target: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Shell command that reads the snapshot on stdin (for cmd: targets).
+        #[arg(long)]
+        command: Option<String>,
+        /// Create the target database if it does not exist.
+        #[arg(long)]
+        create: bool,
+        /// Tables loaded at once (PostgreSQL per-table snapshots).
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Write into a non-empty directory or over an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a snapshot's files, concatenated in order, to stdout (a plain SQL dump for
+    /// PostgreSQL and MariaDB snapshots).
+    Dump {
+        snapshot: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Remove snapshots by a keep policy, per source.
+    Forget {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Also remove the data no snapshot uses any more.
+        #[arg(long)]
+        prune: bool,
+        /// Show what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove data no snapshot uses.
+    Prune {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Delete unused packs now instead of after the 23-hour grace period that protects
+        /// backups running at the same time.
+        #[arg(long)]
+        instant: bool,
+    },
+    /// Verify the repository; with --read-data, every byte of it.
+    Check {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        read_data: bool,
+    },
+}
+
+#[derive(Args)]
+struct KeepArgs {
+    #[arg(long)]
+    keep_last: Option<u32>,
+    #[arg(long)]
+    keep_hourly: Option<u32>,
+    #[arg(long)]
+    keep_daily: Option<u32>,
+    #[arg(long)]
+    keep_weekly: Option<u32>,
+    #[arg(long)]
+    keep_monthly: Option<u32>,
+    #[arg(long)]
+    keep_yearly: Option<u32>,
+    /// Keep everything younger than this, e.g. 7d, 36h, 2w3d.
+    #[arg(long)]
+    keep_within: Option<String>,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: tags are KEY=VALUE"))?;
+    if k.is_empty() || k.contains(',') || v.contains(',') {
+        return Err(format!("`{s}`: tags are KEY=VALUE, without commas"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn,rustic_core::archiver=error",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast: error: {e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+fn repo_config(args: &RepoArgs) -> Result<RepoConfig, Error> {
+    let location = RepoLocation::parse(&args.repo)?;
+    let password = password(args)?;
+    let mut cfg = RepoConfig::new(location, password);
+    if let (Ok(id), Ok(secret)) = (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        cfg.s3_credentials = Some((id, SecretString::from(secret)));
+    }
+    Ok(cfg)
+}
+
+fn password(args: &RepoArgs) -> Result<SecretString, Error> {
+    if let Some(f) = &args.password_file {
+        let s = std::fs::read_to_string(f).map_err(|e| {
+            InputError::new(format!("password file {}", f.display()), e.to_string())
+        })?;
+        let s = s.trim_end_matches(['\n', '\r']);
+        if s.is_empty() {
+            return Err(
+                InputError::new(format!("password file {}", f.display()), "is empty").into(),
+            );
+        }
+        return Ok(SecretString::from(s.to_string()));
+    }
+    if let Ok(p) = std::env::var("HOLDFAST_REPO_PASSWORD") {
+        if !p.is_empty() {
+            return Ok(SecretString::from(p));
+        }
+    }
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password("repository password: ")
+            .map_err(|e| Error::Other(format!("reading the password: {e}")))?;
+        if !p.is_empty() {
+            return Ok(SecretString::from(p));
+        }
+    }
+    Err(InputError::new(
+        "repository password",
+        "not given: set HOLDFAST_REPO_PASSWORD, pass --password-file, or run on a terminal",
+    )
+    .into())
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let quiet = cli.quiet;
+    let say = |s: String| {
+        if !quiet {
+            println!("{s}");
+        }
+    };
+    match cli.command {
+        Command::Init { repo } => {
+            let cfg = repo_config(&repo)?;
+            Repo::init(&cfg)?;
+            say(format!("created repository at {}", cfg.location));
+        }
+        Command::Backup {
+            source,
+            repo,
+            tags,
+            command,
+            single_stream,
+            all_databases,
+            plan,
+            init,
+            json,
+        } => {
+            let spec = SourceSpec::parse(&source, command.as_deref())?;
+            let cfg = repo_config(&repo)?;
+            let driver = holdfast_engine::driver_for(&spec);
+            let opts = holdfast_engine::BackupOptions {
+                single_stream,
+                all_databases,
+                plan,
+                tags,
+                restrict_key: Some(holdfast_engine::source::restrict_key(
+                    &cfg.password,
+                    &spec.to_string(),
+                )),
+            };
+            // Ask the source first: an unreachable database fails before the repository is touched.
+            let set = driver.backup_set(&opts)?;
+            let repo = match Repo::open(&cfg) {
+                Err(Error::RepoNotFound { .. }) if init => {
+                    Repo::init(&cfg)?;
+                    Repo::open(&cfg)?
+                }
+                other => other?,
+            };
+            let gate = Arc::new(Gate::default());
+            let progress = Progress::start(gate.clone(), quiet || json);
+            let result = repo.backup(set, gate);
+            progress.finish();
+            let outcome = result?;
+            let s = &outcome.snapshot;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&outcome).unwrap_or_default()
+                );
+            } else {
+                say(format!(
+                    "snapshot {} saved: {} read, {} added to the repository, {:.1}s",
+                    s.short_id,
+                    human(s.bytes),
+                    human(s.added_bytes),
+                    s.duration_secs
+                ));
+            }
+        }
+        Command::Snapshots { repo, json } => {
+            let repo = Repo::open(&repo_config(&repo)?)?;
+            let snaps = repo.snapshots()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&snaps).unwrap_or_default()
+                );
+            } else if !quiet {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "{:<8}  {:<25}  {:<9}  {:>10}  SOURCE",
+                    "ID", "TIME", "KIND", "SIZE"
+                );
+                for s in &snaps {
+                    let kind = s.meta.as_ref().map_or("-", |m| m.source.as_str());
+                    let _ = writeln!(
+                        out,
+                        "{:<8}  {:<25}  {:<9}  {:>10}  {}",
+                        s.short_id,
+                        s.time,
+                        kind,
+                        human(s.bytes),
+                        s.label
+                    );
+                }
+                let _ = writeln!(out, "{} snapshots", snaps.len());
+            }
+        }
+        Command::Restore {
+            snapshot,
+            target,
+            repo,
+            command,
+            create,
+            jobs,
+            force,
+        } => {
+            let spec = SourceSpec::parse(&target, command.as_deref())?;
+            let repo = Repo::open(&repo_config(&repo)?)?;
+            let snap = repo.find(&snapshot)?;
+            let reader = repo.reader(&snap)?;
+            let opts = holdfast_engine::RestoreOptions {
+                create,
+                jobs: jobs.max(1),
+                force,
+            };
+            let stats = holdfast_engine::source::restore(&spec, &snap, &reader, &opts)?;
+            say(format!(
+                "restored snapshot {} into {spec}: {} in {} files, {:.1}s",
+                snap.short_id,
+                human(stats.bytes),
+                stats.files,
+                stats.duration_secs
+            ));
+        }
+        Command::Dump { snapshot, repo } => {
+            let repo = Repo::open(&repo_config(&repo)?)?;
+            let snap = repo.find(&snapshot)?;
+            let reader = repo.reader(&snap)?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let paths: Vec<String> = reader.files().map(|(p, _)| p.to_string()).collect();
+            for p in paths {
+                reader.dump(&p, &mut out)?;
+            }
+            out.flush()
+                .map_err(|e| Error::Other(format!("writing to stdout: {e}")))?;
+        }
+        Command::Forget {
+            repo,
+            keep,
+            prune,
+            dry_run,
+        } => {
+            let repo = Repo::open(&repo_config(&repo)?)?;
+            let policy = KeepPolicy {
+                last: keep.keep_last,
+                hourly: keep.keep_hourly,
+                daily: keep.keep_daily,
+                weekly: keep.keep_weekly,
+                monthly: keep.keep_monthly,
+                yearly: keep.keep_yearly,
+                within: keep.keep_within,
+            };
+            let report = repo.forget(&policy, dry_run)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            say(format!(
+                "{verb} {} snapshots, kept {}",
+                report.removed.len(),
+                report.kept.len()
+            ));
+            for id in &report.removed {
+                say(format!("  {verb} {}", &id[..8]));
+            }
+            if prune && !dry_run {
+                repo.prune(false)?;
+                say("pruned unused data".into());
+            }
+        }
+        Command::Prune { repo, instant } => {
+            let repo = Repo::open(&repo_config(&repo)?)?;
+            repo.prune(instant)?;
+            say("pruned unused data".into());
+        }
+        Command::Check { repo, read_data } => {
+            let repo = Repo::open(&repo_config(&repo)?)?;
+            repo.check(read_data)?;
+            say(format!("repository {} is fine", repo.location()));
+        }
+    }
+    Ok(())
+}
+
+fn human(b: u64) -> String {
+    indicatif::HumanBytes(b).to_string()
+}
+
+/// A progress bar on a terminal (bytes, rate, elapsed); nothing otherwise.
+struct Progress {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(gate: Arc<Gate>, quiet: bool) -> Self {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Self {
+                stop: None,
+                handle: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {bytes} read  {binary_bytes_per_sec}  {elapsed_precise}",
+                )
+                .expect("valid template"),
+            );
+            loop {
+                bar.set_position(gate.bytes.load(Ordering::Relaxed));
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
+            }
+            bar.finish_and_clear();
+        });
+        Self {
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

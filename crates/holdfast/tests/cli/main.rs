@@ -1,0 +1,11 @@
+//! End-to-end tests of the `holdfast` binary against real servers: PostgreSQL, MariaDB and
+//! Redis on this machine, an S3-compatible server (moto), and the stock `restic` binary reading
+//! what Holdfast wrote. `scripts/test` starts them all.
+
+mod helpers;
+
+// mod failures;
+// mod mysql;
+// mod other_sources;
+mod postgres;
+// mod repository;
