@@ -90,13 +90,16 @@ impl Gate {
     }
 }
 
+/// The gate of the backup in progress, swapped in by [`Repo::backup`].
+type SharedGate = Arc<Mutex<Arc<Gate>>>;
+
 /// Wraps the storage backend so that a snapshot file cannot be written while the gate reports a
 /// failed or incomplete stream, and storage errors are remembered even if rustic_core logs and
 /// skips them.
 #[derive(Debug)]
 struct GuardedBackend {
     inner: Arc<dyn WriteBackend>,
-    gate: Arc<Mutex<Arc<Gate>>>,
+    gate: SharedGate,
 }
 
 impl GuardedBackend {
@@ -241,14 +244,14 @@ pub struct ForgetReport {
 pub struct Repo {
     cfg: RepoConfig,
     name: String,
-    gate: Arc<Mutex<Arc<Gate>>>,
+    gate: SharedGate,
     backends: RepositoryBackends,
     key: MasterKey,
     repo: Repository<OpenStatus>,
 }
 
 impl Repo {
-    fn backends(cfg: &RepoConfig, gate: Arc<Mutex<Arc<Gate>>>) -> Result<RepositoryBackends> {
+    fn backends(cfg: &RepoConfig, gate: SharedGate) -> Result<RepositoryBackends> {
         let (repository, mut options) = cfg.location.backend();
         if let Some((id, secret)) = &cfg.s3_credentials {
             options.insert("access_key_id".into(), id.clone());
@@ -272,9 +275,7 @@ impl Repo {
         Ok(RepositoryBackends::new(guarded, None))
     }
 
-    fn unopened(
-        cfg: &RepoConfig,
-    ) -> Result<(Repository<()>, RepositoryBackends, Arc<Mutex<Arc<Gate>>>)> {
+    fn unopened(cfg: &RepoConfig) -> Result<(Repository<()>, RepositoryBackends, SharedGate)> {
         let gate = Arc::new(Mutex::new(Arc::new(Gate::default())));
         let backends = Self::backends(cfg, gate.clone())?;
         let repo = Repository::new(&RepositoryOptions::default(), &backends)

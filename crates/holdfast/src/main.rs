@@ -224,10 +224,10 @@ fn password(args: &RepoArgs) -> Result<SecretString, Error> {
         }
         return Ok(SecretString::from(s.to_string()));
     }
-    if let Ok(p) = std::env::var("HOLDFAST_REPO_PASSWORD") {
-        if !p.is_empty() {
-            return Ok(SecretString::from(p));
-        }
+    if let Ok(p) = std::env::var("HOLDFAST_REPO_PASSWORD")
+        && !p.is_empty()
+    {
+        return Ok(SecretString::from(p));
     }
     if std::io::stdin().is_terminal() {
         let p = rpassword::prompt_password("repository password: ")

@@ -54,7 +54,6 @@ impl Mysql {
         let mut c = Cmd::new(program, step)
             .arg(format!("--host={}", self.addr.host))
             .arg(format!("--port={}", self.addr.port.unwrap_or(3306)))
-            .arg("--connect-timeout=10")
             .secret_env("MYSQL_PWD", self.addr.password.as_ref());
         if self.addr.host != "localhost" {
             c = c.arg("--protocol=TCP");

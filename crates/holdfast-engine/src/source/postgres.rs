@@ -619,10 +619,10 @@ impl SourceDriver for Postgres {
                 if n.ends_with("/0-globals.sql") {
                     let psql = self.psql(&bins, &target_db).with_step("psql (globals)");
                     feed(files, n, &psql, &target)?;
-                } else if let Some(db) = n.split('/').nth(1) {
-                    if !dbs.iter().any(|d| d == db) {
-                        dbs.push(db.to_string());
-                    }
+                } else if let Some(db) = n.split('/').nth(1)
+                    && !dbs.iter().any(|d| d == db)
+                {
+                    dbs.push(db.to_string());
                 }
             }
             for db in dbs {
@@ -723,12 +723,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 3 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 3 <= b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;

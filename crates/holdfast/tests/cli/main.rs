@@ -4,8 +4,8 @@
 
 mod helpers;
 
-// mod failures;
-// mod mysql;
-// mod other_sources;
+mod failures;
+mod mysql;
+mod other_sources;
 mod postgres;
-// mod repository;
+mod repository;

@@ -1,0 +1,252 @@
+//! A failed backup never harms an earlier one and never leaves a snapshot behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+
+use crate::helpers::*;
+
+/// A repository with one good snapshot of `payload`, whose bytes are returned.
+fn repo_with_one_snapshot() -> (Env, Vec<u8>) {
+    let env = Env::new();
+    env.init();
+    let payload: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_be_bytes()).collect();
+    let file = env.path("payload");
+    std::fs::write(&file, &payload).unwrap();
+    env.backup(
+        "cmd:good",
+        &["--command", &format!("cat {}", file.display())],
+    );
+    (env, payload)
+}
+
+/// The earlier snapshot is still the only one, restores intact, and both checks pass.
+fn assert_unharmed(env: &Env, payload: &[u8]) {
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 1, "a failed backup left a snapshot: {snaps:?}");
+    let out = env.cmd(&["dump", "latest"]).output().unwrap();
+    assert!(out.stdout == payload, "the earlier snapshot changed");
+    env.ok(&["check", "--read-data"]);
+    env.restic_check();
+}
+
+#[test]
+fn dump_tool_exiting_non_zero_writes_no_snapshot_and_shows_its_stderr() {
+    let (env, payload) = repo_with_one_snapshot();
+    let err = env.fails(
+        &[
+            "backup",
+            "cmd:bad",
+            "--command",
+            "head -c 3000000 /dev/urandom; echo 'disk on fire' >&2; exit 3",
+        ],
+        24,
+    );
+    assert!(
+        err.contains("exit status 3") && err.contains("disk on fire"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cmd:bad"),
+        "the error must name the source: {err}"
+    );
+    assert_unharmed(&env, &payload);
+}
+
+#[test]
+fn killed_dump_tool_writes_no_snapshot() {
+    let (env, payload) = repo_with_one_snapshot();
+    let err = env.fails(
+        &[
+            "backup",
+            "cmd:killed",
+            "--command",
+            "head -c 5000000 /dev/urandom; kill -9 $$",
+        ],
+        24,
+    );
+    assert!(err.contains("killed by signal 9"), "{err}");
+    assert_unharmed(&env, &payload);
+}
+
+#[test]
+fn postgres_connection_lost_mid_dump_writes_no_snapshot() {
+    let env = Env::new();
+    env.init();
+    let db = PgDb::new();
+    db.psql("CREATE TABLE t AS SELECT g AS x FROM generate_series(1, 1000) g;");
+    env.backup(&db.url(), &[]);
+    let want = db.checksums();
+
+    // Hold an exclusive lock so that the next backup's pg_dump waits on it...
+    let mut locker = PgDb::psql_cmd(&db.name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lock_in = locker.stdin.take().unwrap();
+    writeln!(
+        lock_in,
+        "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT 'locked';"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(locker.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+
+    let backup = env
+        .cmd(&["backup", &db.url()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // ...then cut its connection, as a server restart or network failure would.
+    let waiting = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = '{}' AND application_name = 'holdfast' AND wait_event_type = 'Lock'",
+        db.name
+    );
+    let mut terminated = false;
+    for _ in 0..300 {
+        if db.psql(&waiting).trim() != "0" {
+            terminated = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    writeln!(lock_in, "COMMIT;").unwrap();
+    drop(lock_in);
+    let _ = locker.wait();
+    let out = backup.wait_with_output().unwrap();
+    assert!(terminated, "the backup never waited on the lock");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(24), "{err}");
+    assert!(err.contains("pg_dump") && err.contains(&db.name), "{err}");
+    assert_eq!(env.snapshots().len(), 1);
+    env.restic_check();
+    let target = PgDb::not_created();
+    env.ok(&["restore", "latest", &target.url(), "--create"]);
+    assert_eq!(target.checksums(), want);
+}
+
+#[test]
+fn storage_failure_mid_stream_writes_no_snapshot_and_the_next_backup_works() {
+    let (env, payload) = repo_with_one_snapshot();
+    // Make every pack directory that is still empty unwritable by putting a file in its
+    // place (we run as root, so permissions would not stop the write).
+    let data = std::path::Path::new(&env.repo).join("data");
+    let mut blocked = Vec::new();
+    for e in std::fs::read_dir(&data).unwrap() {
+        let p = e.unwrap().path();
+        if std::fs::read_dir(&p).unwrap().next().is_none() {
+            std::fs::remove_dir(&p).unwrap();
+            std::fs::write(&p, "not a directory").unwrap();
+            blocked.push(p);
+        }
+    }
+    assert!(blocked.len() > 200);
+    let err = env.fails(
+        &[
+            "backup",
+            "cmd:big",
+            "--command",
+            "head -c 40000000 /dev/urandom",
+        ],
+        13,
+    );
+    assert!(
+        err.contains("storage error") && err.contains(&env.repo),
+        "{err}"
+    );
+    for p in blocked {
+        std::fs::remove_file(&p).unwrap();
+        std::fs::create_dir(&p).unwrap();
+    }
+    assert_unharmed(&env, &payload);
+    env.backup("cmd:big", &["--command", "head -c 40000000 /dev/urandom"]);
+    assert_eq!(env.snapshots().len(), 2);
+}
+
+#[test]
+fn wrong_password_missing_repository_and_bad_urls_have_their_own_errors() {
+    let (env, _) = repo_with_one_snapshot();
+    let err = env
+        .cmd(&["snapshots"])
+        .env("HOLDFAST_REPO_PASSWORD", "not the password")
+        .output()
+        .unwrap();
+    assert_eq!(err.status.code(), Some(12));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("wrong password"));
+
+    let missing = Env::new();
+    let e = missing.fails(&["snapshots"], 10);
+    assert!(e.contains("holdfast init"), "{e}");
+
+    let e = env.fails(&["backup", "mongodb://h/db"], 2);
+    assert!(e.contains("postgres://"), "{e}");
+    let e = env.fails(&["init"], 11);
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn unreachable_database_is_named_without_its_password() {
+    let (env, payload) = repo_with_one_snapshot();
+    let err = env.fails(
+        &["backup", "postgres://app:pw-s3cret-9@127.0.0.1:1/shop"],
+        20,
+    );
+    assert!(
+        err.contains("127.0.0.1:1") && err.contains("postgres://app@127.0.0.1:1/shop"),
+        "{err}"
+    );
+    assert!(!err.contains("pw-s3cret-9"), "password leaked: {err}");
+    let err = env.fails(&["backup", "redis://127.0.0.1:1"], 20);
+    assert!(err.contains("redis://127.0.0.1:1"), "{err}");
+    assert_unharmed(&env, &payload);
+}
+
+#[test]
+fn missing_dump_tool_is_named() {
+    let (env, payload) = repo_with_one_snapshot();
+    let db = env.path("x.db");
+    sh(&format!("sqlite3 {} 'CREATE TABLE t (x)'", db.display()));
+    let out = env
+        .cmd(&["backup", &format!("sqlite://{}", db.display())])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(23), "{err}");
+    assert!(
+        err.contains("sqlite3 not found") && err.contains("Debian: sqlite3"),
+        "{err}"
+    );
+    assert_unharmed(&env, &payload);
+}
+
+#[test]
+fn database_password_is_passed_in_the_environment_not_the_command_line() {
+    let env = Env::new();
+    env.init();
+    // A command source shows what a dump tool sees: its own command line and environment.
+    let db = PgDb::new();
+    db.psql("CREATE TABLE t (x int);");
+    // PostgreSQL here trusts every login, so a made-up password is accepted and reaches pg_dump.
+    let url = format!(
+        "postgres://postgres:tr0ub4dor-pw@127.0.0.1:5432/{}",
+        db.name
+    );
+    let out = env.cmd(&["backup", &url, "-vv"]).output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains("tr0ub4dor-pw"), "password in output: {all}");
+    let snaps = serde_json::to_string(&env.snapshots()).unwrap();
+    assert!(
+        !snaps.contains("tr0ub4dor-pw"),
+        "password in snapshot metadata"
+    );
+}
