@@ -232,15 +232,27 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Replaces the password in anything URL-shaped with `***`, for messages.
+/// Replaces the password in anything URL-shaped with `***`, for messages. Works on text, so
+/// that even a URL too broken to parse does not show its password.
 pub fn redact_url(s: &str) -> String {
-    match Url::parse(s) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => s.to_string(),
-    }
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_string();
+    };
+    let rest = &s[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return s.to_string();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return s.to_string();
+    };
+    format!(
+        "{}{}:***{}",
+        &s[..scheme_end + 3],
+        &authority[..colon],
+        &rest[at..]
+    )
 }
 
 /// Where a repository lives.
@@ -432,6 +444,9 @@ mod tests {
         assert!(e.reason.contains("--command"), "{e}");
         let e = SourceSpec::parse("postgres://u:pw@/db", None).unwrap_err();
         assert!(!e.to_string().contains(":pw@"), "{e}");
+        assert_eq!(redact_url("x://u:p@ss@h:1/d?q"), "x://u:***@h:1/d?q");
+        assert_eq!(redact_url("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact_url("/plain/path"), "/plain/path");
     }
 
     #[test]

@@ -736,3 +736,42 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_goes_to_the_environment_never_the_command_line() {
+        let spec =
+            holdfast_core::SourceSpec::parse("postgres://app:Sup3r-secret@db:5433/shop", None)
+                .unwrap();
+        let holdfast_core::SourceSpec::Postgres(addr) = spec else {
+            panic!()
+        };
+        let pg = Postgres::new(addr);
+        let cmd = pg.tool(PathBuf::from("pg_dump"), "pg_dump", "shop");
+        let shown = format!("{cmd:?} {:?}", cmd.args);
+        assert!(!shown.contains("Sup3r-secret"), "{shown}");
+        let env: Vec<(String, String)> = cmd
+            .to_command()
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert!(env.contains(&("PGPASSWORD".into(), "Sup3r-secret".into())));
+        assert!(env.contains(&("PGPORT".into(), "5433".into())));
+    }
+
+    #[test]
+    fn table_patterns_match_exactly_one_table() {
+        assert_eq!(pattern("we/ird", "ta\"ble"), "\"we/ird\".\"ta\"\"ble\"");
+        assert_eq!(pattern("public", "a*b?"), "\"public\".\"a*b?\"");
+        assert_eq!(unhex("5765"), "We");
+    }
+}
