@@ -7,10 +7,12 @@
 pub mod location;
 pub mod meta;
 pub mod retention;
+pub mod schedule;
 
 pub use location::{RepoLocation, SourceKind, SourceSpec};
 pub use meta::SnapshotMeta;
 pub use retention::KeepPolicy;
+pub use schedule::Schedule;
 
 /// An error in what a user wrote: a URL, a flag value, a policy.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

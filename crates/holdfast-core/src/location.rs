@@ -154,6 +154,19 @@ impl SourceSpec {
         }
     }
 
+    /// Sets the password when the URL carries none (it may come from a file or the
+    /// environment instead, keeping it out of process lists).
+    pub fn with_default_password(mut self, password: SecretString) -> Self {
+        match &mut self {
+            Self::Postgres(a) | Self::Mysql(a) if a.password.is_none() => {
+                a.password = Some(password)
+            }
+            Self::Redis { password: p, .. } if p.is_none() => *p = Some(password),
+            _ => {}
+        }
+        self
+    }
+
     pub fn kind(&self) -> SourceKind {
         match self {
             Self::Postgres(_) => SourceKind::Postgres,

@@ -18,6 +18,17 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::error::Error;
 use crate::repo::Gate;
 
+/// Environment variables of Holdfast's own that dump and restore tools never see.
+const INHERITED_SECRETS: [&str; 7] = [
+    "HOLDFAST_REPO_PASSWORD",
+    "HOLDFAST_SOURCE_PASSWORD",
+    "HOLDFAST_ADMIN_TOKEN",
+    "RESTIC_PASSWORD",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
 /// How many of the last stderr lines of a tool are kept for error messages.
 const STDERR_TAIL_LINES: usize = 20;
 
@@ -97,6 +108,10 @@ impl Cmd {
     pub fn to_command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args);
+        // Tools get their own secrets below, never Holdfast's.
+        for k in INHERITED_SECRETS {
+            c.env_remove(k);
+        }
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -323,7 +338,7 @@ impl Drop for ChildReader {
             self.gate.fail(Error::DumpFailed {
                 source_name: self.source_name.clone(),
                 step: self.step.clone(),
-                status: "stopped before the end of its output".into(),
+                status: EARLY_STOP.into(),
                 stderr: String::new(),
             });
             let _ = self.child.kill();
@@ -369,9 +384,15 @@ impl ChildWriter {
 
     /// Like [`ChildWriter::finish`], but a write error that came first (e.g. a broken pipe
     /// because the tool died) is reported as the tool's own failure when it has one.
-    pub fn finish_after(self, write_result: crate::Result<()>) -> crate::Result<()> {
+    pub fn finish_after(mut self, write_result: crate::Result<()>) -> crate::Result<()> {
+        if write_result.is_err() {
+            // The input is incomplete: the tool must not take the end of its stdin for the
+            // end of the data (psql would commit a truncated table).
+            let _ = self.child.kill();
+        }
         let finished = self.finish();
         match (write_result, finished) {
+            (Err(w), _) if self_killed(&w) => Err(w),
             (_, Err(tool)) => Err(tool),
             (Err(w), Ok(())) => Err(w),
             (Ok(()), Ok(())) => Ok(()),
@@ -401,6 +422,18 @@ impl Drop for ChildWriter {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A repository read error is reported as itself, not as the restore tool's death by our kill.
+fn self_killed(w: &Error) -> bool {
+    matches!(w, Error::Storage { .. })
+}
+
+const EARLY_STOP: &str = "stopped before the end of its output";
+
+/// Whether a failure only says a stream was abandoned (the cause is elsewhere).
+pub fn is_early_stop(e: &Error) -> bool {
+    matches!(e, Error::DumpFailed { status, .. } if status == EARLY_STOP)
 }
 
 /// Finds a program on `PATH`.

@@ -346,6 +346,22 @@ impl Repo {
         })
     }
 
+    /// A secret stable for this repository and `context`, derived from the repository's random
+    /// master key (so seeing it, e.g. in a process list, reveals nothing to guess the password
+    /// with). Used for pg_dump's `\\restrict` key.
+    pub fn derive_secret(&self, context: &str) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"holdfast derived secret\0");
+        h.update(serde_json::to_vec(&self.key).unwrap_or_default());
+        h.update(b"\0");
+        h.update(context.as_bytes());
+        h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     pub fn location(&self) -> &RepoLocation {
         &self.cfg.location
     }
@@ -408,7 +424,11 @@ impl Repo {
                     .take_failure()
                     .unwrap_or_else(|| Error::Other("a stream ended early".into())))
             }
-            Err(e) => Err(gate.take_failure().unwrap_or_else(|| self.err(&e))),
+            // A stream that only "stopped early" was stopped because of `e`: report `e`.
+            Err(e) => Err(match gate.take_failure() {
+                Some(f) if !crate::process::is_early_stop(&f) => f,
+                _ => self.err(&e),
+            }),
         }
     }
 
@@ -456,7 +476,7 @@ impl Repo {
                 }
             }
         }
-        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files.sort_by(|a, b| std::path::Path::new(&a.0).cmp(std::path::Path::new(&b.0)));
         Ok(SnapshotReader {
             repo,
             files,

@@ -243,6 +243,33 @@ fn password(args: &RepoArgs) -> Result<SecretString, Error> {
     .into())
 }
 
+/// A database password kept out of the URL (and so out of Holdfast's own command line):
+/// `HOLDFAST_SOURCE_PASSWORD`, or a file named by `HOLDFAST_SOURCE_PASSWORD_FILE`.
+fn with_source_password(spec: SourceSpec) -> Result<SourceSpec, Error> {
+    let from_file = match std::env::var_os("HOLDFAST_SOURCE_PASSWORD_FILE") {
+        Some(f) => Some(
+            std::fs::read_to_string(&f)
+                .map_err(|e| {
+                    InputError::new(
+                        format!(
+                            "HOLDFAST_SOURCE_PASSWORD_FILE {}",
+                            PathBuf::from(&f).display()
+                        ),
+                        e.to_string(),
+                    )
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    let password = from_file.or_else(|| std::env::var("HOLDFAST_SOURCE_PASSWORD").ok());
+    Ok(match password {
+        Some(p) if !p.is_empty() => spec.with_default_password(SecretString::from(p)),
+        _ => spec,
+    })
+}
+
 fn run(cli: Cli) -> Result<(), Error> {
     let quiet = cli.quiet;
     let say = |s: String| {
@@ -267,21 +294,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             init,
             json,
         } => {
-            let spec = SourceSpec::parse(&source, command.as_deref())?;
+            let spec = with_source_password(SourceSpec::parse(&source, command.as_deref())?)?;
             let cfg = repo_config(&repo)?;
-            let driver = holdfast_engine::driver_for(&spec);
-            let opts = holdfast_engine::BackupOptions {
-                single_stream,
-                all_databases,
-                plan,
-                tags,
-                restrict_key: Some(holdfast_engine::source::restrict_key(
-                    &cfg.password,
-                    &spec.to_string(),
-                )),
-            };
-            // Ask the source first: an unreachable database fails before the repository is touched.
-            let set = driver.backup_set(&opts)?;
             let repo = match Repo::open(&cfg) {
                 Err(Error::RepoNotFound { .. }) if init => {
                     Repo::init(&cfg)?;
@@ -289,6 +303,15 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
                 other => other?,
             };
+            let driver = holdfast_engine::driver_for(&spec);
+            let opts = holdfast_engine::BackupOptions {
+                single_stream,
+                all_databases,
+                plan,
+                tags,
+                restrict_key: Some(repo.derive_secret(&format!("pg_dump restrict key {spec}"))),
+            };
+            let set = driver.backup_set(&opts)?;
             let gate = Arc::new(Gate::default());
             let progress = Progress::start(gate.clone(), quiet || json);
             let result = repo.backup(set, gate);
@@ -349,7 +372,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             jobs,
             force,
         } => {
-            let spec = SourceSpec::parse(&target, command.as_deref())?;
+            let spec = with_source_password(SourceSpec::parse(&target, command.as_deref())?)?;
             let repo = Repo::open(&repo_config(&repo)?)?;
             let snap = repo.find(&snapshot)?;
             let reader = repo.reader(&snap)?;

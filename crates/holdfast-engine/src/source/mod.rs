@@ -56,25 +56,9 @@ pub struct BackupOptions {
     pub tags: Vec<(String, String)>,
     /// PostgreSQL: the `\\restrict` key pg_dump writes into the dump. pg_dump picks a random
     /// one per run otherwise, which changes the first and last chunk of every file and defeats
-    /// deduplication. Make it with [`restrict_key`]: stable per source, unknown to the server.
+    /// deduplication. Make it with [`crate::Repo::derive_secret`]: stable per source, unknown to
+    /// the server, and not derived from anything a user could guess.
     pub restrict_key: Option<String>,
-}
-
-/// A `\\restrict` key for pg_dump derived from a secret (the repository password) and the
-/// source, so consecutive dumps of one source are identical when the data is, while the
-/// database server (against which the key protects the restore) cannot guess it.
-pub fn restrict_key(secret: &secrecy::SecretString, source: &str) -> String {
-    use secrecy::ExposeSecret;
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(b"holdfast pg_dump restrict key\0");
-    h.update(secret.expose_secret().as_bytes());
-    h.update(b"\0");
-    h.update(source.as_bytes());
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Options for a restore.

@@ -7,7 +7,7 @@
 //! are a plain SQL dump that `psql` restores.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::sync::Mutex;
 
@@ -225,7 +225,8 @@ impl Postgres {
             let name = parts.next().map(unhex).unwrap_or_default();
             match kind {
                 "r" => streams.push(Stream {
-                    name: format!("1-data/{}", file_name(&format!("{schema}.{name}.sql"))),
+                    // Dots inside names are encoded, so `a.b`.`c` and `a`.`b.c` stay apart.
+                    name: format!("1-data/{}.{}.sql", name_part(&schema), name_part(&name)),
                     cmd: dump(&format!("pg_dump of table {schema}.{name}"))
                         .arg(format!("--snapshot={snapshot}"))
                         .arg("--section=data")
@@ -262,7 +263,7 @@ impl Postgres {
                 .arg(format!("--snapshot={snapshot}"))
                 .arg("--section=post-data"),
         });
-        streams.sort_by(|a, b| a.name.cmp(&b.name));
+        streams.sort_by(|a, b| Path::new(&a.name).cmp(Path::new(&b.name)));
         Ok((streams, Some(holder)))
     }
 }
@@ -276,8 +277,9 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
 WHERE c.relkind IN ('r', 'S') AND c.relpersistence <> 't' \
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-                  AND d.objid = c.oid AND d.deptype = 'e') \
+  AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                   AND d.objid = c.oid AND d.deptype = 'e') \
+       OR c.oid IN (SELECT unnest(extconfig) FROM pg_extension)) \
   AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
                   AND d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refclassid = 'pg_class'::regclass)) \
 UNION ALL SELECT 'L' WHERE EXISTS (SELECT 1 FROM pg_largeobject_metadata) \
@@ -291,6 +293,11 @@ fn pattern(schema: &str, name: &str) -> String {
         schema.replace('"', "\"\""),
         name.replace('"', "\"\"")
     )
+}
+
+/// [`file_name`], with `.` encoded too: for the parts of `schema.table.sql`.
+fn name_part(s: &str) -> String {
+    file_name(s).replace('.', "%2E")
 }
 
 fn unhex(s: &str) -> String {
@@ -348,7 +355,8 @@ impl SnapshotHolder {
             snapshot: String::new(),
         };
         let out = h.query(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT pg_export_snapshot();",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+             SET LOCAL idle_in_transaction_session_timeout = 0; SELECT pg_export_snapshot();",
         )?;
         h.snapshot = out.trim().to_string();
         Ok(h)
@@ -561,7 +569,7 @@ impl SourceDriver for Postgres {
                     }));
                     holders.extend(h);
                 }
-                streams.sort_by(|a, b| a.name.cmp(&b.name));
+                streams.sort_by(|a, b| Path::new(&a.name).cmp(Path::new(&b.name)));
                 ("all-databases".into(), streams, Some(Box::new(holders)))
             } else {
                 meta.database = Some(database.to_string());
@@ -617,7 +625,11 @@ impl SourceDriver for Postgres {
             let mut dbs: Vec<String> = Vec::new();
             for n in &names {
                 if n.ends_with("/0-globals.sql") {
-                    let psql = self.psql(&bins, &target_db).with_step("psql (globals)");
+                    // pg_dumpall's globals create every role, including the one we connect as:
+                    // "already exists" errors are expected there, so no ON_ERROR_STOP.
+                    let psql = self
+                        .tool(bins.psql.clone(), "psql (globals)", &target_db)
+                        .args(["-X", "-q", "-w"]);
                     feed(files, n, &psql, &target)?;
                 } else if let Some(db) = n.split('/').nth(1)
                     && !dbs.iter().any(|d| d == db)
@@ -627,8 +639,11 @@ impl SourceDriver for Postgres {
             }
             for db in dbs {
                 let name = percent_decode(&db);
-                if self.query(&bins, &name, "SELECT 1").is_err() {
-                    self.create_database(&name)?;
+                match self.query(&bins, &name, "SELECT 1") {
+                    Err(Error::SourceMissing { .. }) => self.create_database(&name)?,
+                    other => {
+                        other?;
+                    }
                 }
                 let prefix = format!("{}/{db}/", names[0].split('/').next().unwrap_or(""));
                 let mine: Vec<&String> = names.iter().filter(|n| n.starts_with(&prefix)).collect();

@@ -109,6 +109,12 @@ impl SourceDriver for Sqlite {
                 return Err(e);
             }
         }
+        // A replaced database's write-ahead log must not be replayed onto the new file.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = self.path.clone().into_os_string();
+            side.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(side));
+        }
         std::fs::rename(&tmp, &self.path)
             .map_err(|e| Error::Other(format!("{}: {e}", self.path.display())))
     }

@@ -71,6 +71,18 @@ fn mariadb_wrong_password_and_missing_database_are_named() {
     );
     assert!(err.contains("mysql://nobody@127.0.0.1:3306/mysql"), "{err}");
     assert!(!err.contains("hunter2secret"), "password leaked: {err}");
+    // A password from the environment (kept out of the command line) is used.
+    let out = env
+        .cmd(&["backup", "mysql://root@127.0.0.1:3306/mysql"])
+        .env("HOLDFAST_SOURCE_PASSWORD", "wrong-env-pw")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(21),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = env.fails(&["backup", "mysql://root@127.0.0.1:3306/no_such_db_hf"], 22);
     assert!(
         err.contains("no_such_db_hf") && err.contains("does not exist"),

@@ -21,6 +21,8 @@ CREATE INDEX odd_jb ON "Odd Table" USING gin (jb);
 CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.n := NEW.n + 1; RETURN NEW; END $$;
 CREATE TRIGGER odd_bump BEFORE INSERT ON "Odd Table" FOR EACH ROW EXECUTE FUNCTION bump();
 SELECT lo_from_bytea(0, '\xdeadbeef'::bytea);
+CREATE SCHEMA "a.b"; CREATE TABLE "a.b".c (v text); INSERT INTO "a.b".c VALUES ('schema a.b, table c');
+CREATE SCHEMA a; CREATE TABLE a."b.c" (v text); INSERT INTO a."b.c" VALUES ('schema a, table b.c');
 "#;
 
 #[test]
