@@ -57,7 +57,7 @@ run() {
 pg_dump_null() { "$PGBIN/pg_dump" "$DB" >/dev/null; }
 restic_stdin() { rm -rf "$WORK/restic-repo"; restic init -q -r "$WORK/restic-repo" >/dev/null;
   "$PGBIN/pg_dump" "$DB" | /usr/bin/time -f "%M" -o "$WORK/rss.tmp" restic backup -q -r "$WORK/restic-repo" --stdin --stdin-filename "$DB.sql"; }
-holdfast_backup() { rm -rf "$WORK/hf-repo"; "$HF" init -q --repo "$WORK/hf-repo"; "$HF" backup -q "postgres:///$DB" --repo "$WORK/hf-repo"; }
+holdfast_backup() { rm -rf "$WORK/hf-repo"; "$HF" init -q --repo "$WORK/hf-repo"; "$HF" backup -q "postgres://postgres@127.0.0.1:5432/$DB" --repo "$WORK/hf-repo"; }
 export -f pg_dump_null restic_stdin holdfast_backup; export PGBIN DB WORK HF
 
 DUMP_BYTES=$("$PGBIN/pg_dump" "$DB" | wc -c)
@@ -91,10 +91,10 @@ INSERT INTO events (at, kind, payload)
   FROM generate_series(1, $((ROWS * 2 / 100))) g;
 UPDATE events SET kind = 'updated' WHERE id > (SELECT max(id) - $((ROWS * 2 / 1000)) FROM events);
 SQL
-"$HF" backup -q "postgres:///$DB" --repo "$WORK/hf-repo"
+"$HF" backup -q "postgres://postgres@127.0.0.1:5432/$DB" --repo "$WORK/hf-repo"
 AFTER_A=$(du -sb "$WORK/hf-repo" | cut -f1)
 psql -q -d "$DB" -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE random() < 0.01"
-"$HF" backup -q "postgres:///$DB" --repo "$WORK/hf-repo"
+"$HF" backup -q "postgres://postgres@127.0.0.1:5432/$DB" --repo "$WORK/hf-repo"
 AFTER_B=$(du -sb "$WORK/hf-repo" | cut -f1)
 echo
 echo "== a night's change, holdfast (first backup: $((FIRST / 1000000)) MB in the repository)"
@@ -104,7 +104,7 @@ printf "(b) 1%% of pgbench_accounts updated at random: +%s MB = %.2f%%\n" "$(( (
 # ---- restore: holdfast (parallel tables) against psql < plain.sql ----
 "$PGBIN/pg_dump" "$DB" > "$WORK/plain.sql"
 restore_psql() { dropdb --if-exists --force r_psql; createdb r_psql; psql -q -X -v ON_ERROR_STOP=1 -d r_psql < "$WORK/plain.sql" >/dev/null; }
-restore_hf() { dropdb --if-exists --force r_hf; "$HF" restore -q latest "postgres:///r_hf" --create --repo "$WORK/hf-repo" --jobs 2; }
+restore_hf() { dropdb --if-exists --force r_hf; "$HF" restore -q latest "postgres://postgres@127.0.0.1:5432/r_hf" --create --repo "$WORK/hf-repo" --jobs 2; }
 export -f restore_psql restore_hf
 run restore_psql bash -c restore_psql
 run restore_hf bash -c restore_hf

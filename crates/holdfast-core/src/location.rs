@@ -57,6 +57,7 @@ impl fmt::Display for SourceKind {
 /// A network database address. The password never shows in `Debug` or `Display`.
 #[derive(Debug, Clone)]
 pub struct DbAddr {
+    /// Empty means the client tool's default (the local Unix socket).
     pub host: String,
     pub port: Option<u16>,
     pub user: Option<String>,
@@ -205,16 +206,8 @@ impl fmt::Display for SourceSpec {
 }
 
 fn db_addr(url: &Url, what: &dyn Fn() -> String) -> Result<DbAddr, InputError> {
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .map(percent_decode)
-        .ok_or_else(|| {
-            InputError::new(
-                what(),
-                "the URL has no host (write 127.0.0.1 for this machine)",
-            )
-        })?;
+    // An empty host (`postgres:///db`) means the client's default: the local socket.
+    let host = url.host_str().map(percent_decode).unwrap_or_default();
     let database = url.path().trim_start_matches('/');
     let database = (!database.is_empty()).then(|| percent_decode(database));
     if database.as_deref().is_some_and(|d| d.contains('/')) {
@@ -447,6 +440,10 @@ mod tests {
             panic!()
         };
         assert_eq!(path, PathBuf::from("/var/lib/app.db"));
+        let SourceSpec::Postgres(a) = SourceSpec::parse("postgres:///shop", None).unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.host.as_str(), a.database.as_deref()), ("", Some("shop")));
     }
 
     #[test]

@@ -302,7 +302,26 @@ impl ChildReader {
 }
 
 impl Read for ChildReader {
+    /// Fills `buf` completely unless the stream ends. rustic_core's chunker shrinks its read
+    /// buffer to the size of the last read and never grows it back, so one short read from a
+    /// pipe (a dump tool writes in small pieces) would otherwise leave it reading a few hundred
+    /// bytes per system call for the rest of the stream: 20 times slower.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.read_some(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(filled)
+    }
+}
+
+impl ChildReader {
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.done {
             return Ok(0);
         }
@@ -451,4 +470,44 @@ pub fn tool_version(program: &std::path::Path) -> Option<String> {
         .output()
         .ok()
         .and_then(|s| s.lines().next().map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_fills_the_buffer_across_short_writes() {
+        // Three separate writes reach the pipe; one read must still return all of them, or
+        // rustic_core's chunker shrinks its buffer for good (see `ChildReader::read`).
+        let gate = Arc::new(Gate::default());
+        gate.expected.store(1, Ordering::SeqCst);
+        let mut r = Cmd::new("/bin/sh", "test")
+            .args([
+                "-c",
+                "printf ab; printf cd >/dev/null; printf ef; exec printf gh",
+            ])
+            .spawn_reader("test", gate.clone())
+            .unwrap();
+        let mut buf = [0u8; 6];
+        assert_eq!(r.read(&mut buf).unwrap(), 6);
+        assert_eq!(&buf, b"abefgh");
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+        assert_eq!(gate.completed.load(Ordering::SeqCst), 1);
+        assert!(!gate.is_failed());
+    }
+
+    #[test]
+    fn non_zero_exit_fails_the_gate_with_the_tools_stderr() {
+        let gate = Arc::new(Gate::default());
+        let mut r = Cmd::new("/bin/sh", "the dump")
+            .args(["-c", "printf data; echo 'no space left' >&2; exit 5"])
+            .spawn_reader("src", gate.clone())
+            .unwrap();
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).unwrap_err();
+        assert!(err.to_string().contains("exit status 5"), "{err}");
+        assert!(err.to_string().contains("no space left"), "{err}");
+        assert!(gate.is_failed());
+    }
 }

@@ -51,12 +51,14 @@ impl Mysql {
 
     /// A client tool with the connection options; the password goes in `MYSQL_PWD`.
     fn tool(&self, program: PathBuf, step: &str) -> Cmd {
-        let mut c = Cmd::new(program, step)
-            .arg(format!("--host={}", self.addr.host))
-            .arg(format!("--port={}", self.addr.port.unwrap_or(3306)))
-            .secret_env("MYSQL_PWD", self.addr.password.as_ref());
-        if self.addr.host != "localhost" {
-            c = c.arg("--protocol=TCP");
+        let mut c = Cmd::new(program, step).secret_env("MYSQL_PWD", self.addr.password.as_ref());
+        if !self.addr.host.is_empty() {
+            c = c
+                .arg(format!("--host={}", self.addr.host))
+                .arg(format!("--port={}", self.addr.port.unwrap_or(3306)));
+            if self.addr.host != "localhost" {
+                c = c.arg("--protocol=TCP");
+            }
         }
         if let Some(u) = &self.addr.user {
             c = c.arg(format!("--user={u}"));

@@ -46,14 +46,22 @@ impl Postgres {
     }
 
     fn host_port(&self) -> String {
+        if self.addr.host.is_empty() {
+            return format!("the local socket (port {})", self.addr.port.unwrap_or(5432));
+        }
         format!("{}:{}", self.addr.host, self.addr.port.unwrap_or(5432))
     }
 
     /// A libpq tool with the connection in its environment (never on its command line).
     fn tool(&self, program: PathBuf, step: &str, database: &str) -> Cmd {
-        let mut c = Cmd::new(program, step)
-            .env("PGHOST", &self.addr.host)
-            .env("PGPORT", self.addr.port.unwrap_or(5432).to_string())
+        let mut c = Cmd::new(program, step);
+        if !self.addr.host.is_empty() {
+            c = c.env("PGHOST", &self.addr.host);
+        }
+        if let Some(port) = self.addr.port {
+            c = c.env("PGPORT", port.to_string());
+        }
+        c = c
             .env("PGDATABASE", database)
             .env("PGCONNECT_TIMEOUT", "10")
             .env("PGAPPNAME", "holdfast")
