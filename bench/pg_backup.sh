@@ -27,6 +27,9 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 # pgbench scale 1 dumps to ~9.5 MB; documents and events add about as much again.
 SCALE=$(( DUMP_MB * 55 / 100 / 9 )); [ "$SCALE" -ge 1 ] || SCALE=1
 ROWS=$(( DUMP_MB * 1000 ))   # ~230 bytes a document row, ~90 an event row
+if [ -n "${BENCH_REUSE_DB:-}" ] && psql -d "$DB" -c "SELECT 1" >/dev/null 2>&1; then
+  echo "reusing $DB (BENCH_REUSE_DB is set)" >&2
+else
 echo "building $DB: pgbench scale $SCALE, $ROWS documents, $((ROWS * 2)) events ..." >&2
 dropdb --if-exists --force "$DB"; createdb "$DB"
 "$PGBIN/pgbench" -i -q -s "$SCALE" "$DB" >/dev/null 2>&1
@@ -47,6 +50,7 @@ CREATE TABLE currencies (code text PRIMARY KEY, rate numeric);
 INSERT INTO currencies SELECT 'x' || g, g / 7.0 FROM generate_series(1, 150) g;
 VACUUM ANALYZE;
 SQL
+fi
 
 # run NAME CMD...: wall seconds and peak RSS (KiB) of CMD, appended to $WORK/NAME.
 run() {
@@ -73,7 +77,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 BASE=$(cut -d' ' -f1 "$WORK/pg_dump" | median)
 report() { # name rss-file
   local wall; wall=$(cut -d' ' -f1 "$WORK/$1" | median)
-  local rss; rss=$( (cut -d' ' -f2 "$WORK/$1"; [ -n "${2:-}" ] && cat "$WORK/$2") | sort -n | tail -1)
+  local rss; rss=$( (cut -d' ' -f2 "$WORK/$1"; if [ -n "${2:-}" ]; then cat "$WORK/$2"; fi) | sort -n | tail -1)
   printf "%-28s %8.2fs %7.2fx %9.1f MB/s %9s MiB peak RSS %s\n" "$3" "$wall" "$(echo "$wall / $BASE" | bc -l)" \
     "$(echo "$DUMP_BYTES / 1000000 / $wall" | bc -l)" "$((rss / 1024))" "${4:-}"
 }
