@@ -41,6 +41,8 @@ pub struct Cmd {
     env: Vec<(OsString, OsString)>,
     secret_env: Vec<(String, SecretString)>,
     pub step: String,
+    /// Output ending that means failure although the tool exits 0, and what it means.
+    bad_ending: Option<(&'static str, &'static str)>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -73,7 +75,15 @@ impl Cmd {
             env: Vec::new(),
             secret_env: Vec::new(),
             step: step.into(),
+            bad_ending: None,
         }
+    }
+
+    /// Treats output ending in `ending` as a failure (`meaning` says what it means), for tools
+    /// that report some errors only in their output (sqlite3's `.dump`).
+    pub fn fail_on_ending(mut self, ending: &'static str, meaning: &'static str) -> Self {
+        self.bad_ending = Some((ending, meaning));
+        self
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
@@ -168,6 +178,8 @@ impl Cmd {
                 Ok(ChildReader {
                     child,
                     stdout,
+                    tail: Vec::new(),
+                    bad_ending: self.bad_ending,
                     stderr: Some(stderr),
                     gate,
                     step: self.step.clone(),
@@ -265,6 +277,9 @@ fn spawn_tail(stderr: impl Read + Send + 'static) -> JoinHandle<String> {
 pub struct ChildReader {
     child: Child,
     stdout: ChildStdout,
+    /// The last bytes read, to check `bad_ending`.
+    tail: Vec<u8>,
+    bad_ending: Option<(&'static str, &'static str)>,
     stderr: Option<JoinHandle<String>>,
     gate: Arc<Gate>,
     step: String,
@@ -280,16 +295,23 @@ impl ChildReader {
             .take()
             .map(|h| h.join().unwrap_or_default())
             .unwrap_or_default();
-        if status.success() {
+        let bad = self
+            .bad_ending
+            .filter(|(ending, _)| self.tail.ends_with(ending.as_bytes()));
+        if status.success() && bad.is_none() {
             self.done = true;
             self.gate.completed.fetch_add(1, Ordering::SeqCst);
             Ok(())
         } else {
+            let status = match bad {
+                Some((_, meaning)) => meaning.to_string(),
+                None => describe(status),
+            };
             let err = failure_to_dump_error(
                 &self.source_name,
                 &self.step,
                 Failure {
-                    status: describe(status),
+                    status,
                     stderr,
                     not_found: false,
                 },
@@ -333,6 +355,13 @@ impl ChildReader {
             Ok(0) => self.finish().map(|()| 0),
             Ok(n) => {
                 self.gate.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if let Some((ending, _)) = self.bad_ending {
+                    self.tail.extend_from_slice(&buf[..n]);
+                    let keep = ending.len();
+                    if self.tail.len() > keep {
+                        self.tail.drain(..self.tail.len() - keep);
+                    }
+                }
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),

@@ -66,7 +66,13 @@ impl SourceDriver for Sqlite {
         )
         .arg("-bail")
         .arg(&self.path)
-        .arg(".dump");
+        .arg(".dump")
+        // sqlite3 exits 0 on a damaged database and only says so at the end of the dump.
+        .fail_on_ending(
+            "ROLLBACK; -- due to errors\n",
+            "the database file is damaged and could not be read completely; \
+             check it with `sqlite3 FILE 'PRAGMA integrity_check'`",
+        );
         Ok(BackupSet {
             source_name: self.name(),
             label: format!("sqlite:{}", self.path.display()),

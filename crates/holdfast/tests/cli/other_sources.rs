@@ -198,3 +198,25 @@ fn any_command_backs_up_and_restores_through_stdio() {
     ]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&data).unwrap());
 }
+
+#[test]
+fn damaged_sqlite_database_fails_the_backup_instead_of_saving_a_partial_dump() {
+    let env = Env::new();
+    env.init();
+    let db = env.path("damaged.db");
+    sh(&format!(
+        "sqlite3 {} \"CREATE TABLE t (x); WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 2000) \
+         INSERT INTO t SELECT randomblob(1000) FROM r;\"",
+        db.display()
+    ));
+    // Overwrite one page in the middle of the table.
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[8192..12288].fill(0xff);
+    std::fs::write(&db, bytes).unwrap();
+    let err = env.fails(&["backup", &format!("sqlite://{}", db.display())], 24);
+    assert!(
+        err.contains("damaged") && err.contains("integrity_check"),
+        "{err}"
+    );
+    assert!(env.snapshots().is_empty());
+}
