@@ -411,3 +411,84 @@ pub fn md5ish(data: &[u8]) -> String {
     }
     format!("{}:{h:016x}", data.len())
 }
+
+/// A PostgreSQL cluster of its own (initdb in a temp directory, on a free port), for tests that
+/// need a whole server: an all-databases backup, a restore into an empty server.
+pub struct TempCluster {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl TempCluster {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").is_file())
+            .max()
+            .expect("PostgreSQL server binaries");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = dir.path().join("data");
+        sh(&format!(
+            "chown postgres {0} && chmod 700 {0}",
+            dir.path().display()
+        ));
+        let as_postgres = |cmd: String| sh(&format!("su postgres -s /bin/sh -c \"{cmd}\""));
+        as_postgres(format!(
+            "{}/initdb -D {} -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null",
+            bin.display(),
+            data.display()
+        ));
+        // -w waits until the server accepts connections.
+        as_postgres(format!(
+            "{}/pg_ctl -D {} -w -l {}/log -o '-p {port} -k {} -c listen_addresses=127.0.0.1' start >/dev/null",
+            bin.display(),
+            data.display(),
+            dir.path().display(),
+            dir.path().display()
+        ));
+        Self { dir, port, bin }
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let mut c = Command::new("psql");
+        c.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &self.port.to_string(), "-d", db]);
+        pipe(&mut c, sql.as_bytes())
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c"])
+            .arg(format!(
+                "{}/pg_ctl -D {}/data -m immediate stop",
+                self.bin.display(),
+                self.dir.path().display()
+            ))
+            .output();
+    }
+}

@@ -179,25 +179,62 @@ fn single_stream_snapshot_is_byte_identical_to_pg_dump_and_to_restic_dump() {
 }
 
 #[test]
-fn all_databases_with_globals() {
+fn all_databases_with_globals_restore_into_a_fresh_server() {
+    // Own clusters: the shared server's databases come and go as other tests run.
+    let source = TempCluster::start();
+    source.psql(
+        "postgres",
+        "CREATE ROLE app_owner LOGIN; CREATE DATABASE shop OWNER app_owner; CREATE DATABASE \"we ird\";",
+    );
+    source.psql(
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders VALUES (1, 'one'), (2, 'two'); \
+         ALTER TABLE orders OWNER TO app_owner;",
+    );
+    source.psql(
+        "we ird",
+        "CREATE TABLE t AS SELECT generate_series(1, 500) AS x;",
+    );
+
     let env = Env::new();
     env.init();
-    let a = PgDb::new();
-    a.psql("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2);");
-    let id = env.backup(
-        "postgres://postgres@127.0.0.1:5432/postgres",
-        &["--all-databases"],
-    );
+    let id = env.backup(&source.url("postgres"), &["--all-databases"]);
     let ls = String::from_utf8(env.restic(&["ls", &id]).stdout).unwrap();
     assert!(ls.contains("/all-databases/0-globals.sql"), "{ls}");
     assert!(
-        ls.contains(&format!("/all-databases/{}/1-data/public.t.sql", a.name)),
+        ls.contains("/all-databases/shop/1-data/public.orders.sql"),
         "{ls}"
     );
-    let globals = env
-        .restic(&["dump", &id, "/all-databases/0-globals.sql"])
-        .stdout;
-    assert!(String::from_utf8_lossy(&globals).contains("CREATE ROLE postgres"));
+    assert!(
+        ls.contains("/all-databases/we%20ird/1-data/public.t.sql"),
+        "{ls}"
+    );
+
+    let target = TempCluster::start();
+    env.ok(&["restore", &id, &target.url("postgres")]);
+    let q = |db: &str, sql: &str| target.psql(db, sql).trim().to_string();
+    assert_eq!(
+        q(
+            "shop",
+            "SELECT string_agg(id || note, ',' ORDER BY id) FROM orders"
+        ),
+        "1one,2two"
+    );
+    assert_eq!(
+        q(
+            "shop",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'orders'"
+        ),
+        "app_owner"
+    );
+    assert_eq!(q("we ird", "SELECT count(*) FROM t"), "500");
+    assert_eq!(
+        q(
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'app_owner'"
+        ),
+        "1"
+    );
 }
 
 #[test]
