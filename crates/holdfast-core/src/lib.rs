@@ -4,8 +4,10 @@
 //! reads. It parses and validates what users write (source and repository URLs, retention
 //! policies) and describes what a snapshot records about itself.
 
+pub mod job;
 pub mod location;
 pub mod meta;
+pub mod plan;
 pub mod retention;
 pub mod schedule;
 

@@ -1,0 +1,258 @@
+//! Backup plans: what to back up, where, when, and how long to keep it. The same struct serves
+//! the REST API, the declarative config file and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+use crate::retention::{KeepPolicy, parse_within};
+use crate::schedule::Schedule;
+
+/// A plan as users write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpec {
+    pub name: String,
+    /// Name of the source to back up.
+    pub source: String,
+    /// Name of the storage endpoint (repository) to back up into.
+    pub endpoint: String,
+    /// 5-field cron expression, or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    pub schedule: String,
+    /// IANA time zone the schedule is read in.
+    #[serde(default = "utc")]
+    pub timezone: String,
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// zstd level for new data, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// The repository's default (zstd level 3).
+    #[default]
+    Auto,
+    Off,
+    #[serde(untagged)]
+    Level(i32),
+}
+
+/// How long to keep a plan's backups: either OSB style (one period) or GFS rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "style", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Retention {
+    /// Keep backups younger than `period` days or hours, or the last `period` backups.
+    Period {
+        period: u32,
+        #[serde(rename = "type")]
+        unit: PeriodUnit,
+    },
+    /// Grandfather-father-son: keep last / hourly / daily / weekly / monthly / yearly.
+    Gfs(KeepPolicy),
+}
+
+impl Default for Retention {
+    /// Two weeks of dailies, two months of weeklies, a year of monthlies.
+    fn default() -> Self {
+        Self::Gfs(KeepPolicy {
+            last: Some(3),
+            daily: Some(14),
+            weekly: Some(8),
+            monthly: Some(12),
+            ..KeepPolicy::default()
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PeriodUnit {
+    Days,
+    Hours,
+    Files,
+}
+
+impl Retention {
+    /// The restic keep policy this retention means.
+    pub fn keep_policy(&self) -> KeepPolicy {
+        match self {
+            Self::Period { period, unit } => match unit {
+                PeriodUnit::Files => KeepPolicy {
+                    last: Some(*period),
+                    ..KeepPolicy::default()
+                },
+                PeriodUnit::Days => KeepPolicy {
+                    within: Some(format!("{period}d")),
+                    // Never forget the newest backup, however old it is.
+                    last: Some(1),
+                    ..KeepPolicy::default()
+                },
+                PeriodUnit::Hours => KeepPolicy {
+                    within: Some(format!("{period}h")),
+                    last: Some(1),
+                    ..KeepPolicy::default()
+                },
+            },
+            Self::Gfs(k) => k.clone(),
+        }
+    }
+}
+
+/// One problem with one field, for a 422 answer or a config-file error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// The field's path, e.g. `schedule` or `retention.period`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl PlanSpec {
+    /// Every problem with the plan, by field; empty when it is valid.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let mut bad = |field: &str, reason: String| {
+            errs.push(FieldError {
+                field: field.into(),
+                reason,
+            })
+        };
+        if !valid_name(&self.name) {
+            bad("name", NAME_RULE.into());
+        }
+        if self.source.trim().is_empty() {
+            bad("source", "name the source to back up".into());
+        }
+        if self.endpoint.trim().is_empty() {
+            bad(
+                "endpoint",
+                "name the storage endpoint to back up into".into(),
+            );
+        }
+        if let Err(e) = Schedule::parse(&self.schedule, &self.timezone) {
+            let field = if e.what.starts_with("timezone") {
+                "timezone"
+            } else {
+                "schedule"
+            };
+            bad(field, e.to_string());
+        }
+        if let Compression::Level(l) = self.compression
+            && !(1..=22).contains(&l)
+        {
+            bad(
+                "compression",
+                format!("zstd level {l} is out of range; use 1 to 22, \"auto\" or \"off\""),
+            );
+        }
+        match &self.retention {
+            Retention::Period { period: 0, .. } => {
+                bad("retention.period", "must be at least 1".into())
+            }
+            Retention::Gfs(k) if k.is_empty() => bad(
+                "retention",
+                "keeps nothing; set at least one of last, hourly, daily, weekly, monthly, yearly, within".into(),
+            ),
+            Retention::Gfs(KeepPolicy { within: Some(w), .. }) => {
+                if let Err(e) = parse_within(w) {
+                    bad("retention.within", e.to_string());
+                }
+            }
+            _ => {}
+        }
+        errs
+    }
+}
+
+const NAME_RULE: &str =
+    "1 to 63 characters: lowercase letters, digits and `-`, starting with a letter";
+
+/// Names of plans, sources and endpoints: usable in URLs, file names and tags as they are.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(json: &str) -> Result<PlanSpec, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_minimal_plan_gets_sensible_defaults() {
+        let p = plan(
+            r#"{"name": "shop-nightly", "source": "shop", "endpoint": "s3", "schedule": "@daily"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.timezone, "UTC");
+        assert_eq!(p.compression, Compression::Auto);
+        assert!(p.validate().is_empty());
+        assert_eq!(p.retention.keep_policy().daily, Some(14));
+    }
+
+    #[test]
+    fn osb_and_gfs_retention() {
+        let p = plan(
+            r#"{"name": "a", "source": "s", "endpoint": "e", "schedule": "0 3 * * *",
+                "retention": {"style": "period", "period": 7, "type": "DAYS"}, "compression": 9}"#,
+        )
+        .unwrap();
+        let k = p.retention.keep_policy();
+        assert_eq!((k.within.as_deref(), k.last), (Some("7d"), Some(1)));
+        assert_eq!(p.compression, Compression::Level(9));
+        let p = plan(
+            r#"{"name": "a", "source": "s", "endpoint": "e", "schedule": "@hourly",
+                "retention": {"style": "gfs", "hourly": 24, "daily": 7}, "compression": "off"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.retention.keep_policy().hourly, Some(24));
+        assert_eq!(p.compression, Compression::Off);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = plan(
+            r#"{"name": "a", "source": "s", "endpoint": "e", "schedule": "@daily", "cron": "x"}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown field `cron`"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let p = plan(
+            r#"{"name": "Bad Name", "source": "", "endpoint": "e", "schedule": "61 * * * *",
+                "timezone": "Nowhere/City", "compression": 40,
+                "retention": {"style": "period", "period": 0, "type": "FILES"}}"#,
+        )
+        .unwrap();
+        let fields: Vec<String> = p.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "source",
+                "timezone",
+                "compression",
+                "retention.period"
+            ]
+        );
+        let p = plan(r#"{"name": "a", "source": "s", "endpoint": "e", "schedule": "61 * * * *"}"#)
+            .unwrap();
+        let errs = p.validate();
+        assert_eq!(errs[0].field, "schedule");
+        assert!(errs[0].reason.contains("61 * * * *"), "{errs:?}");
+    }
+}
