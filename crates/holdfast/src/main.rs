@@ -345,16 +345,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(
                     out,
-                    "{:<8}  {:<25}  {:<9}  {:>10}  SOURCE",
-                    "ID", "TIME", "KIND", "SIZE"
+                    "{:<8}  {:<19}  {:<9}  {:>10}  SOURCE",
+                    "ID", "TIME (UTC)", "KIND", "SIZE"
                 );
                 for s in &snaps {
                     let kind = s.meta.as_ref().map_or("-", |m| m.source.as_str());
                     let _ = writeln!(
                         out,
-                        "{:<8}  {:<25}  {:<9}  {:>10}  {}",
+                        "{:<8}  {:<19}  {:<9}  {:>10}  {}",
                         s.short_id,
-                        s.time,
+                        s.time.get(..19).unwrap_or(&s.time).replace('T', " "),
                         kind,
                         human(s.bytes),
                         s.label
