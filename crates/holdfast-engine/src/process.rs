@@ -202,6 +202,7 @@ impl Cmd {
             .map_err(|f| restore_error(target, &self.step, f))?;
         Ok(ChildWriter {
             stdin: child.stdin.take(),
+            tool_stopped_reading: false,
             child,
             stderr: Some(stderr),
             step: self.step.clone(),
@@ -399,6 +400,8 @@ impl Drop for ChildReader {
 pub struct ChildWriter {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// A write into the tool failed: it stopped reading (exited, or closed its stdin).
+    tool_stopped_reading: bool,
     stderr: Option<JoinHandle<String>>,
     step: String,
     target: String,
@@ -430,30 +433,32 @@ impl ChildWriter {
         }
     }
 
-    /// Like [`ChildWriter::finish`], but a write error that came first (e.g. a broken pipe
-    /// because the tool died) is reported as the tool's own failure when it has one.
+    /// Like [`ChildWriter::finish`], for a tool fed by `write_result`'s producer. When the tool
+    /// stopped reading by itself (its pipe broke), its own failure is the news. When the input
+    /// failed (the repository could not be read), the tool is killed first, so that it cannot
+    /// take the end of its stdin for the end of the data (psql would commit a truncated table).
     pub fn finish_after(mut self, write_result: crate::Result<()>) -> crate::Result<()> {
-        if write_result.is_err() {
-            // The input is incomplete: the tool must not take the end of its stdin for the
-            // end of the data (psql would commit a truncated table).
-            let _ = self.child.kill();
-        }
-        let finished = self.finish();
-        match (write_result, finished) {
-            (Err(w), _) if self_killed(&w) => Err(w),
-            (_, Err(tool)) => Err(tool),
-            (Err(w), Ok(())) => Err(w),
-            (Ok(()), Ok(())) => Ok(()),
+        match write_result {
+            Ok(()) => self.finish(),
+            Err(e) if self.tool_stopped_reading => self.finish().and(Err(e)),
+            Err(e) => {
+                let _ = self.child.kill();
+                let _ = self.finish();
+                Err(e)
+            }
         }
     }
 }
 
 impl Write for ChildWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stdin
+        let res = self
+            .stdin
             .as_mut()
             .expect("stdin open until finish")
-            .write(buf)
+            .write(buf);
+        self.tool_stopped_reading |= res.is_err();
+        res
     }
     fn flush(&mut self) -> io::Result<()> {
         self.stdin
@@ -470,11 +475,6 @@ impl Drop for ChildWriter {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A repository read error is reported as itself, not as the restore tool's death by our kill.
-fn self_killed(w: &Error) -> bool {
-    matches!(w, Error::Storage { .. })
 }
 
 const EARLY_STOP: &str = "stopped before the end of its output";

@@ -225,10 +225,10 @@ fn missing_dump_tool_is_named() {
 }
 
 #[test]
-fn database_password_is_passed_in_the_environment_not_the_command_line() {
+fn database_password_never_appears_in_output_or_snapshot_metadata() {
     let env = Env::new();
     env.init();
-    // A command source shows what a dump tool sees: its own command line and environment.
+    // That it stays off the tools' command lines is checked by the postgres driver's unit test.
     let db = PgDb::new();
     db.psql("CREATE TABLE t (x int);");
     // PostgreSQL here trusts every login, so a made-up password is accepted and reaches pg_dump.
@@ -248,5 +248,28 @@ fn database_password_is_passed_in_the_environment_not_the_command_line() {
     assert!(
         !snaps.contains("tr0ub4dor-pw"),
         "password in snapshot metadata"
+    );
+}
+
+#[test]
+fn restore_tool_dying_mid_stream_reports_its_own_error() {
+    let env = Env::new();
+    env.init();
+    env.backup("cmd:big", &["--command", "head -c 5000000 /dev/urandom"]);
+    // The tool quits at once, so writing the rest of the snapshot breaks the pipe: the error
+    // must be the tool's, not the broken pipe's.
+    let err = env.fails(
+        &[
+            "restore",
+            "latest",
+            "cmd:",
+            "--command",
+            "echo 'target disk full' >&2; exit 3",
+        ],
+        25,
+    );
+    assert!(
+        err.contains("target disk full") && err.contains("exit status 3"),
+        "{err}"
     );
 }

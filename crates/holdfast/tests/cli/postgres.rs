@@ -276,3 +276,17 @@ fn unchanged_tables_add_almost_nothing_to_the_next_backup() {
         "second backup added {added} of {first} bytes"
     );
 }
+
+#[test]
+fn restore_tool_failure_shows_the_tools_own_error() {
+    let env = Env::new();
+    env.init();
+    let db = PgDb::new();
+    db.psql("CREATE TABLE t AS SELECT g AS x FROM generate_series(1, 100000) g;");
+    env.backup(&db.url(), &[]);
+    // Restoring over the database itself: psql stops at "already exists" while input is
+    // still coming, so the pipe breaks; the message must be psql's, not the broken pipe's.
+    let err = env.fails(&["restore", "latest", &db.url()], 25);
+    assert!(err.contains("already exists"), "{err}");
+    assert!(!err.contains("storage error"), "{err}");
+}
