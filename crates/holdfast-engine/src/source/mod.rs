@@ -224,6 +224,26 @@ pub(crate) fn file_name(s: &str) -> String {
     out
 }
 
+/// The inverse of [`file_name`].
+pub(crate) fn decode_file_name(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 3 <= b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Streams one snapshot file into a restore tool and waits for it.
 pub(crate) fn feed(files: &SnapshotReader, path: &str, cmd: &Cmd, target: &str) -> Result<()> {
     let mut w = cmd.spawn_writer(target)?;
@@ -253,5 +273,8 @@ mod tests {
         assert_eq!(file_name("a%2Fb"), "a%252Fb");
         assert_eq!(file_name(".."), "%2E.");
         assert_eq!(file_name("Grüße"), "Gr%C3%BC%C3%9Fe");
+        for s in ["we ird", "a/b%2F", "..", "Grüße", "100%"] {
+            assert_eq!(super::decode_file_name(&file_name(s)), s);
+        }
     }
 }

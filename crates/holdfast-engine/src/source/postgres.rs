@@ -15,7 +15,8 @@ use holdfast_core::SourceKind;
 use holdfast_core::location::DbAddr;
 
 use super::{
-    BackupOptions, BackupSet, RestoreOptions, SourceDriver, Stream, base_meta, feed, file_name,
+    BackupOptions, BackupSet, RestoreOptions, SourceDriver, Stream, base_meta, decode_file_name,
+    feed, file_name,
 };
 use crate::error::{Error, Result};
 use crate::process::{Cmd, Failure, describe, tool_version, which};
@@ -646,7 +647,7 @@ impl SourceDriver for Postgres {
                 }
             }
             for db in dbs {
-                let name = percent_decode(&db);
+                let name = decode_file_name(&db);
                 match self.query(&bins, &name, "SELECT 1") {
                     Err(Error::SourceMissing { .. }) => self.create_database(&name)?,
                     other => {
@@ -739,25 +740,6 @@ impl Postgres {
         }
         Ok(())
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 3 <= b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
