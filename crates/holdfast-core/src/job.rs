@@ -15,11 +15,29 @@ pub enum JobState {
     Succeeded,
     Failed,
     Cancelled,
+    /// A schedule fire that found the plan's previous backup still queued or running.
+    Skipped,
 }
 
 impl JobState {
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Skipped
+        )
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Cancelled,
+            Self::Skipped,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -29,6 +47,7 @@ impl JobState {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Skipped => "skipped",
         }
     }
 }
@@ -61,6 +80,7 @@ pub enum Event {
 /// Retry policy: `attempts` tries in all, the n-th retry waiting about `base * 2^(n-1)`,
 /// at most `cap`, with jitter so that many failed jobs do not retry in step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Backoff {
     pub attempts: u32,

@@ -3,11 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::job::Backoff;
 use crate::retention::{KeepPolicy, parse_within};
 use crate::schedule::Schedule;
 
 /// A plan as users write it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlanSpec {
     pub name: String,
@@ -26,6 +28,9 @@ pub struct PlanSpec {
     pub compression: Compression,
     #[serde(default)]
     pub retention: Retention,
+    /// How often and how patiently a failed backup is retried.
+    #[serde(default)]
+    pub retry: Backoff,
 }
 
 fn utc() -> String {
@@ -34,6 +39,7 @@ fn utc() -> String {
 
 /// zstd level for new data, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// The repository's default (zstd level 3).
@@ -46,6 +52,7 @@ pub enum Compression {
 
 /// How long to keep a plan's backups: either OSB style (one period) or GFS rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "style", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Retention {
     /// Keep backups younger than `period` days or hours, or the last `period` backups.
@@ -72,6 +79,7 @@ impl Default for Retention {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum PeriodUnit {
     Days,
@@ -107,6 +115,7 @@ impl Retention {
 
 /// One problem with one field, for a 422 answer or a config-file error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// The field's path, e.g. `schedule` or `retention.period`.
     pub field: String,
@@ -149,6 +158,18 @@ impl PlanSpec {
             bad(
                 "compression",
                 format!("zstd level {l} is out of range; use 1 to 22, \"auto\" or \"off\""),
+            );
+        }
+        if self.retry.attempts == 0 {
+            bad(
+                "retry.attempts",
+                "must be at least 1 (1 means no retries)".into(),
+            );
+        }
+        if self.retry.cap_secs < self.retry.base_secs {
+            bad(
+                "retry.cap_secs",
+                format!("must be at least base_secs ({})", self.retry.base_secs),
             );
         }
         match &self.retention {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// An all-empty policy keeps everything (forgetting nothing), never the other way round.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct KeepPolicy {
     pub last: Option<u32>,

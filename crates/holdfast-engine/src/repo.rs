@@ -485,8 +485,15 @@ impl Repo {
     }
 
     /// Applies a keep policy to each group of snapshots (one group per label, i.e. per source)
-    /// and removes the rest. An empty policy is refused: it would mean "keep nothing".
-    pub fn forget(&self, policy: &KeepPolicy, dry_run: bool) -> Result<ForgetReport> {
+    /// and removes the rest. With `only_tag`, only snapshots carrying that tag (e.g.
+    /// `plan=shop-nightly`) are considered: other plans' backups are never touched. An empty
+    /// policy is refused: it would mean "keep nothing".
+    pub fn forget(
+        &self,
+        policy: &KeepPolicy,
+        dry_run: bool,
+        only_tag: Option<&str>,
+    ) -> Result<ForgetReport> {
         policy.validate()?;
         if policy.is_empty() {
             return Err(Error::Input(holdfast_core::InputError::new(
@@ -496,7 +503,10 @@ impl Repo {
             )));
         }
         let keep = keep_options(policy)?;
-        let snaps = self.repo.get_all_snapshots().map_err(|e| self.err(&e))?;
+        let mut snaps = self.repo.get_all_snapshots().map_err(|e| self.err(&e))?;
+        if let Some(tag) = only_tag {
+            snaps.retain(|s| s.tags.iter().any(|t| t == tag));
+        }
         let grouped = Grouped::from_items(
             snaps,
             SnapshotGroupCriterion::new()

@@ -46,6 +46,9 @@ struct RepoArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server: REST API, scheduler, job queue and the embedded runner. With no
+    /// options: 127.0.0.1:8080, SQLite and a local repository in the data directory.
+    Serve(Box<ServeArgs>),
     /// Create a new, encrypted repository.
     Init {
         #[command(flatten)]
@@ -175,9 +178,87 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to serve the API on.
+    #[arg(long, env = "HOLDFAST_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Where the SQLite metadata store, the server key and the default repository live
+    /// [default: $XDG_DATA_HOME/holdfast or ~/.local/share/holdfast].
+    #[arg(long, env = "HOLDFAST_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Keep the metadata in PostgreSQL (postgres://user@host/db) instead of SQLite, e.g. to run
+    /// several replicas. Prefer the environment variable when the URL holds a password.
+    #[arg(long, env = "HOLDFAST_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// The key that encrypts stored secrets (64 hex digits; created when missing). Every
+    /// replica needs the same [default: DATA_DIR/server.key].
+    #[arg(long, env = "HOLDFAST_SERVER_KEY_FILE")]
+    server_key_file: Option<std::path::PathBuf>,
+    /// Jobs this server runs at once (0: run none, leave them to other replicas).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Seconds a running job stays with its worker without a heartbeat before it is retried.
+    #[arg(long, default_value_t = 60)]
+    lease_secs: u64,
+    /// Milliseconds between scheduler ticks.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    tick_ms: u64,
+}
+
+fn data_dir() -> std::path::PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share"))
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    base.join("holdfast")
+}
+
+fn serve(args: ServeArgs) -> Result<(), Error> {
+    let data_dir = args.data_dir.unwrap_or_else(data_dir);
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        Error::Other(format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let key_file = args
+        .server_key_file
+        .unwrap_or_else(|| data_dir.join("server.key"));
+    let server_key = holdfast_server::secrets::load_or_create_key(&key_file)
+        .map_err(|e| Error::Other(format!("server key {}: {e}", key_file.display())))?;
+    let admin_token = std::env::var("HOLDFAST_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "holdfast".into());
+    let config = holdfast_server::ServerConfig {
+        listen: args.listen,
+        data_dir,
+        database_url: args.database_url,
+        server_key,
+        admin_token,
+        workers: args.workers,
+        lease: std::time::Duration::from_secs(args.lease_secs.max(1)),
+        poll: std::time::Duration::from_millis(1000),
+        tick: std::time::Duration::from_millis(args.tick_ms.max(10)),
+        replica: format!("{host}:{}", std::process::id()),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(holdfast_server::serve(config))
+        .map_err(Error::Other)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
+        0 if matches!(cli.command, Command::Serve(_)) => "info,rustic_core=warn,sqlx=warn",
         0 => "warn,rustic_core::archiver=error",
         1 => "info",
         _ => "debug",
@@ -278,6 +359,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
     };
     match cli.command {
+        Command::Serve(args) => serve(*args)?,
         Command::Init { repo } => {
             let cfg = repo_config(&repo)?;
             Repo::init(&cfg)?;
@@ -418,7 +500,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 yearly: keep.keep_yearly,
                 within: keep.keep_within,
             };
-            let report = repo.forget(&policy, dry_run)?;
+            let report = repo.forget(&policy, dry_run, None)?;
             let verb = if dry_run { "would remove" } else { "removed" };
             say(format!(
                 "{verb} {} snapshots, kept {}",

@@ -1,0 +1,345 @@
+//! `holdfast serve`: the REST API (with its OpenAPI document), the cron scheduler, the job
+//! queue's reaper, and the embedded runner, over the metadata store.
+//!
+//! **Architecture invariant:** this is the only crate that serves HTTP. It reads and writes
+//! metadata only through `holdfast-store`, and moves data only through `holdfast-engine`.
+
+pub mod api;
+pub mod model;
+pub mod runner;
+pub mod scheduler;
+pub mod secrets;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use holdfast_core::plan::Compression;
+use holdfast_core::{RepoLocation, SourceSpec};
+use holdfast_engine::{Repo, RepoConfig};
+use holdfast_store::{Kind, NewResource, Resource, Store};
+use secrecy::SecretString;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use crate::api::ApiError;
+use crate::model::{EndpointKind, EndpointSecrets, SourceSecrets, StoredEndpoint, StoredSource};
+use crate::secrets::Sealer;
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// SQLite database, server key and default repository live here.
+    pub data_dir: PathBuf,
+    /// `postgres://...` to keep the metadata in PostgreSQL; default SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    pub server_key: [u8; 32],
+    /// Used as the admin token on first start instead of a random one.
+    pub admin_token: Option<String>,
+    /// Embedded runner workers (0: this replica runs no jobs).
+    pub workers: usize,
+    /// How long a claimed job stays with its worker without a heartbeat.
+    pub lease: Duration,
+    /// How often idle workers look for runnable jobs queued by other replicas.
+    pub poll: Duration,
+    /// How often the scheduler looks for due plans and expired leases.
+    pub tick: Duration,
+    /// Names this replica's workers.
+    pub replica: String,
+}
+
+/// Shared by every request handler and background task.
+pub struct AppState {
+    pub store: Store,
+    pub config: ServerConfig,
+    sealer: Sealer,
+    /// Wakes idle workers when a job is queued here.
+    pub wake: Notify,
+    repos: Mutex<HashMap<String, Arc<Repo>>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl AppState {
+    pub fn new(store: Store, config: ServerConfig) -> Self {
+        Self {
+            sealer: Sealer::new(&config.server_key),
+            store,
+            config,
+            wake: Notify::new(),
+            repos: Mutex::default(),
+        }
+    }
+
+    /// Now, in Unix milliseconds.
+    pub fn now(&self) -> i64 {
+        jiff::Timestamp::now().as_millisecond()
+    }
+
+    fn context(kind: Kind, name: &str) -> String {
+        format!("{}/{name}", kind.noun())
+    }
+
+    pub fn seal<T: Serialize>(&self, kind: Kind, name: &str, secrets: &T) -> String {
+        let json = serde_json::to_vec(secrets).expect("secrets serialize");
+        self.sealer.seal(&Self::context(kind, name), &json)
+    }
+
+    pub fn open_secrets<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        name: &str,
+        sealed: &str,
+    ) -> Result<T, ApiError> {
+        let ctx = Self::context(kind, name);
+        let plain = self.sealer.open(&ctx, sealed)?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| ApiError::Internal(format!("stored secrets of {ctx} are unreadable: {e}")))
+    }
+
+    /// How to reach an endpoint's repository, secrets included.
+    pub fn repo_config(
+        &self,
+        ep: &Resource,
+        compression: Option<Compression>,
+    ) -> Result<RepoConfig, ApiError> {
+        let spec: StoredEndpoint = serde_json::from_str(&ep.spec)
+            .map_err(|e| ApiError::Internal(format!("stored endpoint is unreadable: {e}")))?;
+        let secrets: EndpointSecrets = match &ep.secrets {
+            Some(s) => self.open_secrets(Kind::Endpoint, &ep.name, s)?,
+            None => EndpointSecrets::default(),
+        };
+        let location = RepoLocation::parse(&spec.url)
+            .map_err(|e| ApiError::Internal(format!("endpoint `{}`: {e}", ep.name)))?;
+        let password = secrets.password.ok_or_else(|| {
+            ApiError::field(
+                "password",
+                format!("endpoint `{}` has no repository password; set one", ep.name),
+            )
+        })?;
+        let mut cfg = RepoConfig::new(location, SecretString::from(password));
+        if spec.kind == EndpointKind::S3
+            && let (Some(id), Some(key)) = (spec.access_key_id, secrets.secret_access_key)
+        {
+            cfg.s3_credentials = Some((id, SecretString::from(key)));
+        }
+        // Applies when Holdfast creates the repository; restic keeps one setting per repository.
+        cfg.compression = match compression {
+            Some(Compression::Level(l)) => Some(l),
+            Some(Compression::Off) => Some(0),
+            _ => None,
+        };
+        Ok(cfg)
+    }
+
+    /// A source's connection, password included; `database` replaces its database name.
+    pub fn source_spec(
+        &self,
+        src: &Resource,
+        database: Option<&str>,
+    ) -> Result<(SourceSpec, StoredSource), ApiError> {
+        let stored: StoredSource = serde_json::from_str(&src.spec)
+            .map_err(|e| ApiError::Internal(format!("stored source is unreadable: {e}")))?;
+        let secrets: SourceSecrets = match &src.secrets {
+            Some(s) => self.open_secrets(Kind::Source, &src.name, s)?,
+            None => SourceSecrets::default(),
+        };
+        let mut spec = SourceSpec::parse(&stored.url, stored.command.as_deref())
+            .map_err(|e| ApiError::Internal(format!("source `{}`: {e}", src.name)))?;
+        if let Some(p) = secrets.password {
+            spec = spec.with_default_password(SecretString::from(p));
+        }
+        if let Some(db) = database {
+            match &mut spec {
+                SourceSpec::Postgres(a) | SourceSpec::Mysql(a) => a.database = Some(db.into()),
+                _ => {
+                    return Err(ApiError::field(
+                        "database",
+                        format!("{} targets have no database name to replace", stored.kind),
+                    ));
+                }
+            }
+        }
+        Ok((spec, stored))
+    }
+
+    /// An open handle on an endpoint's repository, cached until the endpoint changes.
+    pub async fn repo(&self, endpoint: &str) -> Result<Arc<Repo>, ApiError> {
+        if let Some(r) = self.repos.lock().unwrap().get(endpoint) {
+            return Ok(r.clone());
+        }
+        let ep = self.store.must_get(Kind::Endpoint, endpoint).await?;
+        let cfg = self.repo_config(&ep, None)?;
+        let repo = tokio::task::spawn_blocking(move || Repo::open(&cfg))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::BadGateway(format!("endpoint `{endpoint}`: {e}")))?;
+        let repo = Arc::new(repo);
+        self.repos
+            .lock()
+            .unwrap()
+            .insert(endpoint.to_string(), repo.clone());
+        Ok(repo)
+    }
+
+    pub fn forget_repo(&self, endpoint: &str) {
+        self.repos.lock().unwrap().remove(endpoint);
+    }
+}
+
+/// What the first start set up, for the operator to see once.
+async fn first_start(state: &AppState) -> Result<(), String> {
+    let store = &state.store;
+    let now = state.now();
+    if store.tokens().await.map_err(|e| e.to_string())?.is_empty()
+        && store
+            .set_setting_once("admin-token", "created")
+            .await
+            .map_err(|e| e.to_string())?
+    {
+        let (token, shown) = match &state.config.admin_token {
+            Some(t) => (t.clone(), false),
+            None => (secrets::new_token(), true),
+        };
+        store
+            .insert_token("admin", &secrets::hash_token(&token), now)
+            .await
+            .map_err(|e| e.to_string())?;
+        if shown {
+            eprintln!(
+                "holdfast: first start. Admin API token (shown only now; keep it):\n\n    {token}\n"
+            );
+        } else {
+            eprintln!(
+                "holdfast: first start; the admin API token is the one in HOLDFAST_ADMIN_TOKEN"
+            );
+        }
+    }
+    if store
+        .count(Kind::Endpoint)
+        .await
+        .map_err(|e| e.to_string())?
+        == 0
+        && store
+            .set_setting_once("default-endpoint", "local")
+            .await
+            .map_err(|e| e.to_string())?
+    {
+        let dir = state.config.data_dir.join("repository");
+        let pw_file = state.config.data_dir.join("repository.password");
+        let password = match std::fs::read_to_string(&pw_file) {
+            Ok(p) => p.trim().to_string(),
+            Err(_) => {
+                let p = secrets::new_password();
+                secrets::write_private(&pw_file, &format!("{p}\n"))
+                    .map_err(|e| format!("cannot write {}: {e}", pw_file.display()))?;
+                p
+            }
+        };
+        let spec = StoredEndpoint {
+            kind: EndpointKind::Local,
+            url: dir.display().to_string(),
+            access_key_id: None,
+        };
+        let sealed = state.seal(
+            Kind::Endpoint,
+            "local",
+            &EndpointSecrets {
+                password: Some(password),
+                secret_access_key: None,
+            },
+        );
+        store
+            .create(
+                Kind::Endpoint,
+                &NewResource {
+                    name: "local".into(),
+                    spec: serde_json::to_string(&spec).expect("spec serializes"),
+                    secrets: Some(sealed),
+                    plan: None,
+                },
+                now,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "holdfast: created storage endpoint `local` at {}; its repository password is in {} \
+             (restic -r {} --password-file {} snapshots)",
+            dir.display(),
+            pw_file.display(),
+            dir.display(),
+            pw_file.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs the server until the process is stopped.
+pub async fn serve(config: ServerConfig) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("holdfast.db").display()));
+    let store = Store::open(&url).await.map_err(|e| {
+        format!(
+            "cannot open the metadata store {}: {e}",
+            holdfast_core::location::redact_url(&url)
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}: {e}; pick another with --listen",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = Arc::new(AppState::new(store, config));
+    first_start(&state).await?;
+
+    let sched = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let now = sched.now();
+            if let Err(e) = scheduler::tick(&sched.store, now).await {
+                tracing::error!("scheduler: {e}");
+            }
+            let jitter = f64::from(secrets::random_bytes::<1>()[0]) / 256.0;
+            match scheduler::reap(&sched.store, now, jitter).await {
+                Ok(ids) if !ids.is_empty() => sched.wake.notify_waiters(),
+                Ok(_) => {}
+                Err(e) => tracing::error!("reaper: {e}"),
+            }
+            tokio::time::sleep(sched.config.tick).await;
+        }
+    });
+    for i in 0..state.config.workers {
+        let owner = format!("{}/{}", state.config.replica, i + 1);
+        tokio::spawn(runner::worker(state.clone(), owner));
+    }
+
+    eprintln!("holdfast: listening on http://{addr}");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| format!("HTTP server failed: {e}"))
+}

@@ -1,0 +1,484 @@
+//! The API's resources as JSON: what clients send (`*Input`, secrets included, unknown fields
+//! refused), what the store keeps (`Stored*`: the spec without secrets, plus the sealed secrets)
+//! and what clients get back (`*View`: never a secret, only whether one is set).
+
+use std::collections::BTreeMap;
+
+use holdfast_core::plan::{FieldError, PlanSpec, valid_name};
+use holdfast_core::{RepoLocation, SourceKind, SourceSpec};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Unix milliseconds to RFC 3339 (UTC).
+pub fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn field(field: &str, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+const NAME_RULE: &str =
+    "1 to 63 characters: lowercase letters, digits and `-`, starting with a letter";
+
+// ----- endpoints -----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    Local,
+    S3,
+}
+
+/// A storage endpoint (a restic-format repository) as clients write it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointInput {
+    pub name: String,
+    pub kind: EndpointKind,
+    /// A directory for `local`; `s3://bucket/prefix?endpoint=URL&region=R&path-style=true` for `s3`.
+    pub url: String,
+    /// S3 access key id.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// S3 secret access key. Write-only.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// The repository password. Write-only; required when creating.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredEndpoint {
+    pub kind: EndpointKind,
+    pub url: String,
+    pub access_key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EndpointSecrets {
+    pub password: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EndpointView {
+    pub name: String,
+    pub kind: EndpointKind,
+    pub url: String,
+    pub access_key_id: Option<String>,
+    pub password_set: bool,
+    pub secret_access_key_set: bool,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl EndpointInput {
+    pub fn validate(&self, creating: bool) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if !valid_name(&self.name) {
+            errs.push(field("name", NAME_RULE));
+        }
+        match RepoLocation::parse(&self.url) {
+            Err(e) => errs.push(field("url", e.to_string())),
+            Ok(loc) => {
+                let kind = match loc {
+                    RepoLocation::Local(_) => EndpointKind::Local,
+                    RepoLocation::S3 { .. } => EndpointKind::S3,
+                };
+                if kind != self.kind {
+                    errs.push(field(
+                        "url",
+                        format!(
+                            "is a {} location but kind is {}",
+                            serde_json::to_string(&kind).unwrap_or_default(),
+                            serde_json::to_string(&self.kind).unwrap_or_default()
+                        ),
+                    ));
+                }
+                if let RepoLocation::Local(p) = &loc
+                    && !p.is_absolute()
+                {
+                    errs.push(field("url", "a local repository needs an absolute path"));
+                }
+            }
+        }
+        if creating && self.password.as_deref().is_none_or(str::is_empty) {
+            errs.push(field(
+                "password",
+                "required: the repository password (write-only; keep a copy, restic needs it too)",
+            ));
+        }
+        if self.kind == EndpointKind::S3
+            && self.access_key_id.is_some() != self.secret_access_key.is_some()
+            && creating
+        {
+            errs.push(field(
+                "secret_access_key",
+                "give access_key_id and secret_access_key together",
+            ));
+        }
+        errs
+    }
+
+    pub fn split(self) -> (String, StoredEndpoint, EndpointSecrets) {
+        (
+            self.name,
+            StoredEndpoint {
+                kind: self.kind,
+                url: self.url,
+                access_key_id: self.access_key_id,
+            },
+            EndpointSecrets {
+                password: self.password,
+                secret_access_key: self.secret_access_key,
+            },
+        )
+    }
+}
+
+// ----- sources -----
+
+/// A database or other source as clients write it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceInput {
+    pub name: String,
+    #[schema(value_type = String, example = "postgres")]
+    pub kind: SourceKind,
+    /// `postgres://user@host:port/db`, `mysql://user@host:port/db`, `sqlite:///path`,
+    /// `redis://host:port`, `file:///dir`, or `cmd:NAME` for `command`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The shell command whose stdout is backed up (`command` sources).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The database password. Write-only.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Agent labels that select where the source's jobs run.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// PostgreSQL: one pg_dump stream instead of one file per table.
+    #[serde(default)]
+    pub single_stream: bool,
+    /// PostgreSQL: every database plus roles and tablespaces.
+    #[serde(default)]
+    pub all_databases: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSource {
+    pub kind: SourceKind,
+    /// Without the password.
+    pub url: String,
+    pub command: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub single_stream: bool,
+    pub all_databases: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SourceSecrets {
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SourceView {
+    pub name: String,
+    #[schema(value_type = String)]
+    pub kind: SourceKind,
+    pub url: String,
+    pub command: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub single_stream: bool,
+    pub all_databases: bool,
+    pub password_set: bool,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl SourceInput {
+    fn url(&self) -> String {
+        match (&self.url, self.kind) {
+            (Some(u), _) => u.clone(),
+            (None, SourceKind::Command) => "cmd:stdout".into(),
+            (None, _) => String::new(),
+        }
+    }
+
+    /// Checks the input and returns what to store: the URL without its password, and the
+    /// password (from the URL or the `password` field).
+    pub fn validate(self) -> Result<(String, StoredSource, SourceSecrets), Vec<FieldError>> {
+        let mut errs = Vec::new();
+        if !valid_name(&self.name) {
+            errs.push(field("name", NAME_RULE));
+        }
+        let url = self.url();
+        if url.is_empty() {
+            errs.push(field("url", format!("required for {} sources", self.kind)));
+            return Err(errs);
+        }
+        let parsed = match SourceSpec::parse(&url, self.command.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                let f = if e.reason.contains("--command") {
+                    "command"
+                } else {
+                    "url"
+                };
+                errs.push(field(
+                    f,
+                    e.to_string().replace("in --command", "in `command`"),
+                ));
+                return Err(errs);
+            }
+        };
+        if parsed.kind() != self.kind {
+            errs.push(field(
+                "url",
+                format!(
+                    "is a {} URL but kind is {}",
+                    parsed.kind(),
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        if (self.single_stream || self.all_databases) && self.kind != SourceKind::Postgres {
+            errs.push(field(
+                if self.single_stream {
+                    "single_stream"
+                } else {
+                    "all_databases"
+                },
+                "only applies to postgres sources",
+            ));
+        }
+        let url_password = match &parsed {
+            SourceSpec::Postgres(a) | SourceSpec::Mysql(a) => a.password.clone(),
+            SourceSpec::Redis { password, .. } => password.clone(),
+            _ => None,
+        };
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let password = self
+            .password
+            .or_else(|| url_password.map(|p| secrecy::ExposeSecret::expose_secret(&p).to_string()));
+        Ok((
+            self.name,
+            StoredSource {
+                kind: self.kind,
+                url: parsed.to_string(),
+                command: self.command,
+                labels: self.labels,
+                single_stream: self.single_stream,
+                all_databases: self.all_databases,
+            },
+            SourceSecrets { password },
+        ))
+    }
+}
+
+// ----- plans -----
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlanView {
+    #[serde(flatten)]
+    pub spec: PlanSpec,
+    /// The next five fire times, in the plan's time zone (RFC 3339 with offset).
+    pub next_runs: Vec<String>,
+    pub last_job: Option<JobSummary>,
+    pub last_success: Option<String>,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobSummary {
+    pub id: i64,
+    pub state: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+// ----- jobs -----
+
+/// What a job is for, beyond its plan.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobParams {
+    pub backoff: holdfast_core::job::Backoff,
+    /// Restore jobs: the restore point (snapshot id).
+    pub restore_point: Option<String>,
+    /// Restore jobs: the source to restore into (default: the plan's).
+    pub target_source: Option<String>,
+    /// Restore jobs: the database to restore into, instead of the source's.
+    pub database: Option<String>,
+    pub create: bool,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: i64,
+    /// `backup` or `restore`.
+    pub kind: String,
+    pub plan: Option<String>,
+    pub endpoint: Option<String>,
+    /// `schedule`, `manual` or `retry`.
+    pub trigger: String,
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled` or `skipped`.
+    pub state: String,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    /// The schedule slot this job is for.
+    pub scheduled_for: Option<String>,
+    pub created_at: String,
+    /// A queued job waits until then (retry backoff).
+    pub run_after: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_secs: Option<f64>,
+    pub bytes_read: i64,
+    pub bytes_written: i64,
+    pub snapshot_id: Option<String>,
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    /// The worker holding the job's lease.
+    pub worker: Option<String>,
+    pub restore_point: Option<String>,
+    pub target_source: Option<String>,
+    pub database: Option<String>,
+    /// The newest log lines (all of them: `GET /api/v1/jobs/{id}/log`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<Vec<LogLineView>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LogLineView {
+    pub id: i64,
+    pub at: String,
+    pub line: String,
+}
+
+impl JobView {
+    pub fn new(j: &holdfast_store::Job) -> Self {
+        let p: JobParams = serde_json::from_str(&j.params).unwrap_or_default();
+        Self {
+            id: j.id,
+            kind: j.kind.clone(),
+            plan: j.plan.clone(),
+            endpoint: j.endpoint.clone(),
+            trigger: j.trigger.clone(),
+            state: j.state.clone(),
+            attempt: j.attempt,
+            max_attempts: j.max_attempts,
+            scheduled_for: j.fire_at.map(rfc3339),
+            created_at: rfc3339(j.created_at),
+            run_after: rfc3339(j.run_after),
+            started_at: j.started_at.map(rfc3339),
+            finished_at: j.finished_at.map(rfc3339),
+            duration_secs: j
+                .started_at
+                .zip(j.finished_at)
+                .map(|(s, f)| (f - s).max(0) as f64 / 1000.0),
+            bytes_read: j.bytes_read,
+            bytes_written: j.bytes_written,
+            snapshot_id: j.snapshot_id.clone(),
+            error: j.error.clone(),
+            cancel_requested: j.cancel_requested,
+            worker: j.lease_owner.clone(),
+            restore_point: p.restore_point,
+            target_source: p.target_source,
+            database: p.database,
+            log: None,
+        }
+    }
+}
+
+// ----- restores -----
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreInput {
+    /// The plan whose repository holds the restore point.
+    pub plan: String,
+    /// The restore point's id (a snapshot id, or a unique prefix of one).
+    pub restore_point: String,
+    /// The source to restore into; default: the plan's own source.
+    #[serde(default)]
+    pub target_source: Option<String>,
+    /// Restore into this database instead of the target source's.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Create the target database when it does not exist.
+    #[serde(default = "yes")]
+    pub create: bool,
+    /// Restore over existing files (sqlite, redis, folder targets).
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RestorePointView {
+    pub id: String,
+    pub short_id: String,
+    pub time: String,
+    pub plan: Option<String>,
+    /// Source kind (postgres, mysql, ...).
+    pub source_kind: Option<String>,
+    pub database: Option<String>,
+    pub source_host: Option<String>,
+    pub hostname: String,
+    pub bytes: u64,
+    pub added_bytes: u64,
+    pub duration_secs: f64,
+    pub tags: Vec<String>,
+}
+
+// ----- tokens -----
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenInput {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenView {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    /// Only in the answer to the create call: the token itself. It is not stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+// ----- endpoint test -----
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckStep {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EndpointTestReport {
+    pub ok: bool,
+    pub steps: Vec<CheckStep>,
+}

@@ -1,0 +1,132 @@
+//! The scheduler: fires due plans into the job queue and takes back jobs whose worker
+//! stopped renewing its lease. Both run on every replica; the store's compare-and-set
+//! statements make sure each fire and each take-back happens once.
+
+use holdfast_core::Schedule;
+use holdfast_core::job::{Event, JobState, transition};
+use holdfast_core::plan::PlanSpec;
+use holdfast_store::{Claimed, FireOutcome, NewJob, Store, StoreError};
+use jiff::Timestamp;
+
+use crate::model::JobParams;
+
+/// A backup job for `spec`.
+pub fn backup_job(spec: &PlanSpec, trigger: &str, fire_at: Option<i64>, now: i64) -> NewJob {
+    let params = JobParams {
+        backoff: spec.retry,
+        ..JobParams::default()
+    };
+    NewJob {
+        kind: "backup".into(),
+        plan: Some(spec.name.clone()),
+        endpoint: Some(spec.endpoint.clone()),
+        trigger: trigger.into(),
+        max_attempts: i64::from(spec.retry.attempts.max(1)),
+        params: serde_json::to_string(&params).expect("params serialize"),
+        fire_at,
+        run_after: now,
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    pub queued: Vec<i64>,
+    pub skipped: Vec<i64>,
+}
+
+/// Fires every plan whose time has come, as of `now` (Unix ms). A plan that missed several
+/// fires (the server was down) fires once, for the latest missed time.
+pub async fn tick(store: &Store, now: i64) -> Result<TickReport, StoreError> {
+    let mut report = TickReport::default();
+    let now_ts = Timestamp::from_millisecond(now).unwrap_or_default();
+    for plan in store.due_plans(now).await? {
+        let Some(expected) = plan.plan.as_ref().and_then(|c| c.next_fire_at) else {
+            continue;
+        };
+        let spec: PlanSpec = match serde_json::from_str(&plan.spec) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(plan = %plan.name, "stored plan is unreadable: {e}");
+                continue;
+            }
+        };
+        let sched = match Schedule::parse(&spec.schedule, &spec.timezone) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(plan = %plan.name, "{e}");
+                continue;
+            }
+        };
+        // The latest fire time at or before now; at least the one that was due.
+        let since = Timestamp::from_millisecond(expected - 1).unwrap_or_default();
+        let fire_at = sched
+            .due(since, now_ts)
+            .map_or(expected, |z| z.timestamp().as_millisecond());
+        let next = sched
+            .next_after(now_ts)
+            .map(|z| z.timestamp().as_millisecond());
+        let job = backup_job(&spec, "schedule", Some(fire_at), now);
+        match store.fire(&plan.name, expected, next, &job, now).await? {
+            FireOutcome::Queued(id) => {
+                tracing::info!(plan = %plan.name, job = id, "scheduled backup queued");
+                report.queued.push(id);
+            }
+            FireOutcome::Skipped { job, busy } => {
+                tracing::warn!(plan = %plan.name, job, busy, "scheduled backup skipped: the previous one is still running");
+                report.skipped.push(job);
+            }
+            FireOutcome::AlreadyFired => {}
+        }
+    }
+    Ok(report)
+}
+
+/// Takes back running jobs whose lease expired before `now`: back to the queue after a
+/// backoff (attempt + 1), or failed when out of attempts. Returns the jobs taken back.
+pub async fn reap(store: &Store, now: i64, jitter: f64) -> Result<Vec<i64>, StoreError> {
+    let mut out = Vec::new();
+    for j in store.expired(now).await? {
+        let params: JobParams = serde_json::from_str(&j.params).unwrap_or_default();
+        let mut backoff = params.backoff;
+        backoff.attempts = u32::try_from(j.max_attempts).unwrap_or(1);
+        let attempt = u32::try_from(j.attempt).unwrap_or(1);
+        let Ok(next) = transition(
+            JobState::Running,
+            attempt,
+            &Event::LeaseExpired,
+            &backoff,
+            jitter,
+        ) else {
+            continue;
+        };
+        let c = Claimed {
+            state: next.state.as_str().into(),
+            attempt: i64::from(next.attempt),
+            run_after: next.retry_in_secs.map(|s| now + s as i64 * 1000),
+            error: next.error.clone(),
+            snapshot_id: None,
+            bytes_read: j.bytes_read,
+            bytes_written: j.bytes_written,
+            now,
+        };
+        if store.take_back(&j, &c).await? {
+            let line = format!(
+                "attempt {attempt} lost: worker {} stopped renewing its lease; {}",
+                j.lease_owner.as_deref().unwrap_or("?"),
+                match next.state {
+                    JobState::Queued => format!(
+                        "attempt {} queued in {} s",
+                        next.attempt,
+                        next.retry_in_secs.unwrap_or(0)
+                    ),
+                    _ => "no attempts left".into(),
+                }
+            );
+            store.append_log(j.id, now, &line).await?;
+            tracing::warn!(job = j.id, "{line}");
+            out.push(j.id);
+        }
+    }
+    Ok(out)
+}

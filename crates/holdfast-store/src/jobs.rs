@@ -1,0 +1,469 @@
+//! The durable job queue. A job is inserted `queued`, claimed by one worker under a lease that
+//! heartbeats renew, and finished by the worker that holds the lease. A job whose lease expires
+//! is put back by whichever replica notices first. Every step is one conditional statement, so
+//! two replicas (or a worker and a reaper) never both win.
+
+use serde::Serialize;
+use sqlx::AssertSqlSafe;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Dialect, Result, Store, StoreError};
+
+const JOB_COLUMNS: &str = "id, kind, plan, endpoint, trigger, state, attempt, max_attempts, params, fire_at, created_at, run_after, \
+     started_at, finished_at, lease_owner, lease_expires, cancel_requested, bytes_read, bytes_written, snapshot_id, error";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    pub id: i64,
+    /// `backup` or `restore`.
+    pub kind: String,
+    pub plan: Option<String>,
+    /// The storage endpoint the job writes to or reads from.
+    pub endpoint: Option<String>,
+    /// `schedule`, `manual` or `retry`.
+    pub trigger: String,
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled` or `skipped`.
+    pub state: String,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    /// JSON the server defines (retry policy, restore target).
+    pub params: String,
+    /// The schedule's fire time this job is for (Unix ms).
+    pub fire_at: Option<i64>,
+    pub created_at: i64,
+    /// Not claimed before this time (backoff).
+    pub run_after: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_expires: Option<i64>,
+    pub cancel_requested: bool,
+    pub bytes_read: i64,
+    pub bytes_written: i64,
+    pub snapshot_id: Option<String>,
+    pub error: Option<String>,
+}
+
+fn job(r: &AnyRow) -> Job {
+    Job {
+        id: r.get(0),
+        kind: r.get(1),
+        plan: r.get(2),
+        endpoint: r.get(3),
+        trigger: r.get(4),
+        state: r.get(5),
+        attempt: r.get(6),
+        max_attempts: r.get(7),
+        params: r.get(8),
+        fire_at: r.get(9),
+        created_at: r.get(10),
+        run_after: r.get(11),
+        started_at: r.get(12),
+        finished_at: r.get(13),
+        lease_owner: r.get(14),
+        lease_expires: r.get(15),
+        cancel_requested: r.get::<i64, _>(16) != 0,
+        bytes_read: r.get(17),
+        bytes_written: r.get(18),
+        snapshot_id: r.get(19),
+        error: r.get(20),
+    }
+}
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub plan: Option<String>,
+    pub endpoint: Option<String>,
+    pub trigger: String,
+    pub max_attempts: i64,
+    pub params: String,
+    pub fire_at: Option<i64>,
+    pub run_after: i64,
+}
+
+/// What a scheduler fire did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FireOutcome {
+    /// Another replica (or an earlier tick) fired this slot already.
+    AlreadyFired,
+    Queued(i64),
+    /// Recorded as skipped, because `busy` was still queued or running.
+    Skipped {
+        job: i64,
+        busy: i64,
+    },
+}
+
+/// A job's new state, as `holdfast_core::job::transition` decided.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub state: String,
+    pub attempt: i64,
+    /// For a job back in the queue: when it may be claimed again.
+    pub run_after: Option<i64>,
+    pub error: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub bytes_read: i64,
+    pub bytes_written: i64,
+    pub now: i64,
+}
+
+/// Which jobs to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub plan: Option<String>,
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    /// Only jobs with a smaller id (the next page).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub id: i64,
+    pub at: i64,
+    pub line: String,
+}
+
+impl Store {
+    async fn insert_job_in(
+        conn: &mut sqlx::AnyConnection,
+        new: &NewJob,
+        state: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> std::result::Result<i64, sqlx::Error> {
+        let sql = format!(
+            "INSERT INTO jobs (kind, plan, trigger, state, attempt, max_attempts, params, fire_at, created_at, run_after, error, finished_at, endpoint)
+             VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10, {}, $11) RETURNING id",
+            if state == "queued" { "NULL" } else { "$8" }
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&new.kind)
+            .bind(&new.plan)
+            .bind(&new.trigger)
+            .bind(state)
+            .bind(new.max_attempts)
+            .bind(&new.params)
+            .bind(new.fire_at)
+            .bind(now)
+            .bind(new.run_after)
+            .bind(error)
+            .bind(&new.endpoint)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// The queued or running backup of `plan`, if any.
+    async fn busy_in(
+        conn: &mut sqlx::AnyConnection,
+        plan: &str,
+    ) -> std::result::Result<Option<i64>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id FROM jobs WHERE plan = $1 AND kind = 'backup' AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
+        )
+        .bind(plan)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Fires a plan's schedule slot: moves `next_fire_at` from `expected` to `next` and queues
+    /// the job (or records it as skipped while another backup of the plan is queued or
+    /// running), all in one transaction. Only one caller per slot gets past the
+    /// compare-and-set, so replicas never queue a slot twice.
+    pub async fn fire(
+        &self,
+        plan: &str,
+        expected: i64,
+        next: Option<i64>,
+        job: &NewJob,
+        now: i64,
+    ) -> Result<FireOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE plans SET next_fire_at = $3 WHERE name = $1 AND next_fire_at = $2 AND paused = 0",
+        )
+        .bind(plan)
+        .bind(expected)
+        .bind(next)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Ok(FireOutcome::AlreadyFired);
+        }
+        let outcome = match Self::busy_in(&mut tx, plan).await? {
+            Some(busy) => {
+                let why = format!("skipped: job {busy} of this plan was still queued or running");
+                let id = Self::insert_job_in(&mut tx, job, "skipped", Some(&why), now).await;
+                id.map(|job| FireOutcome::Skipped { job, busy })
+            }
+            None => Self::insert_job_in(&mut tx, job, "queued", None, now)
+                .await
+                .map(FireOutcome::Queued),
+        };
+        match outcome {
+            Ok(o) => {
+                tx.commit().await?;
+                Ok(o)
+            }
+            // The same slot fired before (e.g. next_fire_at was reset to it): not again.
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                Ok(FireOutcome::AlreadyFired)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Queues a job. With `exclusive`, refuses (returning the busy job's id) while another
+    /// backup of the same plan is queued or running.
+    pub async fn enqueue(
+        &self,
+        job: &NewJob,
+        exclusive: bool,
+        now: i64,
+    ) -> Result<std::result::Result<i64, i64>> {
+        let mut tx = self.pool.begin().await?;
+        if let (true, Some(plan)) = (exclusive, &job.plan) {
+            // A write first takes the plan's row lock (PostgreSQL) or the write lock (SQLite),
+            // so two replicas cannot both see "not busy".
+            sqlx::query("UPDATE plans SET paused = paused WHERE name = $1")
+                .bind(plan)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(busy) = Self::busy_in(&mut tx, plan).await? {
+                return Ok(Err(busy));
+            }
+        }
+        let id = Self::insert_job_in(&mut tx, job, "queued", None, now).await?;
+        tx.commit().await?;
+        Ok(Ok(id))
+    }
+
+    pub async fn job(&self, id: i64) -> Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(job))
+    }
+
+    pub async fn must_job(&self, id: i64) -> Result<Job> {
+        self.job(id).await?.ok_or(StoreError::NotFound {
+            kind: "job",
+            name: id.to_string(),
+        })
+    }
+
+    /// Jobs matching `f`, newest first.
+    pub async fn jobs(&self, f: &JobFilter) -> Result<Vec<Job>> {
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+        let mut n = 0;
+        let mut arg = |col: &str| {
+            n += 1;
+            format!(" AND {col} ${n}")
+        };
+        let mut text_args = Vec::new();
+        for (col, v) in [
+            ("plan =", &f.plan),
+            ("state =", &f.state),
+            ("kind =", &f.kind),
+        ] {
+            if let Some(v) = v {
+                sql += &arg(col);
+                text_args.push(v.clone());
+            }
+        }
+        if f.before.is_some() {
+            sql += &arg("id <");
+        }
+        sql += &format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000));
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for v in text_args {
+            q = q.bind(v);
+        }
+        if let Some(b) = f.before {
+            q = q.bind(b);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(job).collect())
+    }
+
+    /// The newest finished backup of each plan in `plans` that ended in `state`.
+    pub async fn last_job(&self, plan: &str, state: Option<&str>) -> Result<Option<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE plan = $1 AND kind = 'backup' {} ORDER BY id DESC LIMIT 1",
+            if state.is_some() {
+                "AND state = $2"
+            } else {
+                "AND state <> 'skipped'"
+            }
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(plan);
+        if let Some(s) = state {
+            q = q.bind(s);
+        }
+        Ok(q.fetch_optional(&self.pool).await?.as_ref().map(job))
+    }
+
+    /// Claims the oldest runnable job for `owner` with a lease until `lease_expires`.
+    pub async fn claim(&self, owner: &str, now: i64, lease_expires: i64) -> Result<Option<Job>> {
+        let lock = match self.dialect {
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires = $2, started_at = $3
+             WHERE state = 'queued' AND id = (
+                 SELECT id FROM jobs WHERE state = 'queued' AND run_after <= $3
+                 ORDER BY run_after, id LIMIT 1 {lock})
+             RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(lease_expires)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(job))
+    }
+
+    /// Renews `owner`'s lease and records progress. Returns whether a cancel was requested, or
+    /// `None` when the lease is lost (expired and taken back): the worker must stop.
+    pub async fn heartbeat(
+        &self,
+        id: i64,
+        owner: &str,
+        lease_expires: i64,
+        bytes_read: i64,
+        bytes_written: i64,
+    ) -> Result<Option<bool>> {
+        let row = sqlx::query(
+            "UPDATE jobs SET lease_expires = $3, bytes_read = $4, bytes_written = $5
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING cancel_requested",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(lease_expires)
+        .bind(bytes_read)
+        .bind(bytes_written)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) != 0))
+    }
+
+    /// Ends `owner`'s attempt: finished, or back in the queue for a retry. False when the
+    /// lease was lost meanwhile (another attempt owns the job now).
+    pub async fn finish(&self, id: i64, owner: &str, c: &Claimed) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = $3, attempt = $4, run_after = COALESCE($5, run_after), error = $6,
+                 snapshot_id = $7, bytes_read = $8, bytes_written = $9,
+                 finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE $10 END,
+                 trigger = CASE WHEN $3 = 'queued' THEN 'retry' ELSE trigger END,
+                 lease_owner = NULL, lease_expires = NULL
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(&c.state)
+        .bind(c.attempt)
+        .bind(c.run_after)
+        .bind(&c.error)
+        .bind(&c.snapshot_id)
+        .bind(c.bytes_read)
+        .bind(c.bytes_written)
+        .bind(c.now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Running jobs whose lease ran out before `now`.
+    pub async fn expired(&self, now: i64) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires < $1 ORDER BY id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(job).collect())
+    }
+
+    /// Takes back an expired job, if its lease is still the one seen (`seen` = its owner and
+    /// expiry): back to the queue, or failed when out of attempts.
+    pub async fn take_back(&self, j: &Job, c: &Claimed) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = $4, attempt = $5, run_after = COALESCE($6, run_after), error = $7,
+                 finished_at = CASE WHEN $4 = 'queued' THEN NULL ELSE $8 END,
+                 trigger = CASE WHEN $4 = 'queued' THEN 'retry' ELSE trigger END,
+                 lease_owner = NULL, lease_expires = NULL
+             WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND lease_expires = $3",
+        )
+        .bind(j.id)
+        .bind(&j.lease_owner)
+        .bind(j.lease_expires)
+        .bind(&c.state)
+        .bind(c.attempt)
+        .bind(c.run_after)
+        .bind(&c.error)
+        .bind(c.now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Cancels a queued job at once, or asks the worker of a running one to stop. Returns the
+    /// job as it is now.
+    pub async fn cancel(&self, id: i64, now: i64) -> Result<Job> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', finished_at = $2, error = 'cancelled before it started'
+             WHERE id = $1 AND state = 'queued'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND state = 'running'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.must_job(id).await
+    }
+
+    pub async fn append_log(&self, job_id: i64, at: i64, line: &str) -> Result<()> {
+        sqlx::query("INSERT INTO job_log (job_id, at, line) VALUES ($1, $2, $3)")
+            .bind(job_id)
+            .bind(at)
+            .bind(line)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A job's log lines after line id `after`, oldest first.
+    pub async fn log(&self, job_id: i64, after: i64, limit: i64) -> Result<Vec<LogLine>> {
+        let rows = sqlx::query(
+            "SELECT id, at, line FROM job_log WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LogLine {
+                id: r.get(0),
+                at: r.get(1),
+                line: r.get(2),
+            })
+            .collect())
+    }
+}

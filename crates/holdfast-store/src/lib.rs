@@ -1,0 +1,210 @@
+//! The metadata store: endpoints, sources, plans, jobs, job logs and API tokens, in SQLite (the
+//! default, one file) or PostgreSQL (several server replicas sharing the work).
+//!
+//! **Architecture invariant:** this is the only crate that writes SQL. One code path serves both
+//! databases through sqlx's `Any` driver; where they differ (claiming a job with
+//! `FOR UPDATE SKIP LOCKED`), [`Dialect`] says so. The store knows nothing of cron or retries:
+//! callers pass the times and states that the rules in `holdfast-core` decided, and every change
+//! that could race another replica is a compare-and-set in one statement.
+
+mod jobs;
+mod migrate;
+mod resources;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Row};
+
+pub use jobs::{Claimed, FireOutcome, Job, JobFilter, LogLine, NewJob};
+pub use resources::{Kind, NewResource, PlanCols, Resource};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} `{name}` not found")]
+    NotFound { kind: &'static str, name: String },
+
+    #[error("{kind} `{name}` already exists; update it with PUT, or pick another name")]
+    Exists { kind: &'static str, name: String },
+
+    #[error(
+        "{kind} `{name}` was changed since you read it (it is at version {current}); read it again and retry"
+    )]
+    VersionMismatch {
+        kind: &'static str,
+        name: String,
+        current: i64,
+    },
+
+    #[error("{kind} `{name}` is used by {used_by}; change or delete that first")]
+    InUse {
+        kind: &'static str,
+        name: String,
+        used_by: String,
+    },
+
+    #[error("metadata store: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Which SQL database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the metadata database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dialect", &self.dialect)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:///path/holdfast.db` or `postgres://...`), creating a SQLite
+    /// file when missing, and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::Db(sqlx::Error::Configuration(
+                format!(
+                    "unsupported database URL scheme in `{}`; use sqlite://PATH or postgres://...",
+                    url.split("://").next().unwrap_or(url)
+                )
+                .into(),
+            )));
+        };
+        let url = match dialect {
+            // WAL lets readers go on while a job writes; create the file on first start.
+            Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let opts = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match dialect {
+                Dialect::Sqlite => 4,
+                Dialect::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        let store = Self { pool, dialect };
+        migrate::run(&store).await?;
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// A server-wide setting, e.g. whether first-start setup has run.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Sets `key` unless it is set; returns whether this call set it (the first replica wins).
+    pub async fn set_setting_once(&self, key: &str, value: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    // ----- API tokens -----
+
+    /// Stores a token's hash; returns its id.
+    pub async fn insert_token(&self, name: &str, hash: &str, now: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<i64, _>(0))
+    }
+
+    /// The live (not revoked) token with this hash: its id and name.
+    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<(i64, String)>> {
+        let row = sqlx::query("SELECT id, name FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))))
+    }
+
+    /// Every token: (id, name, created_at, revoked_at).
+    pub async fn tokens(&self) -> Result<Vec<(i64, String, i64, Option<i64>)>> {
+        let rows = sqlx::query("SELECT id, name, created_at, revoked_at FROM tokens ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
+    /// Revokes a token; false when there is no live token with that id.
+    pub async fn revoke_token(&self, id: i64, now: i64) -> Result<bool> {
+        let r =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Closes the pool (tests use this to let a PostgreSQL database be dropped).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
