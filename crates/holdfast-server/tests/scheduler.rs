@@ -1,0 +1,385 @@
+//! The scheduler and the job queue against both real stores (a SQLite file and a fresh database
+//! on the machine's PostgreSQL), with an injected clock: every tick gets its `now`.
+
+use std::collections::BTreeMap;
+
+use holdfast_core::Schedule;
+use holdfast_server::scheduler::{reap, tick};
+use holdfast_store::{Claimed, JobFilter, Kind, NewResource, PlanCols, Store};
+use jiff::Timestamp;
+
+fn ms(s: &str) -> i64 {
+    s.parse::<Timestamp>().unwrap().as_millisecond()
+}
+
+fn iso(ms: i64) -> String {
+    Timestamp::from_millisecond(ms).unwrap().to_string()
+}
+
+/// A metadata database of the test's own, removed afterwards.
+struct Db {
+    url: String,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn psql(sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qAtc",
+            sql,
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Db {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            url: format!("sqlite://{}", dir.path().join("holdfast.db").display()),
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    fn postgres() -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "hf_sched_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        psql(&format!("DROP DATABASE IF EXISTS {name}"));
+        psql(&format!("CREATE DATABASE {name}"));
+        Self {
+            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            pg_name: Some(name),
+            _dir: None,
+        }
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(n) = &self.pg_name {
+            psql(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"));
+        }
+    }
+}
+
+/// A plan (with the source and endpoint rows it refers to) whose next fire is the schedule's
+/// first time after `from`.
+async fn plan(store: &Store, name: &str, cron: &str, tz: &str, from: i64) -> i64 {
+    for kind in [Kind::Source, Kind::Endpoint] {
+        if store.get(kind, "x").await.unwrap().is_none() {
+            let r = NewResource {
+                name: "x".into(),
+                spec: "{}".into(),
+                secrets: None,
+                plan: None,
+            };
+            store.create(kind, &r, 0).await.unwrap();
+        }
+    }
+    let spec = serde_json::json!({
+        "name": name, "source": "x", "endpoint": "x", "schedule": cron, "timezone": tz,
+        "retry": {"attempts": 2, "base_secs": 10, "cap_secs": 60}
+    });
+    let next = Schedule::parse(cron, tz)
+        .unwrap()
+        .next_after(Timestamp::from_millisecond(from).unwrap())
+        .unwrap()
+        .timestamp()
+        .as_millisecond();
+    let r = NewResource {
+        name: name.into(),
+        spec: spec.to_string(),
+        secrets: None,
+        plan: Some(PlanCols {
+            source: "x".into(),
+            endpoint: "x".into(),
+            paused: false,
+            next_fire_at: Some(next),
+        }),
+    };
+    store.create(Kind::Plan, &r, from).await.unwrap();
+    next
+}
+
+async fn jobs(store: &Store, plan: &str) -> Vec<holdfast_store::Job> {
+    let mut j = store
+        .jobs(&JobFilter {
+            plan: Some(plan.into()),
+            limit: 1000,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    j.reverse();
+    j
+}
+
+/// Marks every queued or running job of the test done, as a worker would.
+async fn finish_all(store: &Store, now: i64) {
+    while let Some(j) = store.claim("test-worker", now, now + 1000).await.unwrap() {
+        let done = Claimed {
+            state: "succeeded".into(),
+            attempt: j.attempt,
+            run_after: None,
+            error: None,
+            snapshot_id: None,
+            bytes_read: 0,
+            bytes_written: 0,
+            now,
+        };
+        assert!(store.finish(j.id, "test-worker", &done).await.unwrap());
+    }
+}
+
+/// Ticks every `step` minutes from `from` to `to`, finishing jobs between ticks; returns the
+/// fire times of the jobs made.
+async fn run_clock(store: &Store, plan: &str, from: i64, to: i64, step_min: i64) -> Vec<String> {
+    let mut now = from;
+    while now <= to {
+        tick(store, now).await.unwrap();
+        finish_all(store, now).await;
+        now += step_min * 60_000;
+    }
+    jobs(store, plan)
+        .await
+        .iter()
+        .map(|j| iso(j.fire_at.unwrap()))
+        .collect()
+}
+
+async fn missed_fires_after_downtime_run_once(db: Db) {
+    let s = db.store().await;
+    let first = plan(&s, "hourly", "0 * * * *", "UTC", ms("2026-05-01T09:30:00Z")).await;
+    assert_eq!(iso(first), "2026-05-01T10:00:00Z");
+    // Down from 09:30 to 13:30: four fires missed, one runs, for the latest of them.
+    let r = tick(&s, ms("2026-05-01T13:30:00Z")).await.unwrap();
+    assert_eq!(r.queued.len(), 1);
+    let j = jobs(&s, "hourly").await;
+    assert_eq!(j.len(), 1);
+    assert_eq!(iso(j[0].fire_at.unwrap()), "2026-05-01T13:00:00Z");
+    assert_eq!(
+        (j[0].trigger.as_str(), j[0].state.as_str()),
+        ("schedule", "queued")
+    );
+    // Ticking again before 14:00 fires nothing.
+    let r = tick(&s, ms("2026-05-01T13:59:59Z")).await.unwrap();
+    assert!(r.queued.is_empty() && r.skipped.is_empty());
+    let p = s.must_get(Kind::Plan, "hourly").await.unwrap();
+    assert_eq!(
+        iso(p.plan.unwrap().next_fire_at.unwrap()),
+        "2026-05-01T14:00:00Z"
+    );
+}
+
+async fn fires_in_the_plan_time_zone_across_dst(db: Db) {
+    let s = db.store().await;
+    // Europe/Berlin: 02:30 does not exist on 2026-03-29 (it runs at 03:00 local, 01:00Z) and
+    // happens twice on 2026-10-25 (it runs once).
+    let from = ms("2026-03-28T12:00:00Z");
+    plan(&s, "spring", "30 2 * * *", "Europe/Berlin", from).await;
+    let fired = run_clock(&s, "spring", from, ms("2026-03-30T12:00:00Z"), 5).await;
+    assert_eq!(
+        fired,
+        ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"],
+        "one fire per day, local time"
+    );
+    let from = ms("2026-10-24T12:00:00Z");
+    plan(&s, "autumn", "30 2 * * *", "Europe/Berlin", from).await;
+    let fired = run_clock(&s, "autumn", from, ms("2026-10-26T12:00:00Z"), 5).await;
+    assert_eq!(fired, ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]);
+}
+
+async fn paused_plans_do_not_fire_and_resume_from_now(db: Db) {
+    let s = db.store().await;
+    let t0 = ms("2026-06-01T00:00:00Z");
+    plan(&s, "p", "*/10 * * * *", "UTC", t0).await;
+    s.set_paused("p", true, None, t0).await.unwrap();
+    let r = tick(&s, ms("2026-06-01T05:00:00Z")).await.unwrap();
+    assert!(r.queued.is_empty());
+    // Resumed at 05:03, the next fire is 05:10; the fires missed while paused never run.
+    s.set_paused("p", false, Some(ms("2026-06-01T05:10:00Z")), t0)
+        .await
+        .unwrap();
+    assert!(
+        tick(&s, ms("2026-06-01T05:09:00Z"))
+            .await
+            .unwrap()
+            .queued
+            .is_empty()
+    );
+    assert_eq!(
+        tick(&s, ms("2026-06-01T05:10:00Z"))
+            .await
+            .unwrap()
+            .queued
+            .len(),
+        1
+    );
+}
+
+async fn a_fire_while_the_last_backup_runs_is_recorded_as_skipped(db: Db) {
+    let s = db.store().await;
+    let t0 = ms("2026-06-01T00:00:00Z");
+    plan(&s, "busy", "0 * * * *", "UTC", t0).await;
+    let r = tick(&s, ms("2026-06-01T01:00:00Z")).await.unwrap();
+    let running = r.queued[0];
+    s.claim("w", ms("2026-06-01T01:00:01Z"), ms("2026-06-01T03:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    let r = tick(&s, ms("2026-06-01T02:00:00Z")).await.unwrap();
+    assert!(r.queued.is_empty());
+    let skipped = s.must_job(r.skipped[0]).await.unwrap();
+    assert_eq!(skipped.state, "skipped");
+    assert!(
+        skipped.error.unwrap().contains(&format!("job {running}")),
+        "the skip names the job in the way"
+    );
+    // Nobody claims a skipped job.
+    assert!(
+        s.claim("w2", ms("2026-06-01T02:00:01Z"), ms("2026-06-01T03:00:00Z"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn two_replicas_make_exactly_one_job_per_fire(db: Db) {
+    // Two stores with pools of their own on one database: two server replicas.
+    let a = db.store().await;
+    let b = db.store().await;
+    let t0 = ms("2026-07-01T00:00:00Z");
+    for i in 0..20 {
+        plan(&a, &format!("plan-{i}"), "*/5 * * * *", "UTC", t0).await;
+    }
+    for slot in 1..=6 {
+        let now = t0 + slot * 5 * 60_000;
+        let (ra, rb) = tokio::join!(tick(&a, now), tick(&b, now));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(
+            ra.queued.len() + rb.queued.len() + ra.skipped.len() + rb.skipped.len(),
+            20
+        );
+        // Both replicas also race their workers for the queue.
+        let (ca, cb) = tokio::join!(finish_all(&a, now), finish_all(&b, now));
+        let _ = (ca, cb);
+    }
+    let mut per_fire: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for i in 0..20 {
+        for j in jobs(&a, &format!("plan-{i}")).await {
+            assert_eq!(j.state, "succeeded", "job {} of {:?}", j.id, j.plan);
+            *per_fire
+                .entry((j.plan.unwrap(), j.fire_at.unwrap()))
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(per_fire.len(), 20 * 6);
+    assert!(per_fire.values().all(|&n| n == 1), "{per_fire:?}");
+}
+
+async fn an_expired_lease_requeues_then_gives_up(db: Db) {
+    let s = db.store().await;
+    let t0 = ms("2026-08-01T00:00:00Z");
+    plan(&s, "lease", "0 * * * *", "UTC", t0).await; // 2 attempts, base 10 s
+    let id = tick(&s, ms("2026-08-01T01:00:00Z")).await.unwrap().queued[0];
+    let now = ms("2026-08-01T01:00:01Z");
+    let j = s
+        .claim("dead-worker", now, now + 30_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((j.id, j.attempt), (id, 1));
+    // Before the lease runs out nothing happens; after, the job is queued again, attempt 2,
+    // after the backoff.
+    assert!(reap(&s, now + 29_000, 0.0).await.unwrap().is_empty());
+    assert_eq!(reap(&s, now + 31_000, 0.0).await.unwrap(), [id]);
+    let j = s.must_job(id).await.unwrap();
+    assert_eq!(
+        (j.state.as_str(), j.attempt, j.trigger.as_str()),
+        ("queued", 2, "retry")
+    );
+    assert_eq!(
+        j.run_after,
+        now + 31_000 + 5_000,
+        "half of the 10 s base with zero jitter"
+    );
+    assert!(j.error.unwrap().contains("lease expired"));
+    // The dead worker's late report is refused: another attempt owns the job now.
+    let late = Claimed {
+        state: "succeeded".into(),
+        attempt: 1,
+        run_after: None,
+        error: None,
+        snapshot_id: None,
+        bytes_read: 0,
+        bytes_written: 0,
+        now: now + 32_000,
+    };
+    assert!(!s.finish(id, "dead-worker", &late).await.unwrap());
+    assert!(
+        s.claim("w2", now + 32_000, now + 60_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "backoff"
+    );
+    let later = now + 36_001;
+    let j = s.claim("w2", later, later + 1_000).await.unwrap().unwrap();
+    assert_eq!(j.attempt, 2);
+    assert_eq!(reap(&s, later + 2_000, 0.0).await.unwrap(), [id]);
+    let j = s.must_job(id).await.unwrap();
+    assert_eq!(j.state, "failed");
+    assert!(j.error.unwrap().contains("gave up after 2 attempts"));
+    let log: Vec<String> = s
+        .log(id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log[0].contains("worker dead-worker stopped renewing its lease"));
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$name(super::Db::sqlite()).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$name(super::Db::postgres()).await })*
+        }
+    };
+}
+
+on_both_stores!(
+    missed_fires_after_downtime_run_once,
+    fires_in_the_plan_time_zone_across_dst,
+    paused_plans_do_not_fire_and_resume_from_now,
+    a_fire_while_the_last_backup_runs_is_recorded_as_skipped,
+    two_replicas_make_exactly_one_job_per_fire,
+    an_expired_lease_requeues_then_gives_up,
+);
