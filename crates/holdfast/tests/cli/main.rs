@@ -9,3 +9,4 @@ mod mysql;
 mod other_sources;
 mod postgres;
 mod repository;
+mod server;

@@ -1,0 +1,545 @@
+//! `holdfast serve` as users run it: the real binary on a loopback port, driven over HTTP with
+//! curl, backing up and restoring the machine's real PostgreSQL, with its metadata in SQLite or
+//! in a PostgreSQL database of the test's own.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{PgDb, unique};
+
+const TOKEN: &str = "hf_test_admin_token";
+const DB_PASSWORD: &str = "pw-that-must-never-show";
+
+/// Where a server keeps its metadata.
+enum Meta {
+    Sqlite,
+    Postgres(PgDb),
+}
+
+impl Meta {
+    fn postgres() -> Self {
+        Meta::Postgres(PgDb::new())
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    data: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(data: &std::path::Path, meta: &Meta, extra: &[&str]) -> Self {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        c.args(["serve", "--listen", "127.0.0.1:0", "--tick-ms", "100"])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .env("HOLDFAST_ADMIN_TOKEN", TOKEN)
+            .env_remove("HOLDFAST_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Meta::Postgres(db) = meta {
+            c.env("HOLDFAST_DATABASE_URL", db.url());
+        }
+        let mut child = c.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("server did not start:\n{}", log.lock().unwrap()));
+        Self {
+            child,
+            url,
+            data: data.to_path_buf(),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// (status, JSON body) of one API call.
+    fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[&str],
+    ) -> (u16, Value) {
+        let mut c = Command::new("curl");
+        c.args([
+            "-s",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+        ]);
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        for h in headers {
+            c.args(["-H", h]);
+        }
+        if let Some(b) = body {
+            c.args(["--data-binary", &b.to_string()]);
+        }
+        c.arg(format!("{}{path}", self.url));
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+        (code.trim().parse().unwrap_or(0), json)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.call_as(Some(TOKEN), method, path, body, &[])
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let (code, v) = self.call(method, path, body);
+        assert!(
+            (200..300).contains(&code),
+            "{method} {path}: {code} {v}\n{}",
+            self.log()
+        );
+        v
+    }
+
+    /// Waits until the job's state satisfies `done`; fails after 2 minutes.
+    fn wait_job(&self, id: i64, done: impl Fn(&str) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let j = self.ok("GET", &format!("/api/v1/jobs/{id}"), None);
+            if done(j["state"].as_str().unwrap()) {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} stuck: {j}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    fn restic(&self, args: &[&str]) -> String {
+        let out = Command::new("restic")
+            .arg("-r")
+            .arg(self.data.join("repository"))
+            .arg("--password-file")
+            .arg(self.data.join("repository.password"))
+            .args(["--no-cache", "-q"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "restic {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn backup_and_restore_postgres_over_http(meta: Meta) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &meta, &[]);
+    let db = PgDb::new();
+    db.pgbench(1);
+    db.psql("CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 500) g;");
+    let before = db.checksums();
+
+    // The default endpoint exists on first start; the source's password is write-only.
+    let eps = s.ok("GET", "/api/v1/endpoints", None);
+    assert_eq!(eps[0]["name"], "local");
+    assert_eq!(eps[0]["password_set"], true);
+    let src = s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(
+            &json!({"name": "shop", "kind": "postgres", "url": db.url(), "password": DB_PASSWORD}),
+        ),
+    );
+    assert_eq!(src["password_set"], true);
+    let plan = s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "shop-nightly", "source": "shop", "endpoint": "local",
+                     "schedule": "0 3 * * *", "timezone": "Europe/Berlin",
+                     "retention": {"style": "period", "period": 7, "type": "DAYS"}}),
+        ),
+    );
+    assert_eq!(plan["next_runs"].as_array().unwrap().len(), 5);
+    assert!(
+        plan["next_runs"][0]
+            .as_str()
+            .unwrap()
+            .contains("T03:00:00+01:00"),
+        "{plan}"
+    );
+
+    let job = s.ok("POST", "/api/v1/plans/shop-nightly/run", None);
+    // A second run while the first is queued or running is refused, naming the job.
+    let (code, busy) = s.call("POST", "/api/v1/plans/shop-nightly/run", None);
+    if code != 202 {
+        assert_eq!(code, 409, "{busy}");
+        assert!(
+            busy["error"]
+                .as_str()
+                .unwrap()
+                .contains(&job["id"].to_string())
+        );
+    }
+    let id = job["id"].as_i64().unwrap();
+    let done = s.wait_job(id, |st| st != "queued" && st != "running");
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(done["bytes_read"].as_i64().unwrap() > 1_000_000, "{done}");
+    let snap = done["snapshot_id"].as_str().unwrap().to_string();
+    let log: Vec<&str> = done["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_str().unwrap())
+        .collect();
+    assert!(
+        log.iter().any(|l| l.starts_with("retention: kept")),
+        "{log:?}"
+    );
+
+    // The restore point comes from the repository, and restic sees the same snapshot.
+    let points = s.ok("GET", "/api/v1/restore-points?plan=shop-nightly", None);
+    let ids: Vec<&str> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&snap.as_str()), "{points}");
+    assert_eq!(points[0]["database"].as_str(), Some(db.name.as_str()));
+    assert!(s.restic(&["snapshots", "--json"]).contains(&snap));
+
+    // Restore into a new database through a restore job, and compare every table.
+    let target = PgDb::not_created();
+    let r = s.ok(
+        "POST",
+        "/api/v1/restores",
+        Some(
+            &json!({"plan": "shop-nightly", "restore_point": &snap[..12], "database": target.name}),
+        ),
+    );
+    let r = s.wait_job(r["id"].as_i64().unwrap(), |st| {
+        st != "queued" && st != "running"
+    });
+    assert_eq!(r["state"], "succeeded", "{r}");
+    assert!(r["duration_secs"].as_f64().is_some());
+    assert_eq!(target.checksums(), before);
+    s.restic(&["check", "--read-data"]);
+
+    // The password never comes back, nor shows in the log or the metadata store.
+    for path in [
+        "/api/v1/sources",
+        "/api/v1/sources/shop",
+        &format!("/api/v1/jobs/{id}"),
+    ] {
+        let (_, v) = s.call("GET", path, None);
+        assert!(!v.to_string().contains(DB_PASSWORD), "{path}: {v}");
+    }
+    assert!(!s.log().contains(DB_PASSWORD));
+    if let Meta::Sqlite = meta {
+        let raw = std::fs::read(dir.path().join("holdfast.db")).unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains(DB_PASSWORD));
+    }
+}
+
+fn the_api_names_bad_fields_and_guards_concurrent_edits(meta: Meta) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &meta, &["--workers", "0"]);
+
+    // Auth: nothing without a token except /healthz; tokens can be made and revoked.
+    let (code, v) = s.call_as(None, "GET", "/api/v1/plans", None, &[]);
+    assert_eq!(code, 401);
+    assert!(v["error"].as_str().unwrap().contains("Bearer"));
+    assert_eq!(
+        s.call_as(Some("hf_wrong"), "GET", "/api/v1/plans", None, &[])
+            .0,
+        401
+    );
+    assert_eq!(s.call_as(None, "GET", "/healthz", None, &[]).0, 200);
+    let t = s.ok("POST", "/api/v1/tokens", Some(&json!({"name": "ci"})));
+    let token = t["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.call_as(Some(&token), "GET", "/api/v1/plans", None, &[]).0,
+        200
+    );
+    let listed = s.ok("GET", "/api/v1/tokens", None);
+    assert!(
+        !listed.to_string().contains(&token),
+        "tokens are shown once"
+    );
+    assert_eq!(
+        s.call("DELETE", &format!("/api/v1/tokens/{}", t["id"]), None)
+            .0,
+        204
+    );
+    assert_eq!(
+        s.call_as(Some(&token), "GET", "/api/v1/plans", None, &[]).0,
+        401
+    );
+
+    let (code, doc) = s.call("GET", "/api/v1/openapi.json", None);
+    assert_eq!(code, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for p in [
+        "/api/v1/plans/{name}/run",
+        "/api/v1/restore-points",
+        "/api/v1/jobs/{id}/cancel",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "files", "kind": "folder", "url": "file:///tmp"})),
+    );
+    let field_of = |body: Value| -> (u16, Vec<String>) {
+        let (code, v) = s.call("POST", "/api/v1/plans", Some(&body));
+        let fields = v["fields"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| f["field"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (code, fields)
+    };
+    let base = json!({"name": "p", "source": "files", "endpoint": "local", "schedule": "@daily"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    assert_eq!(
+        field_of(with("schedule", json!("61 * * * *"))),
+        (422, vec!["schedule".into()])
+    );
+    assert_eq!(
+        field_of(with("timezone", json!("Mars/Olympus"))),
+        (422, vec!["timezone".into()])
+    );
+    assert_eq!(
+        field_of(with("cron", json!("x"))),
+        (422, vec!["cron".into()])
+    );
+    assert_eq!(
+        field_of(with("source", json!("nope"))),
+        (422, vec!["source".into()])
+    );
+    assert_eq!(
+        field_of(with(
+            "retention",
+            json!({"style": "period", "period": 0, "type": "DAYS"})
+        )),
+        (422, vec!["retention.period".into()])
+    );
+    let mut missing = base.clone();
+    missing.as_object_mut().unwrap().remove("schedule");
+    assert_eq!(field_of(missing), (422, vec!["schedule".into()]));
+    let (code, v) = s.call(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "x", "kind": "oracle", "url": "x"})),
+    );
+    assert_eq!(code, 422);
+    assert_eq!(v["fields"][0]["field"], "kind", "{v}");
+    let (code, v) = s.call(
+        "POST",
+        "/api/v1/plans",
+        Some(&Value::String("{not json".into())),
+    );
+    assert_eq!(
+        (code, v["fields"][0]["field"].as_str()),
+        (422, Some("body"))
+    );
+
+    assert_eq!(s.call("GET", "/api/v1/plans/nope", None).0, 404);
+    assert_eq!(s.call("GET", "/api/v1/jobs/999999", None).0, 404);
+    assert_eq!(s.call("POST", "/api/v1/plans/nope/run", None).0, 404);
+
+    // Optimistic concurrency: a write with a stale ETag is refused.
+    let created = s.ok("POST", "/api/v1/plans", Some(&base));
+    assert_eq!(created["version"], 1);
+    assert_eq!(s.call("POST", "/api/v1/plans", Some(&base)).0, 409);
+    let v1 = ["If-Match: \"1\""];
+    let edit = with("schedule", json!("15 4 * * *"));
+    let (code, v) = s.call_as(Some(TOKEN), "PUT", "/api/v1/plans/p", Some(&edit), &v1);
+    assert_eq!((code, v["version"].as_i64()), (200, Some(2)), "{v}");
+    let (code, v) = s.call_as(Some(TOKEN), "PUT", "/api/v1/plans/p", Some(&base), &v1);
+    assert_eq!(code, 412, "{v}");
+    assert_eq!(
+        s.ok("GET", "/api/v1/plans/p", None)["schedule"],
+        "15 4 * * *"
+    );
+
+    // Pause clears the upcoming runs; resume brings them back; a source in use stays.
+    assert_eq!(
+        s.ok("POST", "/api/v1/plans/p/pause", None)["next_runs"],
+        json!([])
+    );
+    assert_eq!(
+        s.ok("POST", "/api/v1/plans/p/resume", None)["next_runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(s.call("DELETE", "/api/v1/sources/files", None).0, 409);
+
+    // With no workers here, a run stays queued and can be cancelled.
+    let j = s.ok("POST", "/api/v1/plans/p/run", None);
+    let c = s.ok("POST", &format!("/api/v1/jobs/{}/cancel", j["id"]), None);
+    assert_eq!(c["state"], "cancelled");
+    assert_eq!(
+        s.call("POST", &format!("/api/v1/jobs/{}/cancel", j["id"]), None)
+            .0,
+        409
+    );
+    let jobs = s.ok("GET", "/api/v1/jobs?plan=p&state=cancelled", None);
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn backup_and_restore_postgres_over_http_sqlite_store() {
+    backup_and_restore_postgres_over_http(Meta::Sqlite);
+}
+
+#[test]
+fn backup_and_restore_postgres_over_http_postgres_store() {
+    backup_and_restore_postgres_over_http(Meta::postgres());
+}
+
+#[test]
+fn the_api_names_bad_fields_and_guards_concurrent_edits_sqlite_store() {
+    the_api_names_bad_fields_and_guards_concurrent_edits(Meta::Sqlite);
+}
+
+#[test]
+fn the_api_names_bad_fields_and_guards_concurrent_edits_postgres_store() {
+    the_api_names_bad_fields_and_guards_concurrent_edits(Meta::postgres());
+}
+
+/// kill -9 the server with one job running and one queued: after a restart both complete, the
+/// dead attempt leaves no restore point, and the repository checks clean.
+#[test]
+fn a_killed_server_loses_no_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Meta::Sqlite;
+    let args = ["--workers", "1", "--lease-secs", "2"];
+    let mut s = Server::start(dir.path(), &meta, &args);
+    let gate = dir.path().join(unique("gate"));
+    // A dump that waits for the test's signal, so the kill lands mid-backup.
+    let slow = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo slow-payload",
+        gate.display()
+    );
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "slow", "kind": "command", "url": "cmd:slow.txt", "command": slow})),
+    );
+    s.ok("POST", "/api/v1/sources", Some(&json!({"name": "quick", "kind": "command", "url": "cmd:quick.txt", "command": "echo quick-payload"})));
+    for (plan, src) in [("slow", "slow"), ("quick", "quick")] {
+        s.ok(
+            "POST",
+            "/api/v1/plans",
+            Some(
+                &json!({"name": plan, "source": src, "endpoint": "local", "schedule": "@yearly",
+            "retry": {"attempts": 3, "base_secs": 1, "cap_secs": 2}}),
+            ),
+        );
+    }
+    let a = s.ok("POST", "/api/v1/plans/slow/run", None)["id"]
+        .as_i64()
+        .unwrap();
+    s.wait_job(a, |st| st == "running");
+    let b = s.ok("POST", "/api/v1/plans/quick/run", None)["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        s.ok("GET", &format!("/api/v1/jobs/{b}"), None)["state"],
+        "queued",
+        "one worker, busy"
+    );
+
+    s.kill9();
+    std::fs::write(&gate, b"").unwrap();
+    let s = Server::start(dir.path(), &meta, &args);
+    let ja = s.wait_job(a, |st| st == "succeeded" || st == "failed");
+    let jb = s.wait_job(b, |st| st == "succeeded" || st == "failed");
+    assert_eq!(
+        (ja["state"].as_str(), jb["state"].as_str()),
+        (Some("succeeded"), Some("succeeded")),
+        "{ja}\n{jb}"
+    );
+    assert_eq!(ja["attempt"], 2, "the killed attempt was retried: {ja}");
+    let lines = ja["log"].to_string();
+    assert!(lines.contains("stopped renewing its lease"), "{lines}");
+
+    let points = s.ok("GET", "/api/v1/restore-points?plan=slow", None);
+    assert_eq!(
+        points.as_array().unwrap().len(),
+        1,
+        "no partial restore point: {points}"
+    );
+    assert_eq!(points[0]["id"], ja["snapshot_id"]);
+    let dump = s.restic(&[
+        "dump",
+        ja["snapshot_id"].as_str().unwrap(),
+        "/command/slow.txt",
+    ]);
+    assert_eq!(dump, "slow-payload\n");
+    s.restic(&["check"]);
+}
