@@ -76,6 +76,29 @@ fn invalid(errs: Vec<FieldError>) -> ApiResult<()> {
     }
 }
 
+/// Creates the resource (POST, or PUT of a new name) or replaces it (PUT, honouring If-Match).
+async fn upsert(
+    s: &AppState,
+    kind: Kind,
+    new: &NewResource,
+    path_name: Option<&str>,
+    exists: bool,
+    headers: &HeaderMap,
+) -> ApiResult<(StatusCode, Resource)> {
+    if path_name.is_some() && exists {
+        let r = s
+            .store
+            .update(kind, new, if_match(headers)?, s.now())
+            .await?;
+        Ok((StatusCode::OK, r))
+    } else {
+        Ok((
+            StatusCode::CREATED,
+            s.store.create(kind, new, s.now()).await?,
+        ))
+    }
+}
+
 // ----- endpoints -----
 
 fn endpoint_view(r: &Resource, state: &AppState) -> ApiResult<EndpointView> {
@@ -127,18 +150,15 @@ async fn save_endpoint(
         secrets: sealed,
         plan: None,
     };
-    let (status, r) = match (path_name, existing) {
-        (Some(_), Some(_)) => (
-            StatusCode::OK,
-            s.store
-                .update(Kind::Endpoint, &new, if_match(headers)?, s.now())
-                .await?,
-        ),
-        _ => (
-            StatusCode::CREATED,
-            s.store.create(Kind::Endpoint, &new, s.now()).await?,
-        ),
-    };
+    let (status, r) = upsert(
+        s,
+        Kind::Endpoint,
+        &new,
+        path_name,
+        existing.is_some(),
+        headers,
+    )
+    .await?;
     s.forget_repo(&r.name);
     Ok(tagged(status, r.version, endpoint_view(&r, s)?))
 }
@@ -258,18 +278,15 @@ async fn save_source(
         secrets: sealed,
         plan: None,
     };
-    let (status, r) = match (path_name, existing) {
-        (Some(_), Some(_)) => (
-            StatusCode::OK,
-            s.store
-                .update(Kind::Source, &new, if_match(headers)?, s.now())
-                .await?,
-        ),
-        _ => (
-            StatusCode::CREATED,
-            s.store.create(Kind::Source, &new, s.now()).await?,
-        ),
-    };
+    let (status, r) = upsert(
+        s,
+        Kind::Source,
+        &new,
+        path_name,
+        existing.is_some(),
+        headers,
+    )
+    .await?;
     Ok(tagged(status, r.version, source_view(&r)?))
 }
 
@@ -434,18 +451,7 @@ async fn save_plan(
         secrets: None,
         plan: Some(cols),
     };
-    let (status, r) = match (path_name, existing) {
-        (Some(_), Some(_)) => (
-            StatusCode::OK,
-            s.store
-                .update(Kind::Plan, &new, if_match(headers)?, s.now())
-                .await?,
-        ),
-        _ => (
-            StatusCode::CREATED,
-            s.store.create(Kind::Plan, &new, s.now()).await?,
-        ),
-    };
+    let (status, r) = upsert(s, Kind::Plan, &new, path_name, existing.is_some(), headers).await?;
     Ok(tagged(status, r.version, plan_view(s, &r, true).await?))
 }
 
