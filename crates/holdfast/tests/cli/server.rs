@@ -543,3 +543,32 @@ fn a_killed_server_loses_no_job() {
     assert_eq!(dump, "slow-payload\n");
     s.restic(&["check"]);
 }
+
+/// Cancelling a running backup stops its dump and saves no restore point.
+#[test]
+fn a_cancelled_running_backup_leaves_no_restore_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "1"]);
+    // A dump that never ends on its own, writing as it goes.
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(
+            &json!({"name": "endless", "kind": "command", "url": "cmd:endless.txt",
+        "command": "while true; do echo row; sleep 0.01; done"}),
+        ),
+    );
+    s.ok("POST", "/api/v1/plans", Some(&json!({"name": "endless", "source": "endless", "endpoint": "local", "schedule": "@yearly"})));
+    let id = s.ok("POST", "/api/v1/plans/endless/run", None)["id"]
+        .as_i64()
+        .unwrap();
+    s.wait_job(id, |st| st == "running");
+    let c = s.ok("POST", &format!("/api/v1/jobs/{id}/cancel"), None);
+    assert_eq!(c["cancel_requested"], true);
+    let j = s.wait_job(id, |st| st != "running");
+    assert_eq!(j["state"], "cancelled", "{j}");
+    assert!(j["snapshot_id"].is_null());
+    let points = s.ok("GET", "/api/v1/restore-points?plan=endless", None);
+    assert_eq!(points, json!([]));
+    s.restic(&["check"]);
+}
