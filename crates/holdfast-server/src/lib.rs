@@ -37,7 +37,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// `postgres://...` to keep the metadata in PostgreSQL; default SQLite in `data_dir`.
     pub database_url: Option<String>,
-    pub server_key: [u8; 32],
+    /// The key that seals stored secrets (created when missing); default `data_dir/server.key`.
+    pub server_key_file: Option<PathBuf>,
     /// Used as the admin token on first start instead of a random one.
     pub admin_token: Option<String>,
     /// Embedded runner workers (0: this replica runs no jobs).
@@ -59,7 +60,8 @@ pub struct AppState {
     sealer: Sealer,
     /// Wakes idle workers when a job is queued here.
     pub wake: Notify,
-    repos: Mutex<HashMap<String, Arc<Repo>>>,
+    /// Open repositories by endpoint name, with the endpoint version they were opened for.
+    repos: Mutex<HashMap<String, (i64, Arc<Repo>)>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -71,9 +73,9 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, config: ServerConfig) -> Self {
+    pub fn new(store: Store, config: ServerConfig, server_key: &[u8; 32]) -> Self {
         Self {
-            sealer: Sealer::new(&config.server_key),
+            sealer: Sealer::new(server_key),
             store,
             config,
             wake: Notify::new(),
@@ -173,12 +175,15 @@ impl AppState {
         Ok((spec, stored))
     }
 
-    /// An open handle on an endpoint's repository, cached until the endpoint changes.
+    /// An open handle on an endpoint's repository, cached until the endpoint changes (here or
+    /// on another replica: the cache is checked against the stored version).
     pub async fn repo(&self, endpoint: &str) -> Result<Arc<Repo>, ApiError> {
-        if let Some(r) = self.repos.lock().unwrap().get(endpoint) {
+        let ep = self.store.must_get(Kind::Endpoint, endpoint).await?;
+        if let Some((version, r)) = self.repos.lock().unwrap().get(endpoint)
+            && *version == ep.version
+        {
             return Ok(r.clone());
         }
-        let ep = self.store.must_get(Kind::Endpoint, endpoint).await?;
         let cfg = self.repo_config(&ep, None)?;
         let repo = tokio::task::spawn_blocking(move || Repo::open(&cfg))
             .await
@@ -188,7 +193,7 @@ impl AppState {
         self.repos
             .lock()
             .unwrap()
-            .insert(endpoint.to_string(), repo.clone());
+            .insert(endpoint.to_string(), (ep.version, repo.clone()));
         Ok(repo)
     }
 
@@ -292,6 +297,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
+    let key_file = config
+        .server_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("server.key"));
+    let server_key = secrets::load_or_create_key(&key_file)
+        .map_err(|e| format!("server key {}: {e}", key_file.display()))?;
     let url = config
         .database_url
         .clone()
@@ -311,7 +322,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
             )
         })?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = Arc::new(AppState::new(store, config));
+    let state = Arc::new(AppState::new(store, config, &server_key));
     first_start(&state).await?;
 
     let sched = state.clone();

@@ -277,7 +277,7 @@ impl SourceInput {
             self.name,
             StoredSource {
                 kind: self.kind,
-                url: parsed.to_string(),
+                url: without_password(&url),
                 command: self.command,
                 labels: self.labels,
                 single_stream: self.single_stream,
@@ -285,6 +285,17 @@ impl SourceInput {
             },
             SourceSecrets { password },
         ))
+    }
+}
+
+/// The URL as written (query parameters such as `sslmode` included), without its password.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
     }
 }
 

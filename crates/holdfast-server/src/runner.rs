@@ -10,7 +10,7 @@ use holdfast_core::job::{Event, JobState, transition};
 use holdfast_core::plan::PlanSpec;
 use holdfast_engine::repo::Gate;
 use holdfast_engine::{Error as EngineError, Repo, RepoConfig};
-use holdfast_store::{Claimed, Job, Kind};
+use holdfast_store::{Job, JobUpdate, Kind};
 
 use crate::AppState;
 use crate::model::{CheckStep, EndpointTestReport, JobParams};
@@ -51,7 +51,7 @@ impl From<holdfast_store::StoreError> for Failure {
 
 impl From<crate::api::ApiError> for Failure {
     fn from(e: crate::api::ApiError) -> Self {
-        Self::permanent(format!("{e:?}"))
+        Self::permanent(e.to_string())
     }
 }
 
@@ -217,7 +217,7 @@ async fn run(state: &Arc<AppState>, owner: &str, job: Job) {
         (s, None) => s.as_str().to_string(),
     };
     log(state, job.id, &line).await;
-    let c = Claimed {
+    let c = JobUpdate {
         state: next.state.as_str().into(),
         attempt: i64::from(next.attempt),
         run_after: next.retry_in_secs.map(|s| now + s as i64 * 1000),

@@ -5,7 +5,7 @@
 use holdfast_core::Schedule;
 use holdfast_core::job::{Event, JobState, transition};
 use holdfast_core::plan::PlanSpec;
-use holdfast_store::{Claimed, FireOutcome, NewJob, Store, StoreError};
+use holdfast_store::{FireOutcome, JobUpdate, NewJob, Store, StoreError};
 use jiff::Timestamp;
 
 use crate::model::JobParams;
@@ -100,7 +100,7 @@ pub async fn reap(store: &Store, now: i64, jitter: f64) -> Result<Vec<i64>, Stor
         ) else {
             continue;
         };
-        let c = Claimed {
+        let c = JobUpdate {
             state: next.state.as_str().into(),
             attempt: i64::from(next.attempt),
             run_after: next.retry_in_secs.map(|s| now + s as i64 * 1000),

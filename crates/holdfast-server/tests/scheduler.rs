@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use holdfast_core::Schedule;
 use holdfast_server::scheduler::{reap, tick};
-use holdfast_store::{Claimed, JobFilter, Kind, NewResource, PlanCols, Store};
+use holdfast_store::{JobFilter, JobUpdate, Kind, NewResource, PlanCols, Store};
 use jiff::Timestamp;
 
 fn ms(s: &str) -> i64 {
@@ -138,7 +138,7 @@ async fn jobs(store: &Store, plan: &str) -> Vec<holdfast_store::Job> {
 /// Marks every queued or running job of the test done, as a worker would.
 async fn finish_all(store: &Store, now: i64) {
     while let Some(j) = store.claim("test-worker", now, now + 1000).await.unwrap() {
-        let done = Claimed {
+        let done = JobUpdate {
             state: "succeeded".into(),
             attempt: j.attempt,
             run_after: None,
@@ -282,8 +282,7 @@ async fn two_replicas_make_exactly_one_job_per_fire(db: Db) {
             20
         );
         // Both replicas also race their workers for the queue.
-        let (ca, cb) = tokio::join!(finish_all(&a, now), finish_all(&b, now));
-        let _ = (ca, cb);
+        tokio::join!(finish_all(&a, now), finish_all(&b, now));
     }
     let mut per_fire: BTreeMap<(String, i64), usize> = BTreeMap::new();
     for i in 0..20 {
@@ -326,7 +325,7 @@ async fn an_expired_lease_requeues_then_gives_up(db: Db) {
     );
     assert!(j.error.unwrap().contains("lease expired"));
     // The dead worker's late report is refused: another attempt owns the job now.
-    let late = Claimed {
+    let late = JobUpdate {
         state: "succeeded".into(),
         attempt: 1,
         run_after: None,

@@ -97,9 +97,9 @@ pub enum FireOutcome {
     },
 }
 
-/// A job's new state, as `holdfast_core::job::transition` decided.
+/// The end of an attempt: the job's new state, as `holdfast_core::job::transition` decided.
 #[derive(Debug, Clone)]
-pub struct Claimed {
+pub struct JobUpdate {
     pub state: String,
     pub attempt: i64,
     /// For a job back in the queue: when it may be claimed again.
@@ -220,16 +220,21 @@ impl Store {
         }
     }
 
-    /// Queues a job. With `exclusive`, refuses (returning the busy job's id) while another
-    /// backup of the same plan is queued or running.
-    pub async fn enqueue(
+    /// Queues a job.
+    pub async fn enqueue(&self, job: &NewJob, now: i64) -> Result<i64> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(Self::insert_job_in(&mut conn, job, "queued", None, now).await?)
+    }
+
+    /// Queues a backup of the job's plan, unless another backup of it is queued or running:
+    /// then returns that job's id as the error.
+    pub async fn enqueue_unless_busy(
         &self,
         job: &NewJob,
-        exclusive: bool,
         now: i64,
     ) -> Result<std::result::Result<i64, i64>> {
         let mut tx = self.pool.begin().await?;
-        if let (true, Some(plan)) = (exclusive, &job.plan) {
+        if let Some(plan) = &job.plan {
             // A write first takes the plan's row lock (PostgreSQL) or the write lock (SQLite),
             // so two replicas cannot both see "not busy".
             sqlx::query("UPDATE plans SET paused = paused WHERE name = $1")
@@ -295,7 +300,7 @@ impl Store {
         Ok(rows.iter().map(job).collect())
     }
 
-    /// The newest finished backup of each plan in `plans` that ended in `state`.
+    /// The plan's newest backup job (skipped fires aside), or its newest in `state`.
     pub async fn last_job(&self, plan: &str, state: Option<&str>) -> Result<Option<Job>> {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE plan = $1 AND kind = 'backup' {} ORDER BY id DESC LIMIT 1",
@@ -360,7 +365,7 @@ impl Store {
 
     /// Ends `owner`'s attempt: finished, or back in the queue for a retry. False when the
     /// lease was lost meanwhile (another attempt owns the job now).
-    pub async fn finish(&self, id: i64, owner: &str, c: &Claimed) -> Result<bool> {
+    pub async fn finish(&self, id: i64, owner: &str, c: &JobUpdate) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE jobs SET state = $3, attempt = $4, run_after = COALESCE($5, run_after), error = $6,
                  snapshot_id = $7, bytes_read = $8, bytes_written = $9,
@@ -396,9 +401,10 @@ impl Store {
         Ok(rows.iter().map(job).collect())
     }
 
-    /// Takes back an expired job, if its lease is still the one seen (`seen` = its owner and
-    /// expiry): back to the queue, or failed when out of attempts.
-    pub async fn take_back(&self, j: &Job, c: &Claimed) -> Result<bool> {
+    /// Takes back an expired job `j` (as [`Store::expired`] returned it), if its lease is still
+    /// the one seen then (same owner and expiry): back to the queue, or failed when out of
+    /// attempts.
+    pub async fn take_back(&self, j: &Job, c: &JobUpdate) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE jobs SET state = $4, attempt = $5, run_after = COALESCE($6, run_after), error = $7,
                  finished_at = CASE WHEN $4 = 'queued' THEN NULL ELSE $8 END,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
-pub use jobs::{Claimed, FireOutcome, Job, JobFilter, LogLine, NewJob};
+pub use jobs::{FireOutcome, Job, JobFilter, JobUpdate, LogLine, NewJob};
 pub use resources::{Kind, NewResource, PlanCols, Resource};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -218,17 +218,6 @@ fn data_dir() -> std::path::PathBuf {
 
 fn serve(args: ServeArgs) -> Result<(), Error> {
     let data_dir = args.data_dir.unwrap_or_else(data_dir);
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
-        Error::Other(format!(
-            "cannot create the data directory {}: {e}",
-            data_dir.display()
-        ))
-    })?;
-    let key_file = args
-        .server_key_file
-        .unwrap_or_else(|| data_dir.join("server.key"));
-    let server_key = holdfast_server::secrets::load_or_create_key(&key_file)
-        .map_err(|e| Error::Other(format!("server key {}: {e}", key_file.display())))?;
     let admin_token = std::env::var("HOLDFAST_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
@@ -239,7 +228,7 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
         listen: args.listen,
         data_dir,
         database_url: args.database_url,
-        server_key,
+        server_key_file: args.server_key_file,
         admin_token,
         workers: args.workers,
         lease: std::time::Duration::from_secs(args.lease_secs.max(1)),

@@ -247,11 +247,7 @@ pub async fn create_restore(
         fire_at: None,
         run_after: s.now(),
     };
-    let id = s
-        .store
-        .enqueue(&job, false, s.now())
-        .await?
-        .map_err(|busy| ApiError::Conflict(format!("job {busy} is in the way")))?;
+    let id = s.store.enqueue(&job, s.now()).await?;
     s.wake.notify_waiters();
     let j = s.store.must_job(id).await?;
     Ok((StatusCode::ACCEPTED, Json(JobView::new(&j))))

@@ -71,30 +71,52 @@ impl From<crate::secrets::OpenError> for ApiError {
     }
 }
 
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Precondition(_) => StatusCode::PRECONDITION_FAILED,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(fields) => {
+                let msg: Vec<String> = fields
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.reason))
+                    .collect();
+                f.write_str(&msg.join("; "))
+            }
+            Self::Unauthorized => f.write_str(
+                "missing, unknown or revoked API token: send `Authorization: Bearer TOKEN` \
+                 (the admin token is printed at the server's first start)",
+            ),
+            Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::Precondition(m)
+            | Self::BadRequest(m)
+            | Self::BadGateway(m)
+            | Self::Internal(m) => f.write_str(m),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, error, fields) = match self {
-            Self::Invalid(fields) => {
-                let msg = fields
-                    .iter()
-                    .map(|f| format!("{}: {}", f.field, f.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                (StatusCode::UNPROCESSABLE_ENTITY, msg, fields)
-            }
-            Self::NotFound(m) => (StatusCode::NOT_FOUND, m, vec![]),
-            Self::Conflict(m) => (StatusCode::CONFLICT, m, vec![]),
-            Self::Precondition(m) => (StatusCode::PRECONDITION_FAILED, m, vec![]),
-            Self::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "missing, unknown or revoked API token: send `Authorization: Bearer TOKEN` \
-                 (the admin token is printed at the server's first start)"
-                    .into(),
-                vec![],
-            ),
-            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m, vec![]),
-            Self::BadGateway(m) => (StatusCode::BAD_GATEWAY, m, vec![]),
-            Self::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, vec![]),
+        let status = self.status();
+        let error = self.to_string();
+        let fields = match self {
+            Self::Invalid(fields) => fields,
+            _ => vec![],
         };
         let mut resp = (status, axum::Json(ErrorBody { error, fields })).into_response();
         if status == StatusCode::UNAUTHORIZED {

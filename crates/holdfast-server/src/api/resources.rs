@@ -159,7 +159,6 @@ async fn save_endpoint(
         headers,
     )
     .await?;
-    s.forget_repo(&r.name);
     Ok(tagged(status, r.version, endpoint_view(&r, s)?))
 }
 
@@ -222,7 +221,6 @@ pub async fn test_endpoint(
     let report = tokio::task::spawn_blocking(move || crate::runner::test_repository(&cfg))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    s.forget_repo(&name);
     Ok(Json(report))
 }
 
@@ -553,7 +551,7 @@ pub async fn run_plan(
     let r = s.store.must_get(Kind::Plan, &name).await?;
     let spec: PlanSpec = parse(&r)?;
     let job = crate::scheduler::backup_job(&spec, "manual", None, s.now());
-    match s.store.enqueue(&job, true, s.now()).await? {
+    match s.store.enqueue_unless_busy(&job, s.now()).await? {
         Ok(id) => {
             s.wake.notify_waiters();
             let j = s.store.must_job(id).await?;
