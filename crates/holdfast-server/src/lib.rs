@@ -88,6 +88,23 @@ impl AppState {
         jiff::Timestamp::now().as_millisecond()
     }
 
+    /// When the endpoint's repository is pruned next, from now; `None` when pruning is off.
+    pub fn next_prune(&self, spec: &StoredEndpoint) -> Option<i64> {
+        let now = jiff::Timestamp::from_millisecond(self.now()).unwrap_or_default();
+        spec.prune()?
+            .next_after(now)
+            .map(|z| z.timestamp().as_millisecond())
+    }
+
+    /// Records when the endpoint's repository is pruned next.
+    pub async fn schedule_prune(
+        &self,
+        name: &str,
+        spec: &StoredEndpoint,
+    ) -> Result<(), holdfast_store::StoreError> {
+        self.store.set_next_prune(name, self.next_prune(spec)).await
+    }
+
     fn context(kind: Kind, name: &str) -> String {
         format!("{}/{name}", kind.noun())
     }
@@ -255,6 +272,8 @@ async fn first_start(state: &AppState) -> Result<(), String> {
             kind: EndpointKind::Local,
             url: dir.display().to_string(),
             access_key_id: None,
+            prune_schedule: "0 4 * * 0".into(),
+            prune_timezone: "UTC".into(),
         };
         let sealed = state.seal(
             Kind::Endpoint,
@@ -275,6 +294,10 @@ async fn first_start(state: &AppState) -> Result<(), String> {
                 },
                 now,
             )
+            .await
+            .map_err(|e| e.to_string())?;
+        state
+            .schedule_prune("local", &spec)
             .await
             .map_err(|e| e.to_string())?;
         eprintln!(

@@ -52,6 +52,22 @@ pub struct EndpointInput {
     /// The repository password. Write-only; required when creating.
     #[serde(default)]
     pub password: Option<String>,
+    /// When data that no restore point uses any more is removed from the repository: a
+    /// 5-field cron expression or a preset (`@weekly`), or `off`. Plans only forget restore
+    /// points after each backup; this frees the space.
+    #[serde(default = "weekly")]
+    pub prune_schedule: String,
+    /// IANA time zone of `prune_schedule`.
+    #[serde(default = "utc")]
+    pub prune_timezone: String,
+}
+
+fn weekly() -> String {
+    "0 4 * * 0".into()
+}
+
+fn utc() -> String {
+    "UTC".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +75,20 @@ pub struct StoredEndpoint {
     pub kind: EndpointKind,
     pub url: String,
     pub access_key_id: Option<String>,
+    #[serde(default = "weekly")]
+    pub prune_schedule: String,
+    #[serde(default = "utc")]
+    pub prune_timezone: String,
+}
+
+impl StoredEndpoint {
+    /// The prune schedule; `None` when pruning is off.
+    pub fn prune(&self) -> Option<holdfast_core::Schedule> {
+        if self.prune_schedule == "off" {
+            return None;
+        }
+        holdfast_core::Schedule::parse(&self.prune_schedule, &self.prune_timezone).ok()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -73,6 +103,10 @@ pub struct EndpointView {
     pub kind: EndpointKind,
     pub url: String,
     pub access_key_id: Option<String>,
+    pub prune_schedule: String,
+    pub prune_timezone: String,
+    /// When the repository is pruned next (RFC 3339), unless pruning is off.
+    pub next_prune: Option<String>,
     pub password_set: bool,
     pub secret_access_key_set: bool,
     pub version: i64,
@@ -116,6 +150,19 @@ impl EndpointInput {
                 "required: the repository password (write-only; keep a copy, restic needs it too)",
             ));
         }
+        if self.prune_schedule != "off"
+            && let Err(e) =
+                holdfast_core::Schedule::parse(&self.prune_schedule, &self.prune_timezone)
+        {
+            if e.what.starts_with("timezone") {
+                errs.push(field("prune_timezone", e.to_string()));
+            } else {
+                errs.push(field(
+                    "prune_schedule",
+                    format!("{e}; or `off` to never prune"),
+                ));
+            }
+        }
         if self.kind == EndpointKind::S3
             && self.access_key_id.is_some() != self.secret_access_key.is_some()
             && creating
@@ -135,6 +182,8 @@ impl EndpointInput {
                 kind: self.kind,
                 url: self.url,
                 access_key_id: self.access_key_id,
+                prune_schedule: self.prune_schedule,
+                prune_timezone: self.prune_timezone,
             },
             EndpointSecrets {
                 password: self.password,
@@ -341,7 +390,7 @@ pub struct JobParams {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobView {
     pub id: i64,
-    /// `backup` or `restore`.
+    /// `backup`, `restore` or `prune`.
     pub kind: String,
     pub plan: Option<String>,
     pub endpoint: Option<String>,

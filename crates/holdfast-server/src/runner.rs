@@ -163,6 +163,7 @@ async fn run(state: &Arc<AppState>, owner: &str, job: Job) {
     let result = match job.kind.as_str() {
         "backup" => backup(state, &job, gate.clone()).await,
         "restore" => restore(state, &job, gate.clone()).await,
+        "prune" => prune(state, &job).await,
         other => Err(Failure::permanent(format!("unknown job kind `{other}`"))),
     };
     hb.abort();
@@ -365,6 +366,48 @@ async fn restore(state: &Arc<AppState>, job: &Job, gate: Arc<Gate>) -> Result<Do
             lines: vec![format!(
                 "restored {} bytes in {} file(s) into {spec} in {:.1} s",
                 stats.bytes, stats.files, stats.duration_secs
+            )],
+        })
+    })
+    .await
+}
+
+/// Removes the data no restore point uses any more. Packs are deleted only after the
+/// repository's grace period (rustic's two-phase prune), so a backup writing at the same time
+/// elsewhere (another server, the CLI) never loses data; the queue also keeps this server's
+/// own jobs off the endpoint while it runs.
+async fn prune(state: &Arc<AppState>, job: &Job) -> Result<Done, Failure> {
+    let endpoint = job
+        .endpoint
+        .clone()
+        .ok_or_else(|| Failure::permanent("a prune job without an endpoint"))?;
+    let ep = state.store.must_get(Kind::Endpoint, &endpoint).await?;
+    let cfg = state.repo_config(&ep, None)?;
+    log(
+        state,
+        job.id,
+        &format!("pruning the repository of endpoint `{endpoint}`"),
+    )
+    .await;
+    blocking(move || {
+        let started = std::time::Instant::now();
+        let repo = match Repo::open(&cfg) {
+            Err(EngineError::RepoNotFound { .. }) => {
+                return Ok(Done {
+                    snapshot_id: None,
+                    bytes_written: 0,
+                    lines: vec!["no repository yet: nothing to prune".into()],
+                });
+            }
+            other => other?,
+        };
+        repo.prune(false)?;
+        Ok(Done {
+            snapshot_id: None,
+            bytes_written: 0,
+            lines: vec![format!(
+                "pruned in {:.1} s",
+                started.elapsed().as_secs_f64()
             )],
         })
     })

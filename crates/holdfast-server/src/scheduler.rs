@@ -8,7 +8,7 @@ use holdfast_core::plan::PlanSpec;
 use holdfast_store::{FireOutcome, JobUpdate, NewJob, Store, StoreError};
 use jiff::Timestamp;
 
-use crate::model::JobParams;
+use crate::model::{JobParams, StoredEndpoint};
 
 /// A backup job for `spec`.
 pub fn backup_job(spec: &PlanSpec, trigger: &str, fire_at: Option<i64>, now: i64) -> NewJob {
@@ -33,6 +33,27 @@ pub fn backup_job(spec: &PlanSpec, trigger: &str, fire_at: Option<i64>, now: i64
 pub struct TickReport {
     pub queued: Vec<i64>,
     pub skipped: Vec<i64>,
+    /// Prune jobs queued.
+    pub prunes: Vec<i64>,
+}
+
+/// A prune of `endpoint`'s repository.
+pub fn prune_job(endpoint: &str, trigger: &str, fire_at: Option<i64>, now: i64) -> NewJob {
+    let backoff = holdfast_core::job::Backoff::default();
+    NewJob {
+        kind: "prune".into(),
+        plan: None,
+        endpoint: Some(endpoint.into()),
+        trigger: trigger.into(),
+        max_attempts: i64::from(backoff.attempts.max(1)),
+        params: serde_json::to_string(&JobParams {
+            backoff,
+            ..JobParams::default()
+        })
+        .expect("params serialize"),
+        fire_at,
+        run_after: now,
+    }
 }
 
 /// Fires every plan whose time has come, as of `now` (Unix ms). A plan that missed several
@@ -77,6 +98,27 @@ pub async fn tick(store: &Store, now: i64) -> Result<TickReport, StoreError> {
                 report.skipped.push(job);
             }
             FireOutcome::AlreadyFired => {}
+        }
+    }
+    for (ep, expected) in store.due_prunes(now).await? {
+        let spec: StoredEndpoint = match serde_json::from_str(&ep.spec) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(endpoint = %ep.name, "stored endpoint is unreadable: {e}");
+                continue;
+            }
+        };
+        let next = spec
+            .prune()
+            .and_then(|s| s.next_after(now_ts))
+            .map(|z| z.timestamp().as_millisecond());
+        let job = prune_job(&ep.name, "schedule", Some(expected), now);
+        if let Some(id) = store
+            .fire_prune(&ep.name, expected, next, &job, now)
+            .await?
+        {
+            tracing::info!(endpoint = %ep.name, job = id, "scheduled prune queued");
+            report.prunes.push(id);
         }
     }
     Ok(report)

@@ -88,9 +88,13 @@ impl Drop for Db {
 async fn plan(store: &Store, name: &str, cron: &str, tz: &str, from: i64) -> i64 {
     for kind in [Kind::Source, Kind::Endpoint] {
         if store.get(kind, "x").await.unwrap().is_none() {
+            let spec = match kind {
+                Kind::Endpoint => r#"{"kind":"local","url":"/srv/x","access_key_id":null}"#,
+                _ => "{}",
+            };
             let r = NewResource {
                 name: "x".into(),
-                spec: "{}".into(),
+                spec: spec.into(),
                 secrets: None,
                 plan: None,
             };
@@ -361,6 +365,77 @@ async fn an_expired_lease_requeues_then_gives_up(db: Db) {
     assert!(log[0].contains("worker dead-worker stopped renewing its lease"));
 }
 
+/// An endpoint's prune fires on the endpoint's own schedule (once per slot, on every replica
+/// together), and the queue keeps a prune and the backups into the same endpoint apart.
+async fn prune_fires_on_the_endpoint_schedule_and_waits_for_backups(db: Db) {
+    let store = db.store().await;
+    let from = ms("2026-03-01T00:00:00Z");
+    plan(&store, "p", "0 3 * * *", "UTC", from).await;
+    // Endpoint `x` (the plan's) is pruned on Sundays at 04:00 UTC.
+    let sunday = ms("2026-03-01T04:00:00Z");
+    store.set_next_prune("x", Some(sunday)).await.unwrap();
+
+    // A backup of the plan is running when the prune fires.
+    let at_three = ms("2026-03-01T03:00:00Z");
+    tick(&store, at_three).await.unwrap();
+    let backup = store
+        .claim("w1", at_three, at_three + 3_600_000)
+        .await
+        .unwrap()
+        .expect("the backup is claimed");
+    assert_eq!(backup.kind, "backup");
+    let before = tick(&store, sunday - 1).await.unwrap();
+    assert!(before.prunes.is_empty());
+    let replica = db.store().await;
+    let (a, b) = tokio::join!(tick(&store, sunday), tick(&replica, sunday));
+    let prunes: Vec<i64> = [a.unwrap().prunes, b.unwrap().prunes].concat();
+    assert_eq!(prunes.len(), 1, "one prune job per slot: {prunes:?}");
+    assert!(
+        store
+            .claim("w2", sunday, sunday + 60_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "the prune must wait for the running backup into its endpoint"
+    );
+    let done = JobUpdate {
+        state: "succeeded".into(),
+        attempt: 1,
+        run_after: None,
+        error: None,
+        snapshot_id: None,
+        bytes_read: 0,
+        bytes_written: 0,
+        now: sunday + 1,
+    };
+    assert!(store.finish(backup.id, "w1", &done).await.unwrap());
+    let prune = store
+        .claim("w2", sunday + 2, sunday + 60_000)
+        .await
+        .unwrap()
+        .expect("the prune runs once the backup is done");
+    assert_eq!((prune.kind.as_str(), prune.id), ("prune", prunes[0]));
+    assert_eq!(prune.endpoint.as_deref(), Some("x"));
+
+    // While it runs, the plan's next backup is queued but not started.
+    let monday = ms("2026-03-02T03:00:00Z");
+    store.set_next_prune("x", None).await.unwrap();
+    tick(&store, monday).await.unwrap();
+    assert!(
+        store
+            .claim("w1", monday, monday + 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.finish(prune.id, "w2", &done).await.unwrap());
+    let next = store
+        .claim("w1", monday + 1, monday + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(next.map(|j| j.kind), Some("backup".into()));
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -381,4 +456,5 @@ on_both_stores!(
     a_fire_while_the_last_backup_runs_is_recorded_as_skipped,
     two_replicas_make_exactly_one_job_per_fire,
     an_expired_lease_requeues_then_gives_up,
+    prune_fires_on_the_endpoint_schedule_and_waits_for_backups,
 );

@@ -220,6 +220,74 @@ impl Store {
         }
     }
 
+    /// Sets when the endpoint's repository is pruned next (`None`: never).
+    pub async fn set_next_prune(&self, endpoint: &str, at: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE endpoints SET next_prune_at = $2 WHERE name = $1")
+            .bind(endpoint)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Endpoints whose prune is due, with the time it was due.
+    pub async fn due_prunes(&self, now: i64) -> Result<Vec<(crate::Resource, i64)>> {
+        let sql = format!(
+            "SELECT {}, next_prune_at FROM endpoints WHERE next_prune_at IS NOT NULL AND next_prune_at <= $1 ORDER BY next_prune_at",
+            crate::Kind::Endpoint.columns()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    crate::resources::from_row(crate::Kind::Endpoint, r),
+                    r.get(6),
+                )
+            })
+            .collect())
+    }
+
+    /// Fires an endpoint's prune slot: moves `next_prune_at` from `expected` to `next` and
+    /// queues the prune job, unless one for the endpoint is already queued or running. `None`
+    /// when another replica fired the slot, or a prune was pending.
+    pub async fn fire_prune(
+        &self,
+        endpoint: &str,
+        expected: i64,
+        next: Option<i64>,
+        job: &NewJob,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE endpoints SET next_prune_at = $3 WHERE name = $1 AND next_prune_at = $2",
+        )
+        .bind(endpoint)
+        .bind(expected)
+        .bind(next)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let pending = sqlx::query(
+            "SELECT id FROM jobs WHERE endpoint = $1 AND kind = 'prune' AND state IN ('queued', 'running') LIMIT 1",
+        )
+        .bind(endpoint)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let id = match pending {
+            Some(_) => None,
+            None => Some(Self::insert_job_in(&mut tx, job, "queued", None, now).await?),
+        };
+        tx.commit().await?;
+        Ok(id)
+    }
+
     /// Queues a job.
     pub async fn enqueue(&self, job: &NewJob, now: i64) -> Result<i64> {
         let mut conn = self.pool.acquire().await?;
@@ -317,7 +385,8 @@ impl Store {
         Ok(q.fetch_optional(&self.pool).await?.as_ref().map(job))
     }
 
-    /// Claims the oldest runnable job for `owner` with a lease until `lease_expires`.
+    /// Claims the oldest runnable job for `owner` with a lease until `lease_expires`. A prune
+    /// waits while any job uses its endpoint, and no job starts on an endpoint being pruned.
     pub async fn claim(&self, owner: &str, now: i64, lease_expires: i64) -> Result<Option<Job>> {
         let lock = match self.dialect {
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -326,7 +395,10 @@ impl Store {
         let sql = format!(
             "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires = $2, started_at = $3
              WHERE state = 'queued' AND id = (
-                 SELECT id FROM jobs WHERE state = 'queued' AND run_after <= $3
+                 SELECT id FROM jobs q WHERE state = 'queued' AND run_after <= $3
+                 AND NOT EXISTS (
+                     SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.endpoint = q.endpoint
+                     AND (r.kind = 'prune' OR q.kind = 'prune'))
                  ORDER BY run_after, id LIMIT 1 {lock})
              RETURNING {JOB_COLUMNS}"
         );

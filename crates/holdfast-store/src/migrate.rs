@@ -8,7 +8,10 @@ use sqlx::{Connection, Row};
 use crate::{Dialect, Result, Store};
 
 /// (version, SQL). Append only: never edit a released migration.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_prune_schedule.sql")),
+];
 
 /// Arbitrary, fixed: "holdfast" in ASCII, truncated to fit.
 const LOCK_KEY: i64 = 0x686f_6c64_6661;

@@ -32,7 +32,7 @@ impl Kind {
         }
     }
 
-    fn columns(self) -> &'static str {
+    pub(crate) fn columns(self) -> &'static str {
         match self {
             Self::Plan => {
                 "name, spec, secrets, version, created_at, updated_at, source, endpoint, paused, next_fire_at"
@@ -77,7 +77,7 @@ pub struct NewResource {
     pub plan: Option<PlanCols>,
 }
 
-fn from_row(kind: Kind, r: &AnyRow) -> Resource {
+pub(crate) fn from_row(kind: Kind, r: &AnyRow) -> Resource {
     Resource {
         name: r.get(0),
         spec: r.get(1),

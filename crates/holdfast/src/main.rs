@@ -16,6 +16,9 @@ use holdfast_engine::repo::Gate;
 use holdfast_engine::{Error, Repo, RepoConfig};
 use secrecy::SecretString;
 
+mod client;
+mod declare;
+
 #[derive(Parser)]
 #[command(
     name = "holdfast",
@@ -49,6 +52,12 @@ enum Command {
     /// Run the server: REST API, scheduler, job queue and the embedded runner. With no
     /// options: 127.0.0.1:8080, SQLite and a local repository in the data directory.
     Serve(Box<ServeArgs>),
+    /// Create or update a server's endpoints, sources and plans from a TOML file; prints
+    /// what changed. Running it again changes nothing.
+    Apply(declare::ApplyArgs),
+    /// Write a server's endpoints, sources and plans as a TOML file for `apply` (secrets as
+    /// references to environment variables, never their values).
+    Export(declare::ExportArgs),
     /// Create a new, encrypted repository.
     Init {
         #[command(flatten)]
@@ -349,6 +358,8 @@ fn run(cli: Cli) -> Result<(), Error> {
     };
     match cli.command {
         Command::Serve(args) => serve(*args)?,
+        Command::Apply(args) => declare::apply(args, quiet)?,
+        Command::Export(args) => declare::export(args)?,
         Command::Init { repo } => {
             let cfg = repo_config(&repo)?;
             Repo::init(&cfg)?;

@@ -275,6 +275,7 @@ impl Modify for BearerAuth {
     paths(
         resources::list_endpoints, resources::create_endpoint, resources::get_endpoint,
         resources::put_endpoint, resources::delete_endpoint, resources::test_endpoint,
+        resources::prune_endpoint,
         resources::list_sources, resources::create_source, resources::get_source,
         resources::put_source, resources::delete_source,
         resources::list_plans, resources::create_plan, resources::get_plan,
@@ -302,6 +303,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(resources::delete_endpoint),
         )
         .route("/endpoints/{name}/test", post(resources::test_endpoint))
+        .route("/endpoints/{name}/prune", post(resources::prune_endpoint))
         .route(
             "/sources",
             get(resources::list_sources).post(resources::create_source),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use holdfast_core::Schedule;
@@ -26,7 +26,7 @@ fn spec_json<T: Serialize>(t: &T) -> String {
 }
 
 /// Seals the secrets given in `new` over those stored in `old`: a field left out keeps its
-/// stored value; nothing given keeps everything (`None`).
+/// stored value. `None` keeps what is stored: nothing was given, or only the stored values.
 fn merge_secrets<T: Serialize>(
     state: &AppState,
     kind: Kind,
@@ -45,12 +45,18 @@ fn merge_secrets<T: Serialize>(
     if given.is_empty() && old.is_some() {
         return Ok(None);
     }
-    let mut merged = match old.and_then(|r| r.secrets.as_deref()) {
-        Some(sealed) => state.open_secrets::<serde_json::Value>(kind, name, sealed)?,
-        None => serde_json::Value::Object(Default::default()),
+    let stored = match old.and_then(|r| r.secrets.as_deref()) {
+        Some(sealed) => Some(state.open_secrets::<serde_json::Value>(kind, name, sealed)?),
+        None => None,
     };
+    let mut merged = stored
+        .clone()
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
     if let Some(m) = merged.as_object_mut() {
         m.extend(given);
+    }
+    if stored.as_ref() == Some(&merged) {
+        return Ok(None);
     }
     Ok(Some(state.seal(kind, name, &merged)))
 }
@@ -77,26 +83,73 @@ fn invalid(errs: Vec<FieldError>) -> ApiResult<()> {
 }
 
 /// Creates the resource (POST, or PUT of a new name) or replaces it (PUT, honouring If-Match).
+/// A PUT that changes nothing writes nothing: the version (ETag) stays, so `holdfast apply`
+/// is idempotent and can tell what changed.
 async fn upsert(
     s: &AppState,
     kind: Kind,
     new: &NewResource,
     path_name: Option<&str>,
-    exists: bool,
+    existing: Option<&Resource>,
     headers: &HeaderMap,
+    dry_run: bool,
 ) -> ApiResult<(StatusCode, Resource)> {
-    if path_name.is_some() && exists {
-        let r = s
-            .store
-            .update(kind, new, if_match(headers)?, s.now())
-            .await?;
+    // What the write would store, for a dry run.
+    let would_be = |old: Option<&Resource>| Resource {
+        name: new.name.clone(),
+        spec: new.spec.clone(),
+        secrets: new
+            .secrets
+            .clone()
+            .or_else(|| old.and_then(|o| o.secrets.clone())),
+        version: old.map_or(1, |o| o.version + 1),
+        created_at: old.map_or(s.now(), |o| o.created_at),
+        updated_at: s.now(),
+        plan: new.plan.clone(),
+    };
+    if let (Some(_), Some(old)) = (path_name, existing) {
+        let if_version = if_match(headers)?;
+        if if_version.is_some_and(|v| v != old.version) && dry_run {
+            return Err(holdfast_store::StoreError::VersionMismatch {
+                kind: kind.noun(),
+                name: new.name.clone(),
+                current: old.version,
+            }
+            .into());
+        }
+        let same = old.spec == new.spec && new.secrets.is_none() && old.plan == new.plan;
+        if same && if_version.is_none_or(|v| v == old.version) {
+            return Ok((StatusCode::OK, old.clone()));
+        }
+        if dry_run {
+            return Ok((StatusCode::OK, would_be(Some(old))));
+        }
+        let r = s.store.update(kind, new, if_version, s.now()).await?;
         Ok((StatusCode::OK, r))
+    } else if dry_run {
+        if existing.is_some() {
+            return Err(holdfast_store::StoreError::Exists {
+                kind: kind.noun(),
+                name: new.name.clone(),
+            }
+            .into());
+        }
+        Ok((StatusCode::CREATED, would_be(None)))
     } else {
         Ok((
             StatusCode::CREATED,
             s.store.create(kind, new, s.now()).await?,
         ))
     }
+}
+
+/// Options of a create or replace.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WriteOpts {
+    /// Validate and answer with what would be stored, without storing it.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 // ----- endpoints -----
@@ -111,7 +164,10 @@ fn endpoint_view(r: &Resource, state: &AppState) -> ApiResult<EndpointView> {
         name: r.name.clone(),
         kind: s.kind,
         url: holdfast_core::location::redact_url(&s.url),
+        next_prune: state.next_prune(&s).map(rfc3339),
         access_key_id: s.access_key_id,
+        prune_schedule: s.prune_schedule,
+        prune_timezone: s.prune_timezone,
         password_set: secrets.password.is_some(),
         secret_access_key_set: secrets.secret_access_key.is_some(),
         version: r.version,
@@ -132,6 +188,7 @@ pub async fn list_endpoints(State(s): State<Arc<AppState>>) -> ApiResult<Json<Ve
 
 async fn save_endpoint(
     s: &AppState,
+    dry_run: bool,
     input: EndpointInput,
     path_name: Option<&str>,
     headers: &HeaderMap,
@@ -144,6 +201,12 @@ async fn save_endpoint(
     invalid(input.validate(creating))?;
     let (name, spec, secrets) = input.split();
     let sealed = merge_secrets(s, Kind::Endpoint, &name, existing.as_ref(), &secrets)?;
+    let old_prune = existing
+        .as_ref()
+        .and_then(|r| serde_json::from_str::<StoredEndpoint>(&r.spec).ok())
+        .map(|o| (o.prune_schedule, o.prune_timezone));
+    let reschedule =
+        old_prune != Some((spec.prune_schedule.clone(), spec.prune_timezone.clone())) && !dry_run;
     let new = NewResource {
         name,
         spec: spec_json(&spec),
@@ -155,10 +218,14 @@ async fn save_endpoint(
         Kind::Endpoint,
         &new,
         path_name,
-        existing.is_some(),
+        existing.as_ref(),
         headers,
+        dry_run,
     )
     .await?;
+    if reschedule {
+        s.schedule_prune(&r.name, &spec).await?;
+    }
     Ok(tagged(status, r.version, endpoint_view(&r, s)?))
 }
 
@@ -169,7 +236,7 @@ pub async fn create_endpoint(
     headers: HeaderMap,
     Body(input): Body<EndpointInput>,
 ) -> ApiResult<Response> {
-    save_endpoint(&s, input, None, &headers).await
+    save_endpoint(&s, false, input, None, &headers).await
 }
 
 #[utoipa::path(get, path = "/api/v1/endpoints/{name}", tag = "endpoints",
@@ -182,16 +249,17 @@ pub async fn get_endpoint(
     Ok(tagged(StatusCode::OK, r.version, endpoint_view(&r, &s)?))
 }
 
-#[utoipa::path(put, path = "/api/v1/endpoints/{name}", tag = "endpoints", request_body = EndpointInput,
+#[utoipa::path(put, path = "/api/v1/endpoints/{name}", tag = "endpoints", params(WriteOpts), request_body = EndpointInput,
     description = "Creates or replaces an endpoint. Secrets left out keep their stored values. Send If-Match with the ETag of a GET to refuse a concurrent change (412).",
     responses((status = 200, body = EndpointView), (status = 201, body = EndpointView), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_endpoint(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
+    Query(opts): Query<WriteOpts>,
     headers: HeaderMap,
     Body(input): Body<EndpointInput>,
 ) -> ApiResult<Response> {
-    save_endpoint(&s, input, Some(&name), &headers).await
+    save_endpoint(&s, opts.dry_run, input, Some(&name), &headers).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/endpoints/{name}", tag = "endpoints",
@@ -222,6 +290,21 @@ pub async fn test_endpoint(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(report))
+}
+
+#[utoipa::path(post, path = "/api/v1/endpoints/{name}/prune", tag = "endpoints",
+    description = "Queues a prune of the endpoint's repository now (as its `prune_schedule` does): data no restore point uses is removed. It waits while other jobs use the endpoint.",
+    responses((status = 202, body = JobView), (status = 404, body = ErrorBody)))]
+pub async fn prune_endpoint(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    s.store.must_get(Kind::Endpoint, &name).await?;
+    let job = crate::scheduler::prune_job(&name, "manual", None, s.now());
+    let id = s.store.enqueue(&job, s.now()).await?;
+    s.wake.notify_waiters();
+    let j = s.store.must_job(id).await?;
+    Ok((StatusCode::ACCEPTED, Json(JobView::new(&j))))
 }
 
 // ----- sources -----
@@ -256,6 +339,7 @@ pub async fn list_sources(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<
 
 async fn save_source(
     s: &AppState,
+    dry_run: bool,
     input: SourceInput,
     path_name: Option<&str>,
     headers: &HeaderMap,
@@ -281,8 +365,9 @@ async fn save_source(
         Kind::Source,
         &new,
         path_name,
-        existing.is_some(),
+        existing.as_ref(),
         headers,
+        dry_run,
     )
     .await?;
     Ok(tagged(status, r.version, source_view(&r)?))
@@ -295,7 +380,7 @@ pub async fn create_source(
     headers: HeaderMap,
     Body(input): Body<SourceInput>,
 ) -> ApiResult<Response> {
-    save_source(&s, input, None, &headers).await
+    save_source(&s, false, input, None, &headers).await
 }
 
 #[utoipa::path(get, path = "/api/v1/sources/{name}", tag = "sources",
@@ -308,15 +393,16 @@ pub async fn get_source(
     Ok(tagged(StatusCode::OK, r.version, source_view(&r)?))
 }
 
-#[utoipa::path(put, path = "/api/v1/sources/{name}", tag = "sources", request_body = SourceInput,
+#[utoipa::path(put, path = "/api/v1/sources/{name}", tag = "sources", params(WriteOpts), request_body = SourceInput,
     responses((status = 200, body = SourceView), (status = 201, body = SourceView), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_source(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
+    Query(opts): Query<WriteOpts>,
     headers: HeaderMap,
     Body(input): Body<SourceInput>,
 ) -> ApiResult<Response> {
-    save_source(&s, input, Some(&name), &headers).await
+    save_source(&s, opts.dry_run, input, Some(&name), &headers).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/sources/{name}", tag = "sources",
@@ -434,6 +520,7 @@ async fn plan_cols(s: &AppState, spec: &PlanSpec, old: Option<&Resource>) -> Api
 
 async fn save_plan(
     s: &AppState,
+    dry_run: bool,
     spec: PlanSpec,
     path_name: Option<&str>,
     headers: &HeaderMap,
@@ -449,7 +536,16 @@ async fn save_plan(
         secrets: None,
         plan: Some(cols),
     };
-    let (status, r) = upsert(s, Kind::Plan, &new, path_name, existing.is_some(), headers).await?;
+    let (status, r) = upsert(
+        s,
+        Kind::Plan,
+        &new,
+        path_name,
+        existing.as_ref(),
+        headers,
+        dry_run,
+    )
+    .await?;
     Ok(tagged(status, r.version, plan_view(s, &r, true).await?))
 }
 
@@ -460,7 +556,7 @@ pub async fn create_plan(
     headers: HeaderMap,
     Body(spec): Body<PlanSpec>,
 ) -> ApiResult<Response> {
-    save_plan(&s, spec, None, &headers).await
+    save_plan(&s, false, spec, None, &headers).await
 }
 
 #[utoipa::path(get, path = "/api/v1/plans/{name}", tag = "plans",
@@ -477,15 +573,16 @@ pub async fn get_plan(
     ))
 }
 
-#[utoipa::path(put, path = "/api/v1/plans/{name}", tag = "plans", request_body = PlanSpec,
+#[utoipa::path(put, path = "/api/v1/plans/{name}", tag = "plans", params(WriteOpts), request_body = PlanSpec,
     responses((status = 200, body = PlanView), (status = 201, body = PlanView), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_plan(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
+    Query(opts): Query<WriteOpts>,
     headers: HeaderMap,
     Body(spec): Body<PlanSpec>,
 ) -> ApiResult<Response> {
-    save_plan(&s, spec, Some(&name), &headers).await
+    save_plan(&s, opts.dry_run, spec, Some(&name), &headers).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/plans/{name}", tag = "plans",

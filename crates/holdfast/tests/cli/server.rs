@@ -246,6 +246,18 @@ fn backup_and_restore_postgres_over_http(meta: Meta) {
     assert_eq!(points[0]["database"].as_str(), Some(db.name.as_str()));
     assert!(s.restic(&["snapshots", "--json"]).contains(&snap));
 
+    // Pruning the endpoint (what its prune_schedule queues) keeps everything the restore
+    // point needs: the restore below reads it back afterwards.
+    let ep = s.ok("GET", "/api/v1/endpoints/local", None);
+    assert_eq!(ep["prune_schedule"], "0 4 * * 0", "{ep}");
+    assert!(ep["next_prune"].as_str().is_some(), "{ep}");
+    let p = s.ok("POST", "/api/v1/endpoints/local/prune", None);
+    assert_eq!(p["kind"], "prune");
+    let p = s.wait_job(p["id"].as_i64().unwrap(), |st| {
+        st != "queued" && st != "running"
+    });
+    assert_eq!(p["state"], "succeeded", "{p}");
+
     // Restore into a new database through a restore job, and compare every table.
     let target = PgDb::not_created();
     let r = s.ok(
@@ -374,6 +386,13 @@ fn the_api_names_bad_fields_and_guards_concurrent_edits(meta: Meta) {
         )),
         (422, vec!["retention.period".into()])
     );
+    let (code, v) = s.call(
+        "PUT",
+        "/api/v1/endpoints/local",
+        Some(&json!({"name": "local", "kind": "local", "url": "/srv/r", "prune_schedule": "0 4 * *"})),
+    );
+    assert_eq!(code, 422);
+    assert_eq!(v["fields"][0]["field"], "prune_schedule", "{v}");
     let mut missing = base.clone();
     missing.as_object_mut().unwrap().remove("schedule");
     assert_eq!(field_of(missing), (422, vec!["schedule".into()]));
@@ -560,4 +579,210 @@ fn a_cancelled_running_backup_leaves_no_restore_point() {
     let points = s.ok("GET", "/api/v1/restore-points?plan=endless", None);
     assert_eq!(points, json!([]));
     s.restic(&["check"]);
+}
+
+impl Server {
+    /// `holdfast apply`/`export` against this server: (exit code, stdout, stderr).
+    fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .args(args)
+            .env("HOLDFAST_SERVER", &self.url)
+            .env("HOLDFAST_TOKEN", TOKEN)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    fn version(&self, path: &str) -> i64 {
+        self.ok("GET", path, None)["version"].as_i64().unwrap()
+    }
+}
+
+#[test]
+fn apply_creates_updates_and_is_idempotent_and_export_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "0"]);
+    let repo = dir.path().join("offsite");
+    let pw_file = dir.path().join("db.pass");
+    std::fs::write(&pw_file, format!("{DB_PASSWORD}\n")).unwrap();
+    let repo_pw = "offsite-repo-password-never-shown";
+    let file = dir.path().join("holdfast.toml");
+    let config = |schedule: &str| {
+        format!(
+            r#"
+[endpoints.offsite]
+kind = "local"
+url = "{repo}"
+password = {{ env = "OFFSITE_PW" }}
+prune_schedule = "@monthly"
+
+[sources.shop]
+kind = "postgres"
+url = "postgres://backup@127.0.0.1:5432/shop?sslmode=disable"
+password = {{ file = "{pw}" }}
+labels = {{ site = "eu" }}
+
+[plans.shop-nightly]
+source = "shop"
+endpoint = "offsite"
+schedule = "{schedule}"
+timezone = "Europe/Berlin"
+retention = {{ style = "gfs", daily = 7, weekly = 4 }}
+"#,
+            repo = repo.display(),
+            pw = pw_file.display()
+        )
+    };
+    let f = file.to_str().unwrap();
+    let env = [("OFFSITE_PW", repo_pw)];
+
+    // First apply creates all three, in dependency order.
+    std::fs::write(&file, config("0 3 * * *")).unwrap();
+    let (code, out, err) = s.cli(&["apply", "-f", f], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("+ endpoint offsite"), "{out}");
+    assert!(out.contains("+ source shop"), "{out}");
+    assert!(out.contains("+ plan shop-nightly"), "{out}");
+    assert!(
+        out.contains("endpoint local is on the server but not in the file; kept"),
+        "{out}"
+    );
+    assert!(
+        out.contains("3 created, 0 changed, 0 unchanged, 0 deleted"),
+        "{out}"
+    );
+    let plan = s.ok("GET", "/api/v1/plans/shop-nightly", None);
+    assert_eq!(plan["schedule"], "0 3 * * *");
+    assert_eq!(plan["retention"]["daily"], 7);
+    let src = s.ok("GET", "/api/v1/sources/shop", None);
+    assert_eq!(src["labels"]["site"], "eu");
+    assert_eq!(src["password_set"], true);
+    // The endpoint's password came from the environment: restic opens the repository with it.
+    let t = s.ok("POST", "/api/v1/endpoints/offsite/test", None);
+    assert_eq!(t["ok"], true, "{t}");
+    let restic = Command::new("restic")
+        .arg("-r")
+        .arg(&repo)
+        .args(["--no-cache", "cat", "config"])
+        .env("RESTIC_PASSWORD", repo_pw)
+        .output()
+        .unwrap();
+    assert!(restic.status.success(), "{restic:?}");
+
+    // Again: nothing changes, not even a version.
+    let versions = |s: &Server| {
+        [
+            s.version("/api/v1/endpoints/offsite"),
+            s.version("/api/v1/sources/shop"),
+            s.version("/api/v1/plans/shop-nightly"),
+        ]
+    };
+    let before = versions(&s);
+    let (code, out, _) = s.cli(&["apply", "-f", f], &env);
+    assert_eq!(code, 0);
+    assert!(out.contains("0 created, 0 changed, 3 unchanged"), "{out}");
+    assert_eq!(versions(&s), before);
+
+    // A dry run shows the change and makes none; the real run makes it.
+    std::fs::write(&file, config("30 4 * * *")).unwrap();
+    let (code, out, _) = s.cli(&["apply", "-f", f, "--dry-run"], &env);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(r#"~ plan shop-nightly (dry run): schedule: "0 3 * * *" → "30 4 * * *""#),
+        "{out}"
+    );
+    assert_eq!(versions(&s), before);
+    let (_, out, _) = s.cli(&["apply", "-f", f], &env);
+    assert!(out.contains("0 created, 1 changed, 2 unchanged"), "{out}");
+    let plan = s.ok("GET", "/api/v1/plans/shop-nightly", None);
+    assert!(
+        plan["next_runs"][0].as_str().unwrap().contains("T04:30:00"),
+        "{plan}"
+    );
+
+    // Export: the same resources, secrets as references only.
+    let (code, exported, err) = s.cli(&["export"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(exported.contains("[plans.shop-nightly]"), "{exported}");
+    assert!(
+        exported.contains(r#"schedule = "30 4 * * *""#),
+        "{exported}"
+    );
+    assert!(
+        exported.contains(r#"password = { env = "HOLDFAST_ENDPOINT_OFFSITE_PASSWORD" }"#),
+        "{exported}"
+    );
+    assert!(!exported.contains(repo_pw) && !exported.contains(DB_PASSWORD));
+    // Applied back with none of its variables set, it changes nothing: stored secrets stay.
+    let exported_file = dir.path().join("exported.toml");
+    std::fs::write(&exported_file, &exported).unwrap();
+    let before = versions(&s);
+    let (code, out, err) = s.cli(&["apply", "-f", exported_file.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 created, 0 changed, 4 unchanged"), "{out}");
+    assert!(
+        out.contains("HOLDFAST_SOURCE_SHOP_PASSWORD is not set; kept the stored value"),
+        "{out}"
+    );
+    assert_eq!(versions(&s), before);
+
+    // Mistakes name the resource and the field, and change nothing.
+    std::fs::write(
+        &file,
+        config("0 3 * * *").replace("Europe/Berlin", "Mars/Olympus"),
+    )
+    .unwrap();
+    let (code, _, err) = s.cli(&["apply", "-f", f], &env);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("plan shop-nightly") && err.contains("timezone"),
+        "{err}"
+    );
+    let fresh = config("0 3 * * *").replace("[endpoints.offsite]", "[endpoints.other]");
+    std::fs::write(
+        &file,
+        fresh.replace("endpoint = \"offsite\"", "endpoint = \"other\""),
+    )
+    .unwrap();
+    let (code, _, err) = s.cli(&["apply", "-f", f], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("endpoints.other.password") && err.contains("OFFSITE_PW is not set"),
+        "{err}"
+    );
+    let (code, _, err) = s.cli(&["apply", "-f", f], &[("HOLDFAST_TOKEN", "hf_wrong")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("token was refused"), "{err}");
+    assert_eq!(versions(&s), before);
+
+    // --prune deletes what the file no longer names (plans first), and nothing else.
+    std::fs::write(
+        &file,
+        format!(
+            "[endpoints.offsite]\nkind = \"local\"\nurl = \"{}\"\nprune_schedule = \"@monthly\"\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = s.cli(&["apply", "-f", f, "--prune"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("- plan shop-nightly") && out.contains("- source shop"),
+        "{out}"
+    );
+    assert!(out.contains("- endpoint local"), "{out}");
+    assert_eq!(s.call("GET", "/api/v1/plans/shop-nightly", None).0, 404);
+    assert_eq!(
+        s.ok("GET", "/api/v1/endpoints", None)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(!s.log().contains(repo_pw) && !s.log().contains(DB_PASSWORD));
 }
