@@ -61,6 +61,11 @@ pub fn prune_job(endpoint: &str, trigger: &str, fire_at: Option<i64>, now: i64) 
 pub async fn tick(store: &Store, now: i64) -> Result<TickReport, StoreError> {
     let mut report = TickReport::default();
     let now_ts = Timestamp::from_millisecond(now).unwrap_or_default();
+    let parallel = match store.dialect() {
+        holdfast_store::Dialect::Postgres => 4,
+        holdfast_store::Dialect::Sqlite => 1,
+    };
+    let mut fires = tokio::task::JoinSet::new();
     for plan in store.due_plans(now).await? {
         let Some(expected) = plan.plan.as_ref().and_then(|c| c.next_fire_at) else {
             continue;
@@ -88,17 +93,19 @@ pub async fn tick(store: &Store, now: i64) -> Result<TickReport, StoreError> {
             .next_after(now_ts)
             .map(|z| z.timestamp().as_millisecond());
         let job = backup_job(&spec, "schedule", Some(fire_at), now);
-        match store.fire(&plan.name, expected, next, &job, now).await? {
-            FireOutcome::Queued(id) => {
-                tracing::info!(plan = %plan.name, job = id, "scheduled backup queued");
-                report.queued.push(id);
-            }
-            FireOutcome::Skipped { job, busy } => {
-                tracing::warn!(plan = %plan.name, job, busy, "scheduled backup skipped: the previous one is still running");
-                report.skipped.push(job);
-            }
-            FireOutcome::AlreadyFired => {}
+        let store = store.clone();
+        fires.spawn(async move {
+            let outcome = store.fire(&plan.name, expected, next, &job, now).await;
+            (plan.name, outcome)
+        });
+        // PostgreSQL takes fires of different plans in parallel (each its own transaction on
+        // its own connection); SQLite has one writer, so one at a time.
+        while fires.len() >= parallel {
+            collect(fires.join_next().await, &mut report)?;
         }
+    }
+    while let Some(r) = fires.join_next().await {
+        collect(Some(r), &mut report)?;
     }
     for (ep, expected) in store.due_prunes(now).await? {
         let spec: StoredEndpoint = match serde_json::from_str(&ep.spec) {
@@ -122,6 +129,28 @@ pub async fn tick(store: &Store, now: i64) -> Result<TickReport, StoreError> {
         }
     }
     Ok(report)
+}
+
+type Fired = (String, Result<FireOutcome, StoreError>);
+
+fn collect(
+    joined: Option<Result<Fired, tokio::task::JoinError>>,
+    report: &mut TickReport,
+) -> Result<(), StoreError> {
+    let Some(joined) = joined else { return Ok(()) };
+    let (plan, outcome) = joined.expect("a fire does not panic");
+    match outcome? {
+        FireOutcome::Queued(id) => {
+            tracing::info!(%plan, job = id, "scheduled backup queued");
+            report.queued.push(id);
+        }
+        FireOutcome::Skipped { job, busy } => {
+            tracing::warn!(%plan, job, busy, "scheduled backup skipped: the previous one is still running");
+            report.skipped.push(job);
+        }
+        FireOutcome::AlreadyFired => {}
+    }
+    Ok(())
 }
 
 /// Takes back running jobs whose lease expired before `now`: back to the queue after a

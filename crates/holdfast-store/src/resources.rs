@@ -351,7 +351,7 @@ impl Store {
     /// Plans that are not paused and whose next fire time has come.
     pub async fn due_plans(&self, now: i64) -> Result<Vec<Resource>> {
         let sql = format!(
-            "SELECT {} FROM plans WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= $1 ORDER BY next_fire_at",
+            "SELECT {} FROM plans WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= $1 ORDER BY next_fire_at, name",
             Kind::Plan.columns()
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
