@@ -4,7 +4,9 @@
 //! reads. It parses and validates what users write (source and repository URLs, retention
 //! policies) and describes what a snapshot records about itself.
 
+pub mod agent;
 pub mod job;
+pub mod lifecycle;
 pub mod location;
 pub mod meta;
 pub mod plan;

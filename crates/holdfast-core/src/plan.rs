@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::job::Backoff;
+use crate::lifecycle::{Hooks, StepRetry};
 use crate::retention::{KeepPolicy, parse_within};
 use crate::schedule::Schedule;
 
@@ -31,6 +32,13 @@ pub struct PlanSpec {
     /// How often and how patiently a failed backup is retried.
     #[serde(default)]
     pub retry: Backoff,
+    /// Commands run at the steps of each backup and restore (on the agent).
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
+    /// How often a failed step (a hook, the dump, the upload) is tried again within one
+    /// attempt, before the attempt fails.
+    #[serde(default, skip_serializing_if = "StepRetry::is_default")]
+    pub step_retry: StepRetry,
 }
 
 fn utc() -> String {
@@ -186,6 +194,14 @@ impl PlanSpec {
                 }
             }
             _ => {}
+        }
+        for (field, reason) in self
+            .hooks
+            .validate()
+            .into_iter()
+            .chain(self.step_retry.validate())
+        {
+            bad(&field, reason);
         }
         errs
     }

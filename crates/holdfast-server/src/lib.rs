@@ -1,12 +1,13 @@
 //! `holdfast serve`: the REST API (with its OpenAPI document), the cron scheduler, the job
-//! queue's reaper, and the embedded runner, over the metadata store.
+//! queue's reaper, and the API agents use, over the metadata store. Its embedded agent is a
+//! `holdfast-agent` like any other, talking to this server over loopback.
 //!
 //! **Architecture invariant:** this is the only crate that serves HTTP. It reads and writes
 //! metadata only through `holdfast-store`, and moves data only through `holdfast-engine`.
 
 pub mod api;
 pub mod model;
-pub mod runner;
+pub mod repository;
 pub mod scheduler;
 pub mod secrets;
 
@@ -41,15 +42,17 @@ pub struct ServerConfig {
     pub server_key_file: Option<PathBuf>,
     /// Used as the admin token on first start instead of a random one.
     pub admin_token: Option<String>,
-    /// Embedded runner workers (0: this replica runs no jobs).
+    /// Jobs the embedded agent runs at once (0: no embedded agent; this replica runs no jobs).
     pub workers: usize,
+    /// Labels of the embedded agent (sources with other labels run on other agents).
+    pub agent_labels: std::collections::BTreeMap<String, String>,
     /// How long a claimed job stays with its worker without a heartbeat.
     pub lease: Duration,
-    /// How often idle workers look for runnable jobs queued by other replicas.
+    /// How often a waiting agent's claim looks for jobs queued by other replicas.
     pub poll: Duration,
     /// How often the scheduler looks for due plans and expired leases.
     pub tick: Duration,
-    /// Names this replica's workers.
+    /// Names this replica's embedded agent.
     pub replica: String,
 }
 
@@ -58,10 +61,14 @@ pub struct AppState {
     pub store: Store,
     pub config: ServerConfig,
     sealer: Sealer,
-    /// Wakes idle workers when a job is queued here.
+    /// Wakes waiting claims when a job is queued here.
     pub wake: Notify,
+    /// The embedded agent's token (its hash): made at each start, never stored.
+    pub internal_token_hash: Option<String>,
     /// Open repositories by endpoint name, with the endpoint version they were opened for.
     repos: Mutex<HashMap<String, (i64, Arc<Repo>)>>,
+    /// One repository creation at a time.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -79,7 +86,9 @@ impl AppState {
             store,
             config,
             wake: Notify::new(),
+            internal_token_hash: None,
             repos: Mutex::default(),
+            creating: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -214,6 +223,51 @@ impl AppState {
         Ok(repo)
     }
 
+    /// Creates the endpoint's repository when there is none yet, one creation at a time: two
+    /// agents creating it at once would each write their own key and config, and one of them
+    /// would lose. Failing to reach the storage from here is not an error (it may be reachable
+    /// only from the agents, which then create it themselves).
+    pub async fn ensure_repository(&self, ep: &Resource, compression: Option<Compression>) {
+        let cached = |s: &Self| {
+            s.repos
+                .lock()
+                .unwrap()
+                .get(&ep.name)
+                .is_some_and(|(v, _)| *v == ep.version)
+        };
+        if cached(self) {
+            return;
+        }
+        let _one = self.creating.lock().await;
+        if cached(self) {
+            return;
+        }
+        let cfg = match self.repo_config(ep, compression) {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!(endpoint = %ep.name, "{e}"),
+        };
+        let opened = tokio::task::spawn_blocking(move || match Repo::open(&cfg) {
+            Err(holdfast_engine::Error::RepoNotFound { .. }) => {
+                Repo::init(&cfg)?;
+                Repo::open(&cfg)
+            }
+            other => other,
+        })
+        .await;
+        match opened {
+            Ok(Ok(repo)) => {
+                self.repos
+                    .lock()
+                    .unwrap()
+                    .insert(ep.name.clone(), (ep.version, Arc::new(repo)));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(endpoint = %ep.name, "cannot open or create the repository from the server: {e}")
+            }
+            Err(e) => tracing::warn!(endpoint = %ep.name, "{e}"),
+        }
+    }
+
     pub fn forget_repo(&self, endpoint: &str) {
         self.repos.lock().unwrap().remove(endpoint);
     }
@@ -345,15 +399,22 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
             )
         })?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = Arc::new(AppState::new(store, config, &server_key));
+    let mut state = AppState::new(store, config, &server_key);
+    let embedded_token = (state.config.workers > 0).then(secrets::new_token);
+    state.internal_token_hash = embedded_token.as_deref().map(secrets::hash_token);
+    let state = Arc::new(state);
     first_start(&state).await?;
 
     let sched = state.clone();
     tokio::spawn(async move {
         loop {
             let now = sched.now();
-            if let Err(e) = scheduler::tick(&sched.store, now).await {
-                tracing::error!("scheduler: {e}");
+            match scheduler::tick(&sched.store, now).await {
+                Ok(r) if !r.queued.is_empty() || !r.prunes.is_empty() => {
+                    sched.wake.notify_waiters()
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!("scheduler: {e}"),
             }
             let jitter = f64::from(secrets::random_bytes::<1>()[0]) / 256.0;
             match scheduler::reap(&sched.store, now, jitter).await {
@@ -364,9 +425,26 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
             tokio::time::sleep(sched.config.tick).await;
         }
     });
-    for i in 0..state.config.workers {
-        let owner = format!("{}/{}", state.config.replica, i + 1);
-        tokio::spawn(runner::worker(state.clone(), owner));
+    if let Some(token) = embedded_token {
+        let mut local = addr;
+        if local.ip().is_unspecified() {
+            local.set_ip(match local {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let agent = holdfast_agent::AgentConfig {
+            server: format!("http://{local}"),
+            name: state.config.replica.clone(),
+            labels: state.config.agent_labels.clone(),
+            slots: u32::try_from(state.config.workers).unwrap_or(1),
+            poll_secs: 20,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = holdfast_agent::run(agent, SecretString::from(token)).await {
+                tracing::error!("the embedded agent stopped: {e}");
+            }
+        });
     }
 
     eprintln!("holdfast: listening on http://{addr}");

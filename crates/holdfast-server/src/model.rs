@@ -418,6 +418,11 @@ pub struct JobView {
     pub restore_point: Option<String>,
     pub target_source: Option<String>,
     pub database: Option<String>,
+    /// For a running job: bytes read per second since it started.
+    pub rate_bytes_per_sec: Option<f64>,
+    /// Each lifecycle step of each attempt, with its tries (in `GET /api/v1/jobs/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
     /// The newest log lines (all of them: `GET /api/v1/jobs/{id}/log`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<Vec<LogLineView>>,
@@ -460,9 +465,71 @@ impl JobView {
             restore_point: p.restore_point,
             target_source: p.target_source,
             database: p.database,
+            rate_bytes_per_sec: None,
+            steps: None,
             log: None,
         }
     }
+
+    /// The view with the running job's rate, as of `now`.
+    pub fn at(j: &holdfast_store::Job, now: i64) -> Self {
+        let mut v = Self::new(j);
+        if j.state == "running"
+            && let Some(s) = j.started_at
+            && now > s
+        {
+            v.rate_bytes_per_sec = Some(j.bytes_read as f64 * 1000.0 / (now - s) as f64);
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StepView {
+    pub attempt: i64,
+    /// pre-backup-lock, pre-backup-check, backup, backup-cleanup, post-backup-unlock,
+    /// pre-restore-lock, restore, restore-cleanup, post-restore-unlock; `released` marks an
+    /// attempt whose cleanup and unlock are done.
+    pub step: String,
+    pub try_no: i64,
+    /// running, succeeded or failed.
+    pub state: String,
+    pub agent: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl StepView {
+    pub fn new(s: &holdfast_store::StepRow) -> Self {
+        Self {
+            attempt: s.attempt,
+            step: s.step.clone(),
+            try_no: s.try_no,
+            state: s.state.clone(),
+            agent: s.agent.clone(),
+            started_at: rfc3339(s.started_at),
+            finished_at: s.finished_at.map(rfc3339),
+            detail: s.detail.clone(),
+        }
+    }
+}
+
+// ----- agents -----
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AgentView {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub version: String,
+    pub hostname: String,
+    pub slots: i64,
+    pub registered_at: String,
+    pub last_seen: String,
+    /// Heard from within the last minute.
+    pub online: bool,
+    /// The jobs it runs now.
+    pub running_jobs: Vec<i64>,
 }
 
 // ----- restores -----

@@ -183,7 +183,7 @@ pub async fn reap(store: &Store, now: i64, jitter: f64) -> Result<Vec<i64>, Stor
         };
         if store.take_back(&j, &c).await? {
             let line = format!(
-                "attempt {attempt} lost: worker {} stopped renewing its lease; {}",
+                "attempt {attempt} lost: agent {} stopped renewing its lease; {}",
                 j.lease_owner.as_deref().unwrap_or("?"),
                 match next.state {
                     JobState::Queued => format!(

@@ -362,7 +362,7 @@ async fn an_expired_lease_requeues_then_gives_up(db: Db) {
         .map(|l| l.line)
         .collect();
     assert_eq!(log.len(), 2, "{log:?}");
-    assert!(log[0].contains("worker dead-worker stopped renewing its lease"));
+    assert!(log[0].contains("agent dead-worker stopped renewing its lease"));
 }
 
 /// An endpoint's prune fires on the endpoint's own schedule (once per slot, on every replica

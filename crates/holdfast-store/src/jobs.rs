@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 
 use crate::{Dialect, Result, Store, StoreError};
 
-const JOB_COLUMNS: &str = "id, kind, plan, endpoint, trigger, state, attempt, max_attempts, params, fire_at, created_at, run_after, \
+pub(crate) const JOB_COLUMNS: &str = "id, kind, plan, endpoint, trigger, state, attempt, max_attempts, params, fire_at, created_at, run_after, \
      started_at, finished_at, lease_owner, lease_expires, cancel_requested, bytes_read, bytes_written, snapshot_id, error";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,7 +45,7 @@ pub struct Job {
     pub error: Option<String>,
 }
 
-fn job(r: &AnyRow) -> Job {
+pub(crate) fn job(r: &AnyRow) -> Job {
     Job {
         id: r.get(0),
         kind: r.get(1),

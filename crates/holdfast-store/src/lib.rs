@@ -7,6 +7,7 @@
 //! callers pass the times and states that the rules in `holdfast-core` decided, and every change
 //! that could race another replica is a compare-and-set in one statement.
 
+mod agents;
 mod jobs;
 mod migrate;
 mod resources;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
+pub use agents::{AgentRow, StepRow};
 pub use jobs::{FireOutcome, Job, JobFilter, JobUpdate, LogLine, NewJob};
 pub use resources::{Kind, NewResource, PlanCols, Resource};
 

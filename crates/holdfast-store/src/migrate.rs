@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_prune_schedule.sql")),
     (3, include_str!("../migrations/0003_indexes.sql")),
+    (4, include_str!("../migrations/0004_agents.sql")),
 ];
 
 /// Arbitrary, fixed: "holdfast" in ASCII, truncated to fit.

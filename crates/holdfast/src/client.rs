@@ -35,23 +35,29 @@ pub struct Answer {
     pub version: Option<i64>,
 }
 
+/// The API token: from `--token-file`, else `HOLDFAST_TOKEN`.
+pub fn read_token(args: &ServerArgs) -> Result<SecretString, Error> {
+    let token = match &args.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| InputError::new(format!("token file {}", f.display()), e.to_string()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("HOLDFAST_TOKEN").unwrap_or_default(),
+    };
+    if token.is_empty() {
+        return Err(InputError::new(
+            "API token",
+            "not given: set HOLDFAST_TOKEN or pass --token-file (holdfast serve prints the \
+             admin token at its first start; more come from POST /api/v1/tokens)",
+        )
+        .into());
+    }
+    Ok(SecretString::from(token))
+}
+
 impl Client {
     pub fn new(args: &ServerArgs) -> Result<Self, Error> {
-        let token = match &args.token_file {
-            Some(f) => std::fs::read_to_string(f)
-                .map_err(|e| InputError::new(format!("token file {}", f.display()), e.to_string()))?
-                .trim()
-                .to_string(),
-            None => std::env::var("HOLDFAST_TOKEN").unwrap_or_default(),
-        };
-        if token.is_empty() {
-            return Err(InputError::new(
-                "API token",
-                "not given: set HOLDFAST_TOKEN or pass --token-file (holdfast serve prints the \
-                 admin token at its first start; more come from POST /api/v1/tokens)",
-            )
-            .into());
-        }
+        let token = read_token(args)?;
         let base = args.server.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(InputError::new(
@@ -64,11 +70,7 @@ impl Client {
             .timeout(std::time::Duration::from_secs(120))
             .build()
             .map_err(|e| Error::Other(format!("cannot set up the HTTP client: {e}")))?;
-        Ok(Self {
-            base,
-            token: SecretString::from(token),
-            http,
-        })
+        Ok(Self { base, token, http })
     }
 
     /// Sends a request; `Ok(None)` for 404, an error naming the server's reason for any other

@@ -49,9 +49,12 @@ struct RepoArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: REST API, scheduler, job queue and the embedded runner. With no
+    /// Run the server: REST API, scheduler, job queue and an embedded agent. With no
     /// options: 127.0.0.1:8080, SQLite and a local repository in the data directory.
     Serve(Box<ServeArgs>),
+    /// Run an agent next to your databases: it connects out to a server, runs the jobs of
+    /// sources whose labels it carries (with the plan's hooks), and reports back.
+    Agent(AgentArgs),
     /// Create or update a server's endpoints, sources and plans from a TOML file; prints
     /// what changed. Running it again changes nothing.
     Apply(declare::ApplyArgs),
@@ -177,6 +180,41 @@ struct KeepArgs {
     keep_within: Option<String>,
 }
 
+#[derive(Debug, clap::Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    server: client::ServerArgs,
+    /// Unique name of this agent [default: the host name].
+    #[arg(long, env = "HOLDFAST_AGENT_NAME")]
+    name: Option<String>,
+    /// KEY=VALUE label (repeatable): sources whose labels are all among these run here.
+    #[arg(long = "label", value_parser = parse_tag)]
+    labels: Vec<(String, String)>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// Seconds one long-poll for a job waits on the server.
+    #[arg(long, default_value_t = 20, hide = true)]
+    poll_secs: u64,
+}
+
+fn agent(args: AgentArgs) -> Result<(), Error> {
+    let token = client::read_token(&args.server)?;
+    let config = holdfast_agent::AgentConfig {
+        server: args.server.server.clone(),
+        name: args.name.unwrap_or_else(holdfast_agent::default_name),
+        labels: args.labels.into_iter().collect(),
+        slots: args.slots.max(1),
+        poll_secs: args.poll_secs,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(holdfast_agent::run(config, token))
+        .map_err(Error::Other)
+}
+
 fn parse_tag(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -204,9 +242,13 @@ struct ServeArgs {
     /// replica needs the same [default: DATA_DIR/server.key].
     #[arg(long, env = "HOLDFAST_SERVER_KEY_FILE")]
     server_key_file: Option<std::path::PathBuf>,
-    /// Jobs this server runs at once (0: run none, leave them to other replicas).
+    /// Jobs the embedded agent runs at once (0: no embedded agent; jobs run on `holdfast
+    /// agent`s or other replicas).
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// KEY=VALUE label of the embedded agent (repeatable).
+    #[arg(long = "agent-label", value_parser = parse_tag)]
+    agent_labels: Vec<(String, String)>,
     /// Seconds a running job stays with its worker without a heartbeat before it is retried.
     #[arg(long, default_value_t = 60)]
     lease_secs: u64,
@@ -240,6 +282,7 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
         server_key_file: args.server_key_file,
         admin_token,
         workers: args.workers,
+        agent_labels: args.agent_labels.into_iter().collect(),
         lease: std::time::Duration::from_secs(args.lease_secs.max(1)),
         poll: std::time::Duration::from_millis(1000),
         tick: std::time::Duration::from_millis(args.tick_ms.max(10)),
@@ -256,7 +299,9 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
-        0 if matches!(cli.command, Command::Serve(_)) => "info,rustic_core=warn,sqlx=warn",
+        0 if matches!(cli.command, Command::Serve(_) | Command::Agent(_)) => {
+            "info,rustic_core=warn,sqlx=warn"
+        }
         0 => "warn,rustic_core::archiver=error",
         1 => "info",
         _ => "debug",
@@ -358,6 +403,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     };
     match cli.command {
         Command::Serve(args) => serve(*args)?,
+        Command::Agent(args) => agent(args)?,
         Command::Apply(args) => declare::apply(args, quiet)?,
         Command::Export(args) => declare::export(args)?,
         Command::Init { repo } => {

@@ -78,7 +78,9 @@ pub async fn get_job(
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobView>> {
     let j = s.store.must_job(job_id(&id)?).await?;
-    let mut v = JobView::new(&j);
+    let mut v = JobView::at(&j, s.now());
+    let steps = s.store.steps(j.id).await?;
+    v.steps = Some(steps.iter().map(StepView::new).collect());
     let log = s.store.log(j.id, 0, 1000).await?;
     v.log = Some(log.into_iter().map(log_view).collect());
     Ok(Json(v))

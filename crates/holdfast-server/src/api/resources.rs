@@ -286,7 +286,7 @@ pub async fn test_endpoint(
 ) -> ApiResult<Json<EndpointTestReport>> {
     let r = s.store.must_get(Kind::Endpoint, &name).await?;
     let cfg = s.repo_config(&r, None)?;
-    let report = tokio::task::spawn_blocking(move || crate::runner::test_repository(&cfg))
+    let report = tokio::task::spawn_blocking(move || crate::repository::test_repository(&cfg))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(report))

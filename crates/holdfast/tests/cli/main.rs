@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod agents;
 mod failures;
 mod mysql;
 mod other_sources;

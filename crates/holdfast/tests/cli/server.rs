@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::{PgDb, unique};
 
-const TOKEN: &str = "hf_test_admin_token";
+pub(crate) const TOKEN: &str = "hf_test_admin_token";
 const DB_PASSWORD: &str = "pw-that-must-never-show";
 
 /// Where a server keeps its metadata.
-enum Meta {
+pub(crate) enum Meta {
     Sqlite,
     Postgres(PgDb),
 }
@@ -27,18 +27,21 @@ impl Meta {
     }
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     data: PathBuf,
     log: Arc<Mutex<String>>,
 }
 
 impl Server {
-    fn start(data: &std::path::Path, meta: &Meta, extra: &[&str]) -> Self {
+    pub(crate) fn start(data: &std::path::Path, meta: &Meta, extra: &[&str]) -> Self {
         let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
-        c.args(["serve", "--listen", "127.0.0.1:0", "--tick-ms", "100"])
-            .arg("--data-dir")
+        c.args(["serve", "--tick-ms", "100"]);
+        if !extra.contains(&"--listen") {
+            c.args(["--listen", "127.0.0.1:0"]);
+        }
+        c.arg("--data-dir")
             .arg(data)
             .args(extra)
             .env("HOLDFAST_ADMIN_TOKEN", TOKEN)
@@ -75,12 +78,12 @@ impl Server {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// (status, JSON body) of one API call.
-    fn call_as(
+    pub(crate) fn call_as(
         &self,
         token: Option<&str>,
         method: &str,
@@ -115,11 +118,11 @@ impl Server {
         (code.trim().parse().unwrap_or(0), json)
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         self.call_as(Some(TOKEN), method, path, body, &[])
     }
 
-    fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+    pub(crate) fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let (code, v) = self.call(method, path, body);
         assert!(
             (200..300).contains(&code),
@@ -130,7 +133,7 @@ impl Server {
     }
 
     /// Waits until the job's state satisfies `done`; fails after 2 minutes.
-    fn wait_job(&self, id: i64, done: impl Fn(&str) -> bool) -> Value {
+    pub(crate) fn wait_job(&self, id: i64, done: impl Fn(&str) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let j = self.ok("GET", &format!("/api/v1/jobs/{id}"), None);
@@ -146,14 +149,14 @@ impl Server {
         }
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = Command::new("kill")
             .args(["-9", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
     }
 
-    fn restic(&self, args: &[&str]) -> String {
+    pub(crate) fn restic(&self, args: &[&str]) -> String {
         let out = Command::new("restic")
             .arg("-r")
             .arg(self.data.join("repository"))

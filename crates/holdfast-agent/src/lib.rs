@@ -1,0 +1,135 @@
+//! `holdfast agent`: runs jobs next to the databases. An agent only connects out: it registers
+//! with the server, long-polls for jobs whose source labels it carries, runs each through the
+//! plan's lifecycle (hooks and the engine), renews the job's lease while it works, and reports
+//! log lines, step records, progress and the result. The server's embedded agent is this code
+//! too, talking to its own server over loopback.
+//!
+//! **Architecture invariant:** an agent never touches the metadata database. Everything it
+//! knows about a job comes in the job's ticket; everything it learns goes back over HTTP.
+//! Secrets (repository password, storage keys, database passwords) live only in memory, and
+//! reach child processes only through their environment.
+
+pub mod hook;
+pub mod job;
+pub mod link;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_core::agent::Hello;
+use secrecy::SecretString;
+
+pub use link::{Link, LinkError};
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub server: String,
+    /// Unique per agent.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Jobs run at once.
+    pub slots: u32,
+    /// How long one claim waits on the server for a job (a revoked token or a server gone
+    /// is noticed at the latest after this long).
+    pub poll_secs: u64,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// This machine's name, the default agent name.
+pub fn default_name() -> String {
+    hostname()
+}
+
+async fn register(link: &Link, hello: &Hello) -> Result<(), String> {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match link.register(hello).await {
+            Ok(()) => return Ok(()),
+            Err(LinkError::Unreachable(e)) => {
+                tracing::warn!(
+                    "registering: {e}; trying again in {:.0} s",
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(format!("registering agent `{}`: {e}", hello.name)),
+        }
+    }
+}
+
+/// One slot: claims and runs jobs, one at a time, until a fatal error.
+async fn slot(link: Arc<Link>, hello: Arc<Hello>) -> Result<(), String> {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match link.claim().await {
+            Ok(Some(ticket)) => {
+                wait = Duration::from_millis(500);
+                tracing::info!(job = ticket.job, kind = %ticket.kind, attempt = ticket.attempt, "job claimed");
+                job::run(link.clone(), ticket).await;
+            }
+            Ok(None) => wait = Duration::from_millis(500),
+            // The server forgot this agent (its metadata was recreated): introduce it again.
+            Err(LinkError::Unknown(_)) => register(&link, &hello).await?,
+            Err(LinkError::Unreachable(e)) => {
+                tracing::warn!(
+                    "claiming a job: {e}; trying again in {:.1} s",
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(format!("agent `{}`: {e}", hello.name)),
+        }
+    }
+}
+
+/// Runs the agent until a fatal error (its token refused, say).
+pub async fn run(config: AgentConfig, token: SecretString) -> Result<(), String> {
+    if config.name.is_empty()
+        || !config
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
+        return Err(format!(
+            "agent name `{}`: use letters, digits, `-`, `_`, `.` and `:`",
+            config.name
+        ));
+    }
+    let link = Arc::new(Link::new(
+        &config.server,
+        token,
+        &config.name,
+        config.poll_secs.clamp(1, 60),
+    )?);
+    let hello = Arc::new(Hello {
+        name: config.name.clone(),
+        labels: config.labels.clone(),
+        version: holdfast_engine::VERSION.to_string(),
+        hostname: hostname(),
+        slots: config.slots.max(1),
+    });
+    register(&link, &hello).await?;
+    tracing::info!(agent = %config.name, labels = ?config.labels, "agent registered");
+    let mut slots = tokio::task::JoinSet::new();
+    for _ in 0..hello.slots {
+        slots.spawn(slot(link.clone(), hello.clone()));
+    }
+    while let Some(r) = slots.join_next().await {
+        match r {
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(())) => {}
+            Err(e) => return Err(format!("an agent slot failed: {e}")),
+        }
+    }
+    Ok(())
+}

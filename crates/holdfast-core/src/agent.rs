@@ -1,0 +1,232 @@
+//! What agents and the server say to each other, over HTTP under `/api/v1/agents`. Agents only
+//! connect out: they register, long-poll for a job, and report on it; the server answers a
+//! claim with a [`Ticket`] that holds everything the job needs, secrets included (they travel
+//! only over this authenticated connection and are never written to the agent's disk).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::PlanSpec;
+
+/// A secret value: serialized as itself, but never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// An agent introducing itself (`POST /api/v1/agents`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// Unique per agent; its jobs' leases are held in this name.
+    pub name: String,
+    /// Sources whose labels are all among these run here.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub version: String,
+    pub hostname: String,
+    /// Jobs the agent runs at once.
+    pub slots: u32,
+}
+
+/// Whether an agent with `agent_labels` may run a job of a source labelled `selector`: every
+/// label of the source must be among the agent's. A source without labels runs anywhere.
+pub fn labels_match(
+    selector: &BTreeMap<String, String>,
+    agent_labels: &BTreeMap<String, String>,
+) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| agent_labels.get(k).is_some_and(|a| a == v))
+}
+
+/// How to reach a repository.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RepoTicket {
+    pub endpoint: String,
+    pub url: String,
+    pub password: Secret,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// zstd level for a repository Holdfast creates (0: none); `None`: the default.
+    pub compression: Option<i32>,
+}
+
+/// How to reach a database (or folder, or command).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SourceTicket {
+    pub name: String,
+    pub kind: String,
+    /// The source's URL without its password.
+    pub url: String,
+    pub command: Option<String>,
+    pub password: Option<Secret>,
+    pub single_stream: bool,
+    pub all_databases: bool,
+    /// Restores: the database to restore into instead of the source's own.
+    pub database: Option<String>,
+}
+
+/// What a restore job restores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RestoreTicket {
+    pub restore_point: String,
+    pub create: bool,
+    pub force: bool,
+}
+
+/// A claimed job with everything needed to run it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Ticket {
+    pub job: i64,
+    /// `backup`, `restore` or `prune`.
+    pub kind: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Renew the lease (heartbeat) well within this many milliseconds.
+    pub lease_ms: u64,
+    /// The plan, with its hooks, retention and retry settings (none for prune jobs).
+    pub plan: Option<PlanSpec>,
+    pub repository: RepoTicket,
+    /// Backups: the source; restores: the target.
+    pub source: Option<SourceTicket>,
+    pub restore: Option<RestoreTicket>,
+    /// Earlier attempts of this job that started their lifecycle but never ran their cleanup
+    /// and unlock steps (their agent died): run those first.
+    pub cleanup_first: Vec<u32>,
+}
+
+/// Progress, renewing the lease (`POST .../heartbeat`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HeartbeatReply {
+    /// Someone asked to cancel the job: stop, clean up, and finish it as cancelled.
+    pub cancel: bool,
+}
+
+/// Log lines for a job (`POST .../log`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LogLines {
+    pub lines: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A lifecycle step starting or ending (`POST .../steps`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StepReport {
+    /// The attempt the step belongs to (an earlier one, for a cleanup run on its behalf).
+    pub attempt: u32,
+    /// A [`crate::lifecycle::Step`] name, or `released`.
+    pub step: String,
+    /// 1 for the first try of the step in this attempt.
+    pub try_no: u32,
+    pub state: StepState,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// The end of an attempt (`POST .../finish`). The server decides what follows (retry, fail).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Finish {
+    pub outcome: Outcome,
+    /// For failures: whether trying again later may help.
+    #[serde(default)]
+    pub transient: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub snapshot_id: Option<String>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_runs_on_agents_that_carry_all_its_labels() {
+        let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(labels_match(&m(&[]), &m(&[])));
+        assert!(labels_match(&m(&[]), &m(&[("site", "eu")])));
+        assert!(labels_match(
+            &m(&[("site", "eu")]),
+            &m(&[("site", "eu"), ("disk", "ssd")])
+        ));
+        assert!(!labels_match(&m(&[("site", "eu")]), &m(&[("site", "us")])));
+        assert!(!labels_match(&m(&[("site", "eu")]), &m(&[])));
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let t = RepoTicket {
+            endpoint: "e".into(),
+            url: "/r".into(),
+            password: Secret("hunter2".into()),
+            access_key_id: None,
+            secret_access_key: Some(Secret("s3cr3t".into())),
+            compression: None,
+        };
+        let d = format!("{t:?}");
+        assert!(!d.contains("hunter2") && !d.contains("s3cr3t"), "{d}");
+        assert!(serde_json::to_string(&t).unwrap().contains("hunter2"));
+    }
+}

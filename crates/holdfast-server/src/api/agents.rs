@@ -1,0 +1,533 @@
+//! The agents' side of the API: register, long-poll for a job (answered with its ticket),
+//! heartbeat, log lines, lifecycle steps, and the attempt's end, which the server turns into the
+//! job's next state with the rules of `holdfast_core::job`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use holdfast_core::agent::{
+    Finish, Heartbeat, HeartbeatReply, Hello, LogLines, Outcome, RepoTicket, RestoreTicket, Secret,
+    SourceTicket, StepReport, Ticket, labels_match,
+};
+use holdfast_core::job::{Event, JobState, transition};
+use holdfast_core::lifecycle::{RELEASED, Step};
+use holdfast_core::plan::{Compression, PlanSpec};
+use holdfast_store::{AgentRow, Job, JobUpdate, Kind, StepRow};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{ApiError, ApiResult, Body, ErrorBody};
+use crate::AppState;
+use crate::model::*;
+
+/// An agent counts as online when it was heard from this recently (its long-polls return at
+/// least every 20 s).
+const ONLINE_MS: i64 = 60_000;
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+}
+
+fn agent_view(a: &AgentRow, running: &[(i64, String)], now: i64) -> AgentView {
+    AgentView {
+        name: a.name.clone(),
+        labels: serde_json::from_str(&a.labels).unwrap_or_default(),
+        version: a.version.clone(),
+        hostname: a.hostname.clone(),
+        slots: a.slots,
+        registered_at: rfc3339(a.registered_at),
+        last_seen: rfc3339(a.last_seen),
+        online: now - a.last_seen < ONLINE_MS,
+        running_jobs: running
+            .iter()
+            .filter(|(_, o)| *o == a.name)
+            .map(|(id, _)| *id)
+            .collect(),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+    description = "Every agent that registered: its labels, version, when it was last heard from, and the jobs it runs now.",
+    responses((status = 200, body = [AgentView])))]
+pub async fn list_agents(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<AgentView>>> {
+    let running = s.store.running_owners().await?;
+    let now = s.now();
+    let agents = s.store.agents().await?;
+    Ok(Json(
+        agents
+            .iter()
+            .map(|a| agent_view(a, &running, now))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = Hello,
+    description = "An agent registers (again, after a restart or with new labels).",
+    responses((status = 200, body = AgentView), (status = 422, body = ErrorBody)))]
+pub async fn register_agent(
+    State(s): State<Arc<AppState>>,
+    Body(h): Body<Hello>,
+) -> ApiResult<Json<AgentView>> {
+    if !valid_name(&h.name) {
+        return Err(ApiError::field(
+            "name",
+            "1 to 100 letters, digits, `-`, `_`, `.` or `:`",
+        ));
+    }
+    if let Some(k) = h.labels.keys().find(|k| !valid_name(k)) {
+        return Err(ApiError::field(
+            "labels",
+            format!("label `{k}`: names are 1 to 100 letters, digits, `-`, `_`, `.` or `:`"),
+        ));
+    }
+    if h.slots == 0 || h.slots > 64 {
+        return Err(ApiError::field("slots", "1 to 64"));
+    }
+    let now = s.now();
+    let row = AgentRow {
+        name: h.name.clone(),
+        labels: serde_json::to_string(&h.labels).expect("labels serialize"),
+        version: h.version,
+        hostname: h.hostname,
+        slots: i64::from(h.slots),
+        registered_at: now,
+        last_seen: now,
+    };
+    s.store.upsert_agent(&row).await?;
+    tracing::info!(agent = %h.name, labels = ?h.labels, "agent registered");
+    let running = s.store.running_owners().await?;
+    Ok(Json(agent_view(&row, &running, now)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimQuery {
+    /// Seconds to wait for a job (0 to 60, default 20).
+    wait: Option<u64>,
+}
+
+/// The labels a job's source asks of its agent (none: any agent).
+async fn selector(s: &AppState, j: &Job) -> BTreeMap<String, String> {
+    let source = match j.kind.as_str() {
+        "backup" => match &j.plan {
+            Some(p) => s
+                .store
+                .get(Kind::Plan, p)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| serde_json::from_str::<PlanSpec>(&r.spec).ok())
+                .map(|p| p.source),
+            None => None,
+        },
+        "restore" => serde_json::from_str::<JobParams>(&j.params)
+            .ok()
+            .and_then(|p| p.target_source),
+        _ => None,
+    };
+    let Some(source) = source else {
+        return BTreeMap::new();
+    };
+    s.store
+        .get(Kind::Source, &source)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| serde_json::from_str::<StoredSource>(&r.spec).ok())
+        .map(|st| st.labels)
+        .unwrap_or_default()
+}
+
+fn source_ticket(
+    s: &AppState,
+    name: &str,
+    src: &holdfast_store::Resource,
+    database: Option<String>,
+) -> ApiResult<SourceTicket> {
+    let stored: StoredSource = serde_json::from_str(&src.spec)
+        .map_err(|e| ApiError::Internal(format!("stored source `{name}` is unreadable: {e}")))?;
+    let secrets: SourceSecrets = match &src.secrets {
+        Some(x) => s.open_secrets(Kind::Source, name, x)?,
+        None => SourceSecrets::default(),
+    };
+    Ok(SourceTicket {
+        name: name.to_string(),
+        kind: stored.kind.to_string(),
+        url: stored.url,
+        command: stored.command,
+        password: secrets.password.map(Secret),
+        single_stream: stored.single_stream,
+        all_databases: stored.all_databases,
+        database,
+    })
+}
+
+fn repo_ticket(
+    s: &AppState,
+    ep: &holdfast_store::Resource,
+    compression: Option<Compression>,
+) -> ApiResult<RepoTicket> {
+    let spec: StoredEndpoint = serde_json::from_str(&ep.spec)
+        .map_err(|e| ApiError::Internal(format!("stored endpoint is unreadable: {e}")))?;
+    let secrets: EndpointSecrets = match &ep.secrets {
+        Some(x) => s.open_secrets(Kind::Endpoint, &ep.name, x)?,
+        None => EndpointSecrets::default(),
+    };
+    let password = secrets.password.ok_or_else(|| {
+        ApiError::field(
+            "password",
+            format!("endpoint `{}` has no repository password; set one", ep.name),
+        )
+    })?;
+    Ok(RepoTicket {
+        endpoint: ep.name.clone(),
+        url: spec.url,
+        password: Secret(password),
+        access_key_id: spec.access_key_id,
+        secret_access_key: secrets.secret_access_key.map(Secret),
+        compression: match compression {
+            Some(Compression::Level(l)) => Some(l),
+            Some(Compression::Off) => Some(0),
+            _ => None,
+        },
+    })
+}
+
+/// Everything the agent needs for job `j`.
+async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
+    let plan = match &j.plan {
+        Some(p) => {
+            let r = s
+                .store
+                .get(Kind::Plan, p)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("plan `{p}` was deleted")))?;
+            Some(
+                serde_json::from_str::<PlanSpec>(&r.spec)
+                    .map_err(|e| ApiError::Internal(format!("stored plan is unreadable: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    let params: JobParams = serde_json::from_str(&j.params).unwrap_or_default();
+    let endpoint = j
+        .endpoint
+        .clone()
+        .or_else(|| plan.as_ref().map(|p| p.endpoint.clone()))
+        .ok_or_else(|| ApiError::Internal(format!("job {} names no endpoint", j.id)))?;
+    let ep = s.store.must_get(Kind::Endpoint, &endpoint).await?;
+    let compression = plan.as_ref().map(|p| p.compression);
+    if j.kind == "backup" {
+        s.ensure_repository(&ep, compression).await;
+    }
+    let repository = repo_ticket(s, &ep, compression)?;
+    let (source, restore) = match j.kind.as_str() {
+        "backup" => {
+            let name = plan
+                .as_ref()
+                .map(|p| p.source.clone())
+                .ok_or_else(|| ApiError::Internal("a backup job without a plan".into()))?;
+            let src = s.store.must_get(Kind::Source, &name).await?;
+            (Some(source_ticket(s, &name, &src, None)?), None)
+        }
+        "restore" => {
+            let name = params
+                .target_source
+                .clone()
+                .ok_or_else(|| ApiError::Internal("a restore job without a target".into()))?;
+            let src = s.store.must_get(Kind::Source, &name).await?;
+            let point = params.restore_point.clone().ok_or_else(|| {
+                ApiError::Internal("a restore job without a restore point".into())
+            })?;
+            (
+                Some(source_ticket(s, &name, &src, params.database.clone())?),
+                Some(RestoreTicket {
+                    restore_point: point,
+                    create: params.create,
+                    force: params.force,
+                }),
+            )
+        }
+        _ => (None, None),
+    };
+    // Attempts that started their lifecycle and never released it: their agent died.
+    let steps = s.store.steps(j.id).await?;
+    let mut cleanup_first: Vec<u32> = vec![];
+    for st in &steps {
+        let a = u32::try_from(st.attempt).unwrap_or(0);
+        if st.attempt < j.attempt
+            && !cleanup_first.contains(&a)
+            && !steps
+                .iter()
+                .any(|o| o.attempt == st.attempt && o.step == RELEASED)
+        {
+            cleanup_first.push(a);
+        }
+    }
+    Ok(Ticket {
+        job: j.id,
+        kind: j.kind.clone(),
+        attempt: u32::try_from(j.attempt).unwrap_or(1),
+        max_attempts: u32::try_from(j.max_attempts).unwrap_or(1),
+        lease_ms: s.config.lease.as_millis() as u64,
+        plan,
+        repository,
+        source,
+        restore,
+        cleanup_first,
+    })
+}
+
+/// Claims the oldest runnable job this agent's labels allow.
+async fn claim_for(
+    s: &AppState,
+    agent: &str,
+    labels: &BTreeMap<String, String>,
+) -> ApiResult<Option<Ticket>> {
+    loop {
+        let now = s.now();
+        let mut claimed = None;
+        for j in s.store.claim_candidates(now, 50).await? {
+            if !labels_match(&selector(s, &j).await, labels) {
+                continue;
+            }
+            let lease = now + s.config.lease.as_millis() as i64;
+            if let Some(job) = s.store.claim_job(j.id, agent, now, lease).await? {
+                claimed = Some(job);
+                break;
+            }
+        }
+        let Some(job) = claimed else { return Ok(None) };
+        match ticket(s, &job).await {
+            Ok(t) => return Ok(Some(t)),
+            // The job cannot run anywhere (its plan or source is gone, a secret unreadable):
+            // fail it with the reason and look for another.
+            Err(e) => {
+                let reason = format!("cannot start: {e}");
+                s.store.append_log(job.id, now, &reason).await?;
+                let c = JobUpdate {
+                    state: "failed".into(),
+                    attempt: job.attempt,
+                    run_after: None,
+                    error: Some(reason),
+                    snapshot_id: None,
+                    bytes_read: 0,
+                    bytes_written: 0,
+                    now,
+                };
+                s.store.finish(job.id, agent, &c).await?;
+            }
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/agents/{name}/claim", tag = "agents", params(ClaimQuery),
+    description = "Long-polls for a job whose source labels the agent carries. 200 with the job's ticket (secrets included), or 204 when none came within `wait` seconds.",
+    responses((status = 200, body = Ticket), (status = 204), (status = 404, body = ErrorBody)))]
+pub async fn claim(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    q: Result<Query<ClaimQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let agent = s.store.agent(&name).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "agent `{name}` is not registered; POST /api/v1/agents first"
+        ))
+    })?;
+    let labels: BTreeMap<String, String> = serde_json::from_str(&agent.labels).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(20).min(60));
+    loop {
+        let woken = s.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        s.store.touch_agent(&name, s.now()).await?;
+        if let Some(t) = claim_for(&s, &name, &labels).await? {
+            tracing::info!(agent = %name, job = t.job, attempt = t.attempt, "job handed to agent");
+            return Ok(Json(t).into_response());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(s.config.poll.min(deadline - now)) => {}
+        }
+    }
+}
+
+fn job_id(id: &str) -> ApiResult<i64> {
+    id.parse()
+        .map_err(|_| ApiError::NotFound(format!("job `{id}` not found (job ids are numbers)")))
+}
+
+fn lost(id: i64, agent: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "job {id} is no longer held by agent `{agent}` (its lease expired or it ended); drop it"
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/agents/{name}/jobs/{id}/heartbeat", tag = "agents", request_body = Heartbeat,
+    description = "Renews the job's lease and records progress. 409 when the lease is lost: stop the job.",
+    responses((status = 200, body = HeartbeatReply), (status = 409, body = ErrorBody)))]
+pub async fn heartbeat(
+    State(s): State<Arc<AppState>>,
+    Path((name, id)): Path<(String, String)>,
+    Body(hb): Body<Heartbeat>,
+) -> ApiResult<Json<HeartbeatReply>> {
+    let id = job_id(&id)?;
+    let now = s.now();
+    s.store.touch_agent(&name, now).await?;
+    let lease = now + s.config.lease.as_millis() as i64;
+    match s
+        .store
+        .heartbeat(
+            id,
+            &name,
+            lease,
+            hb.bytes_read as i64,
+            hb.bytes_written as i64,
+        )
+        .await?
+    {
+        Some(cancel) => Ok(Json(HeartbeatReply { cancel })),
+        None => Err(lost(id, &name)),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/agents/{name}/jobs/{id}/log", tag = "agents", request_body = LogLines,
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn log(
+    State(s): State<Arc<AppState>>,
+    Path((_name, id)): Path<(String, String)>,
+    Body(l): Body<LogLines>,
+) -> ApiResult<StatusCode> {
+    let id = job_id(&id)?;
+    s.store.must_job(id).await?;
+    let lines: Vec<String> = l
+        .lines
+        .into_iter()
+        .map(|mut x| {
+            if x.len() > 4000 {
+                let mut cut = 4000;
+                while !x.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                x.truncate(cut);
+                x.push('…');
+            }
+            x
+        })
+        .collect();
+    s.store.append_logs(id, s.now(), &lines).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/agents/{name}/jobs/{id}/steps", tag = "agents", request_body = StepReport,
+    description = "Records a lifecycle step starting or ending.",
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn step(
+    State(s): State<Arc<AppState>>,
+    Path((name, id)): Path<(String, String)>,
+    Body(r): Body<StepReport>,
+) -> ApiResult<StatusCode> {
+    let id = job_id(&id)?;
+    s.store.must_job(id).await?;
+    if r.step != RELEASED && Step::parse(&r.step).is_none() {
+        return Err(ApiError::field(
+            "step",
+            format!("unknown step `{}`", r.step),
+        ));
+    }
+    let now = s.now();
+    let running = r.state == holdfast_core::agent::StepState::Running;
+    s.store
+        .record_step(
+            id,
+            &StepRow {
+                attempt: i64::from(r.attempt),
+                step: r.step,
+                try_no: i64::from(r.try_no),
+                state: r.state.as_str().into(),
+                agent: name,
+                started_at: now,
+                finished_at: (!running).then_some(now),
+                detail: r.detail,
+            },
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/agents/{name}/jobs/{id}/finish", tag = "agents", request_body = Finish,
+    description = "Ends the agent's attempt. The server decides what follows: done, or back in the queue after a backoff, or failed when out of attempts.",
+    responses((status = 200, body = JobView), (status = 409, body = ErrorBody)))]
+pub async fn finish(
+    State(s): State<Arc<AppState>>,
+    Path((name, id)): Path<(String, String)>,
+    Body(f): Body<Finish>,
+) -> ApiResult<Json<JobView>> {
+    let id = job_id(&id)?;
+    let job = s.store.must_job(id).await?;
+    if job.state != "running" || job.lease_owner.as_deref() != Some(name.as_str()) {
+        return Err(lost(id, &name));
+    }
+    let params: JobParams = serde_json::from_str(&job.params).unwrap_or_default();
+    let mut backoff = params.backoff;
+    backoff.attempts = u32::try_from(job.max_attempts).unwrap_or(1);
+    let event = match f.outcome {
+        Outcome::Succeeded => Event::Succeeded,
+        Outcome::Cancelled => Event::Cancelled,
+        Outcome::Failed => Event::Failed {
+            transient: f.transient,
+            reason: f
+                .reason
+                .clone()
+                .unwrap_or_else(|| "failed without a reason".into()),
+        },
+    };
+    let attempt = u32::try_from(job.attempt).unwrap_or(1);
+    let jitter = f64::from(crate::secrets::random_bytes::<1>()[0]) / 256.0;
+    let next = transition(JobState::Running, attempt, &event, &backoff, jitter)
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let now = s.now();
+    let line = match (&next.state, &next.error) {
+        (JobState::Succeeded, _) => "succeeded".to_string(),
+        (JobState::Cancelled, _) => "cancelled; no restore point was saved".to_string(),
+        (JobState::Queued, Some(e)) => format!(
+            "attempt {attempt} failed: {e}; attempt {} in {} s",
+            next.attempt,
+            next.retry_in_secs.unwrap_or(0)
+        ),
+        (_, Some(e)) => format!("failed: {e}"),
+        (st, None) => st.as_str().to_string(),
+    };
+    s.store.append_log(id, now, &line).await?;
+    let c = JobUpdate {
+        state: next.state.as_str().into(),
+        attempt: i64::from(next.attempt),
+        run_after: next.retry_in_secs.map(|x| now + x as i64 * 1000),
+        error: next.error,
+        snapshot_id: f.snapshot_id,
+        bytes_read: f.bytes_read as i64,
+        bytes_written: f.bytes_written as i64,
+        now,
+    };
+    if !s.store.finish(id, &name, &c).await? {
+        return Err(lost(id, &name));
+    }
+    if next.state == JobState::Queued {
+        s.wake.notify_waiters();
+    }
+    Ok(Json(JobView::new(&s.store.must_job(id).await?)))
+}

@@ -1,0 +1,601 @@
+//! `holdfast agent` as users run it: real agent processes next to a real server on loopback,
+//! backing up and restoring the machine's PostgreSQL, with the plan's hooks as shell scripts
+//! that write what they saw to a trace file.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::PgDb;
+use crate::server::{Meta, Server, TOKEN};
+
+const DB_PASSWORD: &str = "agent-pw-that-must-never-show";
+
+struct Agent {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    fn start(s: &Server, name: &str, labels: &[&str], token: &str) -> Self {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        c.args([
+            "agent",
+            "--server",
+            &s.url,
+            "--name",
+            name,
+            "--poll-secs",
+            "1",
+        ]);
+        for l in labels {
+            c.args(["--label", l]);
+        }
+        c.env("HOLDFAST_TOKEN", token)
+            .env_remove("HOLDFAST_TOKEN_FILE")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the agent to exit on its own; its exit code.
+    fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_agents(s: &Server, names: &[&str]) {
+    wait_for("the agents to register", || {
+        let a = s.ok("GET", "/api/v1/agents", None);
+        names.iter().all(|n| {
+            a.as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["name"] == *n && x["online"] == true)
+        })
+    });
+}
+
+/// A hook that appends `STEP attempt=N ...` to `trace` and says hello in the job log.
+fn tracer(trace: &Path) -> String {
+    format!(
+        "echo \"$HOLDFAST_STEP attempt=$HOLDFAST_ATTEMPT db=$HOLDFAST_SOURCE_DATABASE snap=$HOLDFAST_SNAPSHOT_ID pw=${{HOLDFAST_SOURCE_PASSWORD:+set}} work=$HOLDFAST_WORK_DIR\" >> {}; echo hook-says-hello; test -d \"$HOLDFAST_WORK_DIR\"",
+        trace.display()
+    )
+}
+
+fn trace_steps(trace: &Path) -> Vec<String> {
+    std::fs::read_to_string(trace)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            format!("{} {}", w.next().unwrap(), w.next().unwrap())
+        })
+        .collect()
+}
+
+fn finished(st: &str) -> bool {
+    st != "queued" && st != "running"
+}
+
+fn steps_of(job: &Value) -> Vec<String> {
+    job["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let d = s["detail"]
+                .as_str()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            format!(
+                "{}:{}:{}{d}",
+                s["attempt"],
+                s["step"].as_str().unwrap(),
+                s["state"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn log_of(job: &Value) -> String {
+    job["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn agents_take_the_jobs_their_labels_select_and_run_the_hooks_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "0"]);
+    let east = Agent::start(&s, "east", &["site=east"], TOKEN);
+    let west = Agent::start(&s, "west", &["site=west", "disk=ssd"], TOKEN);
+    wait_agents(&s, &["east", "west"]);
+
+    let db = PgDb::new();
+    db.pgbench(1);
+    let before = db.checksums();
+    for (name, site) in [("east-db", "east"), ("west-db", "west")] {
+        s.ok(
+            "POST",
+            "/api/v1/sources",
+            Some(&json!({"name": name, "kind": "postgres", "url": db.url(),
+                         "password": DB_PASSWORD, "labels": {"site": site}})),
+        );
+    }
+    let trace = dir.path().join("trace");
+    let hook = json!({"run": tracer(&trace), "timeout_secs": 60});
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "east-plan", "source": "east-db", "endpoint": "local",
+                     "schedule": "@daily",
+                     "hooks": {"pre_backup_lock": hook, "pre_backup_check": hook,
+                               "backup_cleanup": hook, "post_backup_unlock": hook,
+                               "pre_restore_lock": hook, "restore_cleanup": hook,
+                               "post_restore_unlock": hook}}),
+        ),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(&json!({"name": "west-plan", "source": "west-db", "endpoint": "local", "schedule": "@daily"})),
+    );
+
+    let e = s.ok("POST", "/api/v1/plans/east-plan/run", None);
+    let w = s.ok("POST", "/api/v1/plans/west-plan/run", None);
+    let e = s.wait_job(e["id"].as_i64().unwrap(), finished);
+    let w = s.wait_job(w["id"].as_i64().unwrap(), finished);
+    assert_eq!(e["state"], "succeeded", "{e}\n{}", east.log());
+    assert_eq!(w["state"], "succeeded", "{w}\n{}", west.log());
+    // The labels decided who ran what.
+    assert_eq!(e["worker"], Value::Null, "the lease is released at the end");
+    assert!(log_of(&e).contains("started on agent east"), "{e}");
+    assert!(log_of(&w).contains("started on agent west"), "{w}");
+
+    // The hooks ran in the OSB order, with the job's context, and spoke into the job log.
+    let snap = e["snapshot_id"].as_str().unwrap();
+    assert_eq!(
+        trace_steps(&trace),
+        [
+            "pre-backup-lock attempt=1",
+            "pre-backup-check attempt=1",
+            "backup-cleanup attempt=1",
+            "post-backup-unlock attempt=1"
+        ]
+    );
+    let text = std::fs::read_to_string(&trace).unwrap();
+    assert!(text.contains(&format!("db={}", db.name)), "{text}");
+    assert!(text.contains("pw=set"), "{text}");
+    assert!(
+        text.lines()
+            .nth(2)
+            .unwrap()
+            .contains(&format!("snap={snap}")),
+        "cleanup sees the new restore point: {text}"
+    );
+    assert!(
+        log_of(&e).contains("[pre-backup-lock] hook-says-hello"),
+        "{e}"
+    );
+    assert_eq!(
+        steps_of(&e),
+        [
+            "1:pre-backup-lock:succeeded",
+            "1:pre-backup-check:succeeded",
+            "1:backup:succeeded",
+            "1:backup-cleanup:succeeded",
+            "1:post-backup-unlock:succeeded",
+            "1:released:succeeded"
+        ]
+    );
+    // Each attempt's work directory is private and gone afterwards.
+    let work = text.lines().next().unwrap().split("work=").nth(1).unwrap();
+    assert!(!Path::new(work).exists(), "{work} left behind");
+
+    // The server shows the agents with their labels and version.
+    let agents = s.ok("GET", "/api/v1/agents", None);
+    let west_view = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "west")
+        .unwrap();
+    assert_eq!(west_view["labels"], json!({"site": "west", "disk": "ssd"}));
+    assert_eq!(west_view["version"], env!("CARGO_PKG_VERSION"));
+    assert!(west_view["last_seen"].as_str().is_some());
+
+    // A restore runs on the agent the target's labels select, with the restore lifecycle.
+    std::fs::remove_file(&trace).unwrap();
+    let target = PgDb::not_created();
+    let r = s.ok(
+        "POST",
+        "/api/v1/restores",
+        Some(&json!({"plan": "east-plan", "restore_point": snap, "database": target.name})),
+    );
+    let r = s.wait_job(r["id"].as_i64().unwrap(), finished);
+    assert_eq!(r["state"], "succeeded", "{r}\n{}", east.log());
+    assert!(log_of(&r).contains("started on agent east"), "{r}");
+    assert_eq!(target.checksums(), before);
+    assert!(r["bytes_written"].as_i64().unwrap() > 1_000_000, "{r}");
+    assert!(r["duration_secs"].as_f64().is_some(), "{r}");
+    assert_eq!(
+        trace_steps(&trace),
+        [
+            "pre-restore-lock attempt=1",
+            "restore-cleanup attempt=1",
+            "post-restore-unlock attempt=1"
+        ]
+    );
+    assert!(
+        std::fs::read_to_string(&trace)
+            .unwrap()
+            .contains(&format!("db={}", target.name))
+    );
+
+    // The database password travels to the agents but shows nowhere.
+    for l in [
+        east.log(),
+        west.log(),
+        s.log(),
+        e.to_string(),
+        r.to_string(),
+    ] {
+        assert!(!l.contains(DB_PASSWORD));
+    }
+    let (_, doc) = s.call("GET", "/api/v1/openapi.json", None);
+    assert!(doc["paths"].get("/api/v1/agents/{name}/claim").is_some());
+}
+
+#[test]
+fn cleanup_and_unlock_run_after_a_failure_a_timeout_and_a_cancel_and_steps_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "0"]);
+    let agent = Agent::start(&s, "solo", &[], TOKEN);
+    wait_agents(&s, &["solo"]);
+    let db = PgDb::new();
+    db.psql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000);");
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "db", "kind": "postgres", "url": db.url()})),
+    );
+    let trace = dir.path().join("trace");
+    let t = json!({"run": tracer(&trace)});
+    let plan = |name: &str, check: Value, retry: Value| {
+        s.ok(
+            "POST",
+            "/api/v1/plans",
+            Some(
+                &json!({"name": name, "source": "db", "endpoint": "local", "schedule": "@daily",
+                         "retry": {"attempts": 1},
+                         "step_retry": retry,
+                         "hooks": {"pre_backup_lock": t, "pre_backup_check": check,
+                                   "backup_cleanup": t, "post_backup_unlock": t}}),
+            ),
+        );
+    };
+    let run = |name: &str| -> i64 {
+        std::fs::remove_file(&trace).ok();
+        s.ok("POST", &format!("/api/v1/plans/{name}/run"), None)["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let locked_and_released = [
+        "pre-backup-lock attempt=1",
+        "backup-cleanup attempt=1",
+        "post-backup-unlock attempt=1",
+    ];
+
+    // A check that says "do not retry" fails the job at once; cleanup and unlock still run.
+    plan(
+        "refuses",
+        json!({"run": "echo nope >&2; exit 99"}),
+        json!({}),
+    );
+    let j = s.wait_job(run("refuses"), finished);
+    assert_eq!(j["state"], "failed", "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("pre-backup-check hook exited with status 99"),
+        "{j}"
+    );
+    assert_eq!(trace_steps(&trace), locked_and_released);
+    assert!(log_of(&j).contains("[pre-backup-check] nope"), "{j}");
+    let checks: Vec<String> = steps_of(&j)
+        .into_iter()
+        .filter(|x| x.contains("pre-backup-check"))
+        .collect();
+    assert_eq!(checks.len(), 1, "one try, no retries: {j}");
+    assert!(
+        checks[0].starts_with("1:pre-backup-check:failed"),
+        "{checks:?}"
+    );
+
+    // A flaky check is retried with backoff within the attempt and then passes.
+    let count = dir.path().join("count");
+    let flaky = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ]",
+        c = count.display()
+    );
+    plan(
+        "flaky",
+        json!({"run": flaky}),
+        json!({"attempts": 3, "base_ms": 50, "cap_ms": 200}),
+    );
+    let j = s.wait_job(run("flaky"), finished);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let checks: Vec<String> = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["step"] == "pre-backup-check")
+        .map(|x| format!("{}:{}", x["try_no"], x["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(checks, ["1:failed", "2:failed", "3:succeeded"], "{j}");
+    assert!(log_of(&j).contains("trying again in"), "{j}");
+
+    // A hook that hangs is killed at its timeout; cleanup and unlock run.
+    plan(
+        "hangs",
+        json!({"run": "sleep 30", "timeout_secs": 1}),
+        json!({"attempts": 1}),
+    );
+    let j = s.wait_job(run("hangs"), finished);
+    assert_eq!(j["state"], "failed", "{j}");
+    assert!(
+        j["error"].as_str().unwrap().contains("timed out after 1 s"),
+        "{j}"
+    );
+    assert_eq!(trace_steps(&trace), locked_and_released);
+
+    // Cancelled while a hook runs: the hook is killed, cleanup and unlock run, no restore point.
+    let started = dir.path().join("started");
+    plan(
+        "cancelled",
+        json!({"run": format!("touch {}; sleep 60", started.display())}),
+        json!({}),
+    );
+    let id = run("cancelled");
+    wait_for("the check hook to start", || started.exists());
+    s.ok("POST", &format!("/api/v1/jobs/{id}/cancel"), None);
+    let j = s.wait_job(id, finished);
+    assert_eq!(j["state"], "cancelled", "{j}\n{}", agent.log());
+    assert_eq!(j["snapshot_id"], Value::Null);
+    assert_eq!(trace_steps(&trace), locked_and_released);
+    let points = s.ok("GET", "/api/v1/restore-points?plan=cancelled", None);
+    assert_eq!(points.as_array().unwrap().len(), 0, "{points}");
+}
+
+#[test]
+fn a_job_whose_agent_is_killed_is_cleaned_up_and_finished_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &Meta::Sqlite,
+        &["--workers", "0", "--lease-secs", "2"],
+    );
+    let mut first = Agent::start(&s, "first", &["site=x"], TOKEN);
+    wait_agents(&s, &["first"]);
+    let db = PgDb::new();
+    db.pgbench(1);
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "db", "kind": "postgres", "url": db.url(), "labels": {"site": "x"}})),
+    );
+    let trace = dir.path().join("trace");
+    let t = json!({"run": tracer(&trace)});
+    let in_check = dir.path().join("in-check");
+    let check = format!(
+        "{}; if [ \"$HOLDFAST_ATTEMPT\" = 1 ]; then touch {}; sleep 20; fi",
+        tracer(&trace),
+        in_check.display()
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "p", "source": "db", "endpoint": "local", "schedule": "@daily",
+                     "retry": {"attempts": 3, "base_secs": 1, "cap_secs": 1},
+                     "hooks": {"pre_backup_lock": t, "pre_backup_check": {"run": check},
+                               "backup_cleanup": t, "post_backup_unlock": t}}),
+        ),
+    );
+    let id = s.ok("POST", "/api/v1/plans/p/run", None)["id"]
+        .as_i64()
+        .unwrap();
+    wait_for("the first attempt to reach its check", || in_check.exists());
+    first.kill9();
+
+    // Another agent takes the job over once the lease expires: it first runs the dead
+    // attempt's cleanup and unlock, then a whole new attempt.
+    let second = Agent::start(&s, "second", &["site=x"], TOKEN);
+    let j = s.wait_job(id, finished);
+    assert_eq!(j["state"], "succeeded", "{j}\n{}", second.log());
+    assert_eq!(j["attempt"], 2, "{j}");
+    assert_eq!(
+        trace_steps(&trace),
+        [
+            "pre-backup-lock attempt=1",
+            "pre-backup-check attempt=1",
+            "backup-cleanup attempt=1",
+            "post-backup-unlock attempt=1",
+            "pre-backup-lock attempt=2",
+            "pre-backup-check attempt=2",
+            "backup-cleanup attempt=2",
+            "post-backup-unlock attempt=2",
+        ]
+    );
+    let steps = steps_of(&j);
+    assert!(
+        steps.contains(&"1:released:succeeded".to_string()),
+        "{steps:?}"
+    );
+    assert!(
+        log_of(&j).contains("agent first stopped renewing its lease"),
+        "{j}"
+    );
+
+    // One restore point, and the repository is clean for restic.
+    let points = s.ok("GET", "/api/v1/restore-points?plan=p", None);
+    assert_eq!(points.as_array().unwrap().len(), 1, "{points}");
+    assert_eq!(points[0]["id"], j["snapshot_id"]);
+    s.restic(&["check"]);
+}
+
+#[test]
+fn an_agent_with_a_wrong_or_revoked_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "0"]);
+    let mut wrong = Agent::start(&s, "wrong", &[], "hf_not_a_token");
+    assert_ne!(wrong.wait_exit(), 0);
+    assert!(
+        wrong.log().contains("refused the agent's token"),
+        "{}",
+        wrong.log()
+    );
+    let agents = s.ok("GET", "/api/v1/agents", None);
+    assert_eq!(agents.as_array().unwrap().len(), 0, "{agents}");
+
+    let t = s.ok("POST", "/api/v1/tokens", Some(&json!({"name": "agent"})));
+    let mut agent = Agent::start(&s, "revoked", &[], t["token"].as_str().unwrap());
+    wait_agents(&s, &["revoked"]);
+    assert_eq!(
+        s.call("DELETE", &format!("/api/v1/tokens/{}", t["id"]), None)
+            .0,
+        204
+    );
+    assert_ne!(agent.wait_exit(), 0);
+    assert!(
+        agent.log().contains("refused the agent's token"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// kill -9 the server while an agent's backup runs, and start it again on the same address:
+/// the agent keeps the dump going, holds its report while the server is away, and delivers it
+/// when the server is back. The job succeeds in its first attempt.
+#[test]
+fn an_agent_finishes_its_backup_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--workers",
+        "0",
+        "--lease-secs",
+        "60",
+        "--listen",
+        listen.as_str(),
+    ];
+    let mut s = Server::start(dir.path(), &Meta::Sqlite, &args);
+    let agent = Agent::start(&s, "steady", &[], TOKEN);
+    wait_agents(&s, &["steady"]);
+    let gate = dir.path().join("gate");
+    let started = dir.path().join("started");
+    let slow = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo payload-across-restart",
+        started.display(),
+        gate.display()
+    );
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "slow", "kind": "command", "url": "cmd:slow.txt", "command": slow})),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "slow", "source": "slow", "endpoint": "local", "schedule": "@yearly"}),
+        ),
+    );
+    let id = s.ok("POST", "/api/v1/plans/slow/run", None)["id"]
+        .as_i64()
+        .unwrap();
+    wait_for("the dump to start on the agent", || started.exists());
+    s.kill9();
+    // The dump ends while the server is down: the agent has a result and nobody to tell.
+    std::fs::write(&gate, b"").unwrap();
+    wait_for("the agent to find the server gone", || {
+        agent.log().contains("trying again in")
+    });
+    let s = Server::start(dir.path(), &Meta::Sqlite, &args);
+    let j = s.wait_job(id, finished);
+    assert_eq!(j["state"], "succeeded", "{j}\n{}", agent.log());
+    assert_eq!(j["attempt"], 1, "{j}\n{}", agent.log());
+    let dump = s.restic(&[
+        "dump",
+        j["snapshot_id"].as_str().unwrap(),
+        "/command/slow.txt",
+    ]);
+    assert_eq!(dump, "payload-across-restart\n");
+}
