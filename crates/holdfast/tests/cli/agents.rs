@@ -599,3 +599,85 @@ fn an_agent_finishes_its_backup_across_a_server_restart() {
     ]);
     assert_eq!(dump, "payload-across-restart\n");
 }
+
+/// Datamung's pattern: a pre hook makes another connection (here: a second database standing
+/// in for a temporary replica) and hands it to the dump through `$HOLDFAST_ENV_FILE`. And
+/// hooks that replace the built-in driver: the backup hook's stdout is the backup, the restore
+/// hook reads it back. Runs on the server's embedded agent.
+#[test]
+fn a_pre_hook_can_hand_over_a_connection_and_hooks_can_replace_the_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "1"]);
+    let primary = PgDb::new();
+    primary.psql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 100);");
+    let replica = PgDb::new();
+    replica.psql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 42);");
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "primary", "kind": "postgres", "url": primary.url()})),
+    );
+    let hand_over = format!(
+        "echo \"HOLDFAST_SOURCE_URL={}\" > \"$HOLDFAST_ENV_FILE\"",
+        replica.url()
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(&json!({"name": "handoff", "source": "primary", "endpoint": "local", "schedule": "@daily",
+                     "hooks": {"pre_backup_lock": {"run": hand_over}}})),
+    );
+    let j = s.ok("POST", "/api/v1/plans/handoff/run", None);
+    let j = s.wait_job(j["id"].as_i64().unwrap(), finished);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert!(
+        log_of(&j).contains("a hook handed over another connection"),
+        "{j}"
+    );
+    let target = PgDb::not_created();
+    let r = s.ok(
+        "POST",
+        "/api/v1/restores",
+        Some(
+            &json!({"plan": "handoff", "restore_point": j["snapshot_id"], "database": target.name}),
+        ),
+    );
+    let r = s.wait_job(r["id"].as_i64().unwrap(), finished);
+    assert_eq!(r["state"], "succeeded", "{r}");
+    assert_eq!(
+        target.checksums(),
+        replica.checksums(),
+        "the dump read the replica"
+    );
+    assert_ne!(target.checksums(), primary.checksums());
+
+    let out = dir.path().join("restored.txt");
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(&json!({"name": "custom", "source": "primary", "endpoint": "local", "schedule": "@daily",
+                     "hooks": {"backup": {"run": "echo \"custom dump of job $HOLDFAST_JOB_ID\""},
+                               "restore": {"run": format!("cat > {}", out.display())}}})),
+    );
+    let j = s.ok("POST", "/api/v1/plans/custom/run", None);
+    let id = j["id"].as_i64().unwrap();
+    let j = s.wait_job(id, finished);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let r = s.ok(
+        "POST",
+        "/api/v1/restores",
+        Some(&json!({"plan": "custom", "restore_point": j["snapshot_id"]})),
+    );
+    let r = s.wait_job(r["id"].as_i64().unwrap(), finished);
+    assert_eq!(r["state"], "succeeded", "{r}");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("custom dump of job {id}\n")
+    );
+    let agents = s.ok("GET", "/api/v1/agents", None);
+    assert_eq!(
+        agents.as_array().unwrap().len(),
+        1,
+        "the embedded agent: {agents}"
+    );
+}
