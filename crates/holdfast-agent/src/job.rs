@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use holdfast_core::SourceSpec;
 use holdfast_core::agent::{
-    Finish, Heartbeat, Outcome, RepoTicket, SourceTicket, StepReport, StepState, Ticket,
+    Finish, Heartbeat, Outcome, SourceTicket, StepReport, StepState, Ticket,
 };
 use holdfast_core::lifecycle::{Hook, NO_RETRY_EXIT, RELEASED, Step, StepRetry};
-use holdfast_core::{RepoLocation, SourceSpec};
 use holdfast_engine::repo::Gate;
 use holdfast_engine::{Error as EngineError, Repo, RepoConfig};
 use secrecy::{ExposeSecret, SecretString};
@@ -222,35 +222,9 @@ pub async fn run(link: Arc<Link>, t: Ticket) {
     }
 }
 
-fn repo_config(r: &RepoTicket) -> Result<RepoConfig, Failure> {
-    let location = RepoLocation::parse(&r.url)
-        .map_err(|e| Failure::permanent(format!("endpoint `{}`: {e}", r.endpoint)))?;
-    let mut cfg = RepoConfig::new(location, SecretString::from(r.password.0.clone()));
-    if let (Some(id), Some(key)) = (&r.access_key_id, &r.secret_access_key) {
-        cfg.s3_credentials = Some((id.clone(), SecretString::from(key.0.clone())));
-    }
-    cfg.compression = r.compression;
-    Ok(cfg)
-}
-
 fn source_spec(s: &SourceTicket, url: &str) -> Result<SourceSpec, Failure> {
-    let mut spec = SourceSpec::parse(url, s.command.as_deref())
-        .map_err(|e| Failure::permanent(format!("source `{}`: {e}", s.name)))?;
-    if let Some(p) = &s.password {
-        spec = spec.with_default_password(SecretString::from(p.0.clone()));
-    }
-    if let Some(db) = &s.database {
-        match &mut spec {
-            SourceSpec::Postgres(a) | SourceSpec::Mysql(a) => a.database = Some(db.clone()),
-            _ => {
-                return Err(Failure::permanent(format!(
-                    "{} targets have no database name to replace",
-                    s.kind
-                )));
-            }
-        }
-    }
-    Ok(spec)
+    s.spec(url)
+        .map_err(|e| Failure::permanent(format!("source `{}`: {e}", s.name)))
 }
 
 fn open_or_init(cfg: &RepoConfig) -> Result<Repo, EngineError> {
@@ -315,7 +289,7 @@ impl Ctx {
         };
         Ok(Self {
             link,
-            repo: repo_config(&t.repository)?,
+            repo: RepoConfig::from_ticket(&t.repository)?,
             snapshot: Mutex::new(t.restore.as_ref().map(|r| r.restore_point.clone())),
             t: t.clone(),
             log,

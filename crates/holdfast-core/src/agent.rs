@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::PlanSpec;
+use crate::{InputError, SourceSpec};
 
 /// A secret value: serialized as itself, but never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,29 @@ pub struct SourceTicket {
     pub all_databases: bool,
     /// Restores: the database to restore into instead of the source's own.
     pub database: Option<String>,
+}
+
+impl SourceTicket {
+    /// The connection to use: `url` (the source's own, or one a hook handed over) with the
+    /// source's password when the URL carries none, and the restore's database name.
+    pub fn spec(&self, url: &str) -> Result<SourceSpec, InputError> {
+        let mut spec = SourceSpec::parse(url, self.command.as_deref())?;
+        if let Some(p) = &self.password {
+            spec = spec.with_default_password(secrecy::SecretString::from(p.0.clone()));
+        }
+        if let Some(db) = &self.database {
+            match &mut spec {
+                SourceSpec::Postgres(a) | SourceSpec::Mysql(a) => a.database = Some(db.clone()),
+                _ => {
+                    return Err(InputError::new(
+                        format!("source `{}`", self.name),
+                        format!("{} targets have no database name to replace", self.kind),
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
 }
 
 /// What a restore job restores.

@@ -42,6 +42,19 @@ pub struct RepoConfig {
 }
 
 impl RepoConfig {
+    /// How to reach the repository a job's ticket names.
+    pub fn from_ticket(t: &holdfast_core::agent::RepoTicket) -> Result<Self> {
+        let location = RepoLocation::parse(&t.url).map_err(|e| {
+            holdfast_core::InputError::new(format!("endpoint `{}`", t.endpoint), e.to_string())
+        })?;
+        let mut cfg = Self::new(location, SecretString::from(t.password.0.clone()));
+        if let (Some(id), Some(key)) = (&t.access_key_id, &t.secret_access_key) {
+            cfg.s3_credentials = Some((id.clone(), SecretString::from(key.0.clone())));
+        }
+        cfg.compression = t.compression;
+        Ok(cfg)
+    }
+
     pub fn new(location: RepoLocation, password: SecretString) -> Self {
         Self {
             location,

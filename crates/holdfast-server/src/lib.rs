@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use holdfast_core::agent::{RepoTicket, Secret, SourceTicket};
 use holdfast_core::plan::Compression;
-use holdfast_core::{RepoLocation, SourceSpec};
 use holdfast_engine::{Repo, RepoConfig};
 use holdfast_store::{Kind, NewResource, Resource, Store};
 use secrecy::SecretString;
@@ -135,70 +135,74 @@ impl AppState {
             .map_err(|e| ApiError::Internal(format!("stored secrets of {ctx} are unreadable: {e}")))
     }
 
-    /// How to reach an endpoint's repository, secrets included.
-    pub fn repo_config(
+    /// How to reach an endpoint's repository, secrets included, as agents get it.
+    pub fn repo_ticket(
         &self,
         ep: &Resource,
         compression: Option<Compression>,
-    ) -> Result<RepoConfig, ApiError> {
+    ) -> Result<RepoTicket, ApiError> {
         let spec: StoredEndpoint = serde_json::from_str(&ep.spec)
             .map_err(|e| ApiError::Internal(format!("stored endpoint is unreadable: {e}")))?;
         let secrets: EndpointSecrets = match &ep.secrets {
             Some(s) => self.open_secrets(Kind::Endpoint, &ep.name, s)?,
             None => EndpointSecrets::default(),
         };
-        let location = RepoLocation::parse(&spec.url)
-            .map_err(|e| ApiError::Internal(format!("endpoint `{}`: {e}", ep.name)))?;
         let password = secrets.password.ok_or_else(|| {
             ApiError::field(
                 "password",
                 format!("endpoint `{}` has no repository password; set one", ep.name),
             )
         })?;
-        let mut cfg = RepoConfig::new(location, SecretString::from(password));
-        if spec.kind == EndpointKind::S3
-            && let (Some(id), Some(key)) = (spec.access_key_id, secrets.secret_access_key)
-        {
-            cfg.s3_credentials = Some((id, SecretString::from(key)));
-        }
-        // Applies when Holdfast creates the repository; restic keeps one setting per repository.
-        cfg.compression = match compression {
-            Some(Compression::Level(l)) => Some(l),
-            Some(Compression::Off) => Some(0),
-            _ => None,
-        };
-        Ok(cfg)
+        Ok(RepoTicket {
+            endpoint: ep.name.clone(),
+            url: spec.url,
+            password: Secret(password),
+            access_key_id: spec.access_key_id,
+            secret_access_key: secrets.secret_access_key.map(Secret),
+            // Applies when Holdfast creates the repository; restic keeps one setting per
+            // repository.
+            compression: match compression {
+                Some(Compression::Level(l)) => Some(l),
+                Some(Compression::Off) => Some(0),
+                _ => None,
+            },
+        })
     }
 
-    /// A source's connection, password included; `database` replaces its database name.
-    pub fn source_spec(
+    /// How the server itself reaches an endpoint's repository (restore points, `test`).
+    pub fn repo_config(
+        &self,
+        ep: &Resource,
+        compression: Option<Compression>,
+    ) -> Result<RepoConfig, ApiError> {
+        RepoConfig::from_ticket(&self.repo_ticket(ep, compression)?)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// A source's connection, password included, as agents get it; `database` replaces its
+    /// database name (restores).
+    pub fn source_ticket(
         &self,
         src: &Resource,
-        database: Option<&str>,
-    ) -> Result<(SourceSpec, StoredSource), ApiError> {
-        let stored: StoredSource = serde_json::from_str(&src.spec)
-            .map_err(|e| ApiError::Internal(format!("stored source is unreadable: {e}")))?;
+        database: Option<String>,
+    ) -> Result<SourceTicket, ApiError> {
+        let stored: StoredSource = serde_json::from_str(&src.spec).map_err(|e| {
+            ApiError::Internal(format!("stored source `{}` is unreadable: {e}", src.name))
+        })?;
         let secrets: SourceSecrets = match &src.secrets {
-            Some(s) => self.open_secrets(Kind::Source, &src.name, s)?,
+            Some(x) => self.open_secrets(Kind::Source, &src.name, x)?,
             None => SourceSecrets::default(),
         };
-        let mut spec = SourceSpec::parse(&stored.url, stored.command.as_deref())
-            .map_err(|e| ApiError::Internal(format!("source `{}`: {e}", src.name)))?;
-        if let Some(p) = secrets.password {
-            spec = spec.with_default_password(SecretString::from(p));
-        }
-        if let Some(db) = database {
-            match &mut spec {
-                SourceSpec::Postgres(a) | SourceSpec::Mysql(a) => a.database = Some(db.into()),
-                _ => {
-                    return Err(ApiError::field(
-                        "database",
-                        format!("{} targets have no database name to replace", stored.kind),
-                    ));
-                }
-            }
-        }
-        Ok((spec, stored))
+        Ok(SourceTicket {
+            name: src.name.clone(),
+            kind: stored.kind.to_string(),
+            url: stored.url,
+            command: stored.command,
+            password: secrets.password.map(Secret),
+            single_stream: stored.single_stream,
+            all_databases: stored.all_databases,
+            database,
+        })
     }
 
     /// An open handle on an endpoint's repository, cached until the endpoint changes (here or

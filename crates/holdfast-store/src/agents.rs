@@ -34,7 +34,7 @@ pub struct StepRow {
 
 /// The claim's exclusions, for a job row named `q` (or unqualified in an UPDATE): a prune
 /// waits while any job uses its endpoint, and no job starts on an endpoint being pruned.
-const RUNNABLE: &str = "COALESCE({q}endpoint, '') NOT IN (SELECT r.endpoint FROM jobs r
+pub(crate) const RUNNABLE: &str = "COALESCE({q}endpoint, '') NOT IN (SELECT r.endpoint FROM jobs r
          WHERE r.state = 'running' AND r.kind = 'prune' AND r.endpoint IS NOT NULL)
      AND ({q}kind <> 'prune' OR COALESCE({q}endpoint, '') NOT IN (SELECT r.endpoint FROM jobs r
          WHERE r.state = 'running' AND r.endpoint IS NOT NULL))";

@@ -409,13 +409,10 @@ impl Store {
         let sql = format!(
             "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires = $2, started_at = $3
              WHERE state = 'queued' AND id = (
-                 SELECT id FROM jobs q WHERE state = 'queued' AND run_after <= $3
-                 AND COALESCE(q.endpoint, '') NOT IN (SELECT endpoint FROM jobs
-                     WHERE state = 'running' AND kind = 'prune' AND endpoint IS NOT NULL)
-                 AND (q.kind <> 'prune' OR COALESCE(q.endpoint, '') NOT IN (SELECT endpoint FROM jobs
-                     WHERE state = 'running' AND endpoint IS NOT NULL))
+                 SELECT id FROM jobs q WHERE state = 'queued' AND run_after <= $3 AND {}
                  ORDER BY run_after, id LIMIT 1 {lock})
-             RETURNING {JOB_COLUMNS}"
+             RETURNING {JOB_COLUMNS}",
+            crate::agents::RUNNABLE.replace("{q}", "q.")
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(owner)
@@ -531,13 +528,7 @@ impl Store {
     }
 
     pub async fn append_log(&self, job_id: i64, at: i64, line: &str) -> Result<()> {
-        sqlx::query("INSERT INTO job_log (job_id, at, line) VALUES ($1, $2, $3)")
-            .bind(job_id)
-            .bind(at)
-            .bind(line)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.append_logs(job_id, at, &[line.to_string()]).await
     }
 
     /// A job's log lines after line id `after`, oldest first.

@@ -11,12 +11,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use holdfast_core::agent::{
-    Finish, Heartbeat, HeartbeatReply, Hello, LogLines, Outcome, RepoTicket, RestoreTicket, Secret,
-    SourceTicket, StepReport, Ticket, labels_match,
+    Finish, Heartbeat, HeartbeatReply, Hello, LogLines, Outcome, RestoreTicket, StepReport, Ticket,
+    labels_match,
 };
 use holdfast_core::job::{Event, JobState, transition};
 use holdfast_core::lifecycle::{RELEASED, Step};
-use holdfast_core::plan::{Compression, PlanSpec};
+use holdfast_core::plan::PlanSpec;
 use holdfast_store::{AgentRow, Job, JobUpdate, Kind, StepRow};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -147,61 +147,6 @@ async fn selector(s: &AppState, j: &Job) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn source_ticket(
-    s: &AppState,
-    name: &str,
-    src: &holdfast_store::Resource,
-    database: Option<String>,
-) -> ApiResult<SourceTicket> {
-    let stored: StoredSource = serde_json::from_str(&src.spec)
-        .map_err(|e| ApiError::Internal(format!("stored source `{name}` is unreadable: {e}")))?;
-    let secrets: SourceSecrets = match &src.secrets {
-        Some(x) => s.open_secrets(Kind::Source, name, x)?,
-        None => SourceSecrets::default(),
-    };
-    Ok(SourceTicket {
-        name: name.to_string(),
-        kind: stored.kind.to_string(),
-        url: stored.url,
-        command: stored.command,
-        password: secrets.password.map(Secret),
-        single_stream: stored.single_stream,
-        all_databases: stored.all_databases,
-        database,
-    })
-}
-
-fn repo_ticket(
-    s: &AppState,
-    ep: &holdfast_store::Resource,
-    compression: Option<Compression>,
-) -> ApiResult<RepoTicket> {
-    let spec: StoredEndpoint = serde_json::from_str(&ep.spec)
-        .map_err(|e| ApiError::Internal(format!("stored endpoint is unreadable: {e}")))?;
-    let secrets: EndpointSecrets = match &ep.secrets {
-        Some(x) => s.open_secrets(Kind::Endpoint, &ep.name, x)?,
-        None => EndpointSecrets::default(),
-    };
-    let password = secrets.password.ok_or_else(|| {
-        ApiError::field(
-            "password",
-            format!("endpoint `{}` has no repository password; set one", ep.name),
-        )
-    })?;
-    Ok(RepoTicket {
-        endpoint: ep.name.clone(),
-        url: spec.url,
-        password: Secret(password),
-        access_key_id: spec.access_key_id,
-        secret_access_key: secrets.secret_access_key.map(Secret),
-        compression: match compression {
-            Some(Compression::Level(l)) => Some(l),
-            Some(Compression::Off) => Some(0),
-            _ => None,
-        },
-    })
-}
-
 /// Everything the agent needs for job `j`.
 async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
     let plan = match &j.plan {
@@ -229,7 +174,7 @@ async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
     if j.kind == "backup" {
         s.ensure_repository(&ep, compression).await;
     }
-    let repository = repo_ticket(s, &ep, compression)?;
+    let repository = s.repo_ticket(&ep, compression)?;
     let (source, restore) = match j.kind.as_str() {
         "backup" => {
             let name = plan
@@ -237,7 +182,7 @@ async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
                 .map(|p| p.source.clone())
                 .ok_or_else(|| ApiError::Internal("a backup job without a plan".into()))?;
             let src = s.store.must_get(Kind::Source, &name).await?;
-            (Some(source_ticket(s, &name, &src, None)?), None)
+            (Some(s.source_ticket(&src, None)?), None)
         }
         "restore" => {
             let name = params
@@ -249,7 +194,7 @@ async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
                 ApiError::Internal("a restore job without a restore point".into())
             })?;
             (
-                Some(source_ticket(s, &name, &src, params.database.clone())?),
+                Some(s.source_ticket(&src, params.database.clone())?),
                 Some(RestoreTicket {
                     restore_point: point,
                     create: params.create,
