@@ -58,6 +58,15 @@ pub struct RepoTicket {
     pub password: Secret,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<Secret>,
+    /// The storage login (Swift, SFTP, WebDAV) when the URL names none.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Swift's key or password; the WebDAV password.
+    #[serde(default)]
+    pub storage_password: Option<Secret>,
+    /// An SFTP private key (OpenSSH format).
+    #[serde(default)]
+    pub ssh_key: Option<Secret>,
     /// zstd level for a repository Holdfast creates (0: none); `None`: the default.
     pub compression: Option<i32>,
 }
@@ -124,6 +133,9 @@ pub struct Ticket {
     /// The plan, with its hooks, retention and retry settings (none for prune jobs).
     pub plan: Option<PlanSpec>,
     pub repository: RepoTicket,
+    /// Backups of a plan with a copy endpoint: that endpoint's repository.
+    #[serde(default)]
+    pub copy_repository: Option<RepoTicket>,
     /// Backups: the source; restores: the target.
     pub source: Option<SourceTicket>,
     pub restore: Option<RestoreTicket>,
@@ -247,6 +259,9 @@ mod tests {
             password: Secret("hunter2".into()),
             access_key_id: None,
             secret_access_key: Some(Secret("s3cr3t".into())),
+            user: None,
+            storage_password: None,
+            ssh_key: None,
             compression: None,
         };
         let d = format!("{t:?}");

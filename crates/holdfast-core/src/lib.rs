@@ -13,7 +13,7 @@ pub mod plan;
 pub mod retention;
 pub mod schedule;
 
-pub use location::{RepoLocation, SourceKind, SourceSpec};
+pub use location::{KnownHosts, RepoLocation, SourceKind, SourceSpec, StorageKind};
 pub use meta::SnapshotMeta;
 pub use retention::KeepPolicy;
 pub use schedule::Schedule;

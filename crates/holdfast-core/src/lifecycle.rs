@@ -78,6 +78,10 @@ impl std::fmt::Display for Step {
     }
 }
 
+/// The step that copies a plan's new backups to its copy endpoint, after the backup's own
+/// lifecycle (the database is unlocked by then).
+pub const COPY: &str = "copy";
+
 /// The step a job records when its always-run steps are done: the attempt holds no lock any
 /// more, so no later attempt needs to clean up after it.
 pub const RELEASED: &str = "released";

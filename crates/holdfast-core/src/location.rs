@@ -261,6 +261,58 @@ pub fn redact_url(s: &str) -> String {
     )
 }
 
+/// The kinds of storage a repository can live on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Local,
+    S3,
+    Swift,
+    Sftp,
+    Webdav,
+}
+
+impl StorageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::S3 => "s3",
+            Self::Swift => "swift",
+            Self::Sftp => "sftp",
+            Self::Webdav => "webdav",
+        }
+    }
+
+    /// What the storage login of this kind consists of, for messages ("check the …").
+    pub fn credential(self) -> &'static str {
+        match self {
+            Self::Local => "file permissions",
+            Self::S3 => "access_key_id and secret_access_key",
+            Self::Swift => "user and storage_password (the Swift key or Keystone password)",
+            Self::Sftp => "user and ssh_key",
+            Self::Webdav => "user and storage_password",
+        }
+    }
+}
+
+impl fmt::Display for StorageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How strictly an SFTP server's host key is checked against the agent's `~/.ssh/known_hosts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownHosts {
+    /// The key must already be known (the default).
+    Strict,
+    /// An unknown host's key is added; a changed key is still refused.
+    AcceptNew,
+    /// No check at all (tests and trusted networks only).
+    Off,
+}
+
 /// Where a repository lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepoLocation {
@@ -275,16 +327,46 @@ pub enum RepoLocation {
         /// Path-style addressing (`endpoint/bucket/key`); needed by most self-hosted servers.
         path_style: bool,
     },
+    /// `swift://container/prefix?auth=URL[&project=P&domain=D&region=R]`: TempAuth (v1) unless
+    /// the auth URL ends in `/v3` (Keystone).
+    Swift {
+        container: String,
+        prefix: String,
+        auth_url: String,
+        /// Keystone project (tenant) name.
+        project: Option<String>,
+        /// Keystone domain of the user and project (default `Default`).
+        domain: Option<String>,
+        /// Keystone region of the object-store endpoint; the first one when unset.
+        region: Option<String>,
+    },
+    /// `sftp://[user@]host[:port]/absolute/path?known-hosts=strict|accept-new|off`
+    Sftp {
+        user: Option<String>,
+        host: String,
+        port: u16,
+        path: String,
+        known_hosts: KnownHosts,
+    },
+    /// `webdav://[user@]host[:port]/path` (HTTP) or `webdavs://` (HTTPS).
+    Webdav {
+        tls: bool,
+        user: Option<String>,
+        host: String,
+        port: Option<u16>,
+        path: String,
+    },
 }
+
+const SCHEMES: &str = "a directory path, s3://bucket/prefix, swift://container/prefix?auth=URL, \
+                       sftp://user@host:port/path, \
+                       webdav:// or webdavs://user@host:port/path";
 
 impl RepoLocation {
     pub fn parse(s: &str) -> Result<Self, InputError> {
-        let what = || format!("repository `{s}`");
+        let what = || format!("repository `{}`", redact_url(s));
         if s.is_empty() {
-            return Err(InputError::new(
-                what(),
-                "empty; give a directory or s3://bucket/prefix",
-            ));
+            return Err(InputError::new(what(), format!("empty; give {SCHEMES}")));
         }
         if let Some(path) = s.strip_prefix("local:") {
             return Ok(Self::Local(PathBuf::from(path)));
@@ -293,6 +375,36 @@ impl RepoLocation {
             return Ok(Self::Local(PathBuf::from(s)));
         }
         let url = Url::parse(s).map_err(|e| InputError::new(what(), e.to_string()))?;
+        if url.password().is_some() {
+            return Err(InputError::new(
+                what(),
+                "put no password in a repository URL (it would show in logs and process \
+                 lists); give it as the endpoint's storage_password or in \
+                 HOLDFAST_STORAGE_PASSWORD",
+            ));
+        }
+        let user = (!url.username().is_empty()).then(|| percent_decode(url.username()));
+        let host = || {
+            url.host_str()
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| InputError::new(what(), "no host"))
+        };
+        let path = percent_decode(url.path());
+        let params = |known: &[&str]| -> Result<BTreeMap<String, String>, InputError> {
+            let mut m = BTreeMap::new();
+            for (k, v) in url.query_pairs() {
+                let k = k.replace('_', "-");
+                if !known.contains(&k.as_str()) {
+                    return Err(InputError::new(
+                        what(),
+                        format!("unknown parameter `{k}`; known: {}", known.join(", ")),
+                    ));
+                }
+                m.insert(k, v.into_owned());
+            }
+            Ok(m)
+        };
         match url.scheme() {
             "s3" => {
                 let bucket = url
@@ -300,41 +412,92 @@ impl RepoLocation {
                     .filter(|b| !b.is_empty())
                     .ok_or_else(|| InputError::new(what(), "no bucket: write s3://bucket/prefix"))?
                     .to_string();
-                let mut endpoint = None;
-                let mut region = None;
-                let mut path_style = true;
-                for (k, v) in url.query_pairs() {
-                    match k.as_ref() {
-                        "endpoint" => endpoint = Some(v.into_owned()),
-                        "region" => region = Some(v.into_owned()),
-                        "path-style" | "path_style" => {
-                            path_style = match v.as_ref() {
-                                "true" | "1" | "yes" => true,
-                                "false" | "0" | "no" => false,
-                                _ => {
-                                    return Err(InputError::new(
-                                        what(),
-                                        "path-style must be true or false",
-                                    ));
-                                }
-                            }
-                        }
-                        other => {
-                            return Err(InputError::new(
-                                what(),
-                                format!(
-                                    "unknown parameter `{other}`; known: endpoint, region, path-style"
-                                ),
-                            ));
-                        }
+                let mut p = params(&["endpoint", "region", "path-style"])?;
+                let path_style = match p.remove("path-style").as_deref() {
+                    None | Some("true" | "1" | "yes") => true,
+                    Some("false" | "0" | "no") => false,
+                    Some(_) => {
+                        return Err(InputError::new(what(), "path-style must be true or false"));
                     }
-                }
+                };
                 Ok(Self::S3 {
                     bucket,
                     prefix: url.path().trim_matches('/').to_string(),
-                    endpoint,
-                    region,
+                    endpoint: p.remove("endpoint"),
+                    region: p.remove("region"),
                     path_style,
+                })
+            }
+            "swift" => {
+                let container = url
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| {
+                        InputError::new(what(), "no container: write swift://container/prefix")
+                    })?
+                    .to_string();
+                let mut p = params(&["auth", "project", "domain", "region"])?;
+                let auth_url = p.remove("auth").ok_or_else(|| {
+                    InputError::new(
+                        what(),
+                        "no auth URL: add ?auth=http://proxy:8080/auth/v1.0 (TempAuth) or \
+                         ?auth=https://keystone:5000/v3&project=NAME (Keystone)",
+                    )
+                })?;
+                Url::parse(&auth_url).map_err(|e| {
+                    InputError::new(what(), format!("auth `{auth_url}` is not a URL: {e}"))
+                })?;
+                Ok(Self::Swift {
+                    container,
+                    prefix: url.path().trim_matches('/').to_string(),
+                    auth_url,
+                    project: p.remove("project"),
+                    domain: p.remove("domain"),
+                    region: p.remove("region"),
+                })
+            }
+            "sftp" => {
+                let mut p = params(&["known-hosts"])?;
+                let known_hosts = match p.remove("known-hosts").as_deref() {
+                    None | Some("strict") => KnownHosts::Strict,
+                    Some("accept-new") => KnownHosts::AcceptNew,
+                    Some("off") => KnownHosts::Off,
+                    Some(o) => {
+                        return Err(InputError::new(
+                            what(),
+                            format!("known-hosts `{o}`: use strict, accept-new or off"),
+                        ));
+                    }
+                };
+                if path.trim_matches('/').is_empty() {
+                    return Err(InputError::new(
+                        what(),
+                        "no path: write sftp://user@host:port/absolute/path",
+                    ));
+                }
+                Ok(Self::Sftp {
+                    user,
+                    host: host()?,
+                    port: url.port().unwrap_or(22),
+                    path: path.trim_end_matches('/').to_string(),
+                    known_hosts,
+                })
+            }
+            "ftp" | "ftps" => Err(InputError::new(
+                what(),
+                "FTP is not available yet: the storage library Holdfast uses (OpenDAL 0.58) \
+                 returns FTP connections to its pool with a download still open, so reading \
+                 a repository back fails (and for FTPS it sends `host:port` as the TLS server \
+                 name, which no certificate matches); use sftp://, webdav(s):// or s3://",
+            )),
+            "webdav" | "webdavs" | "dav" | "davs" => {
+                params(&[])?;
+                Ok(Self::Webdav {
+                    tls: url.scheme().ends_with('s'),
+                    user,
+                    host: host()?,
+                    port: url.port(),
+                    path: path.trim_end_matches('/').to_string(),
                 })
             }
             "file" => Ok(Self::Local(url.to_file_path().map_err(|()| {
@@ -342,15 +505,36 @@ impl RepoLocation {
             })?)),
             other => Err(InputError::new(
                 what(),
-                format!("unknown scheme `{other}`; use a directory path or s3://bucket/prefix"),
+                format!("unknown scheme `{other}`; use {SCHEMES}"),
             )),
         }
     }
 
-    /// The `rustic_backend` repository string and options for this location (no credentials).
-    pub fn backend(&self) -> (String, BTreeMap<String, String>) {
+    pub fn kind(&self) -> StorageKind {
         match self {
-            Self::Local(p) => (format!("local:{}", p.display()), BTreeMap::new()),
+            Self::Local(_) => StorageKind::Local,
+            Self::S3 { .. } => StorageKind::S3,
+            Self::Swift { .. } => StorageKind::Swift,
+            Self::Sftp { .. } => StorageKind::Sftp,
+            Self::Webdav { .. } => StorageKind::Webdav,
+        }
+    }
+
+    /// The login name the URL carries (SFTP, FTP, WebDAV).
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Self::Sftp { user, .. } | Self::Webdav { user, .. } => user.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The `rustic_backend` repository string and options for this location, without
+    /// credentials. Swift's endpoint and token come from a login the engine does first.
+    pub fn backend(&self) -> (String, BTreeMap<String, String>) {
+        let mut o = BTreeMap::new();
+        let root = |p: &str| format!("/{}", p.trim_matches('/'));
+        match self {
+            Self::Local(p) => return (format!("local:{}", p.display()), o),
             Self::S3 {
                 bucket,
                 prefix,
@@ -358,9 +542,8 @@ impl RepoLocation {
                 region,
                 path_style,
             } => {
-                let mut o = BTreeMap::new();
                 o.insert("bucket".into(), bucket.clone());
-                o.insert("root".into(), format!("/{prefix}"));
+                o.insert("root".into(), root(prefix));
                 if let Some(e) = endpoint {
                     o.insert("endpoint".into(), e.clone());
                 }
@@ -371,14 +554,58 @@ impl RepoLocation {
                 if !path_style {
                     o.insert("enable_virtual_host_style".into(), "true".into());
                 }
-                ("opendal:s3".into(), o)
+            }
+            Self::Swift {
+                container, prefix, ..
+            } => {
+                o.insert("container".into(), container.clone());
+                o.insert("root".into(), root(prefix));
+            }
+            Self::Sftp {
+                user,
+                host,
+                port,
+                path,
+                known_hosts,
+            } => {
+                o.insert("endpoint".into(), format!("ssh://{host}:{port}"));
+                o.insert("root".into(), path.clone());
+                if let Some(u) = user {
+                    o.insert("user".into(), u.clone());
+                }
+                let strategy = match known_hosts {
+                    KnownHosts::Strict => "strict",
+                    KnownHosts::AcceptNew => "add",
+                    KnownHosts::Off => "accept",
+                };
+                o.insert("known_hosts_strategy".into(), strategy.into());
+            }
+            Self::Webdav {
+                tls,
+                user,
+                host,
+                port,
+                path,
+            } => {
+                let scheme = if *tls { "https" } else { "http" };
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                o.insert("endpoint".into(), format!("{scheme}://{host}{port}"));
+                o.insert(
+                    "root".into(),
+                    format!("{}/", root(path).trim_end_matches('/')),
+                );
+                if let Some(u) = user {
+                    o.insert("username".into(), u.clone());
+                }
             }
         }
+        (format!("opendal:{}", self.kind()), o)
     }
 }
 
 impl fmt::Display for RepoLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = |u: &Option<String>| u.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
         match self {
             Self::Local(p) => write!(f, "{}", p.display()),
             Self::S3 {
@@ -392,6 +619,30 @@ impl fmt::Display for RepoLocation {
                     write!(f, " at {e}")?;
                 }
                 Ok(())
+            }
+            Self::Swift {
+                container,
+                prefix,
+                auth_url,
+                ..
+            } => write!(f, "swift://{container}/{prefix} (auth {auth_url})"),
+            Self::Sftp {
+                user: u,
+                host,
+                port,
+                path,
+                ..
+            } => write!(f, "sftp://{}{host}:{port}{path}", user(u)),
+            Self::Webdav {
+                tls,
+                user: u,
+                host,
+                port,
+                path,
+            } => {
+                let s = if *tls { "webdavs" } else { "webdav" };
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                write!(f, "{s}://{}{host}{port}{path}", user(u))
             }
         }
     }
@@ -476,5 +727,50 @@ mod tests {
         assert!(!o.contains_key("enable_virtual_host_style"));
         let e = RepoLocation::parse("s3://bkt/p?bogus=1").unwrap_err();
         assert!(e.reason.contains("endpoint"), "{e}");
+    }
+
+    #[test]
+    fn network_storage_locations() {
+        let sftp =
+            RepoLocation::parse("sftp://backup@10.0.0.5:2222/srv/repo?known-hosts=accept-new")
+                .unwrap();
+        let (name, o) = sftp.backend();
+        assert_eq!(name, "opendal:sftp");
+        assert_eq!(o["endpoint"], "ssh://10.0.0.5:2222");
+        assert_eq!(o["root"], "/srv/repo");
+        assert_eq!(o["user"], "backup");
+        assert_eq!(o["known_hosts_strategy"], "add");
+        assert_eq!(sftp.to_string(), "sftp://backup@10.0.0.5:2222/srv/repo");
+
+        for url in ["ftp://u@files.example/b/r", "ftps://u@files.example/b/r"] {
+            let e = RepoLocation::parse(url).unwrap_err();
+            assert!(e.reason.contains("sftp://"), "{e}");
+        }
+
+        let dav = RepoLocation::parse("webdav://u@127.0.0.1:8080/dav/repo").unwrap();
+        let (name, o) = dav.backend();
+        assert_eq!(name, "opendal:webdav");
+        assert_eq!(o["endpoint"], "http://127.0.0.1:8080");
+        assert_eq!(o["root"], "/dav/repo/");
+        assert_eq!(o["username"], "u");
+
+        let swift =
+            RepoLocation::parse("swift://backups/db?auth=http://127.0.0.1:8080/auth/v1.0").unwrap();
+        assert_eq!(swift.kind(), StorageKind::Swift);
+        let (_, o) = swift.backend();
+        assert_eq!(
+            (o["container"].as_str(), o["root"].as_str()),
+            ("backups", "/db")
+        );
+
+        let e = RepoLocation::parse("swift://backups/db").unwrap_err();
+        assert!(e.reason.contains("auth="), "{e}");
+        let e = RepoLocation::parse("ftp://u:hunter2@h/p").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.reason.contains("storage_password"), "{e}");
+        let e = RepoLocation::parse("sftp://u@h/p?known-hosts=maybe").unwrap_err();
+        assert!(e.reason.contains("accept-new"), "{e}");
+        let e = RepoLocation::parse("gopher://h/p").unwrap_err();
+        assert!(e.reason.contains("sftp://"), "{e}");
     }
 }

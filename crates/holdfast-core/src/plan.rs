@@ -39,6 +39,22 @@ pub struct PlanSpec {
     /// attempt, before the attempt fails.
     #[serde(default, skip_serializing_if = "StepRetry::is_default")]
     pub step_retry: StepRetry,
+    /// A second endpoint that receives a copy of every backup of this plan (the 3-2-1 rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopySpec>,
+}
+
+/// Where a plan's backups are copied after each backup, and how long the copies are kept.
+/// A copy that fails leaves the backup itself in place; the next backup copies what is missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CopySpec {
+    /// The endpoint that receives the copies (not the plan's own endpoint).
+    pub endpoint: String,
+    /// How long the copies are kept; the plan's own retention when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
 }
 
 fn utc() -> String {
@@ -97,6 +113,21 @@ pub enum PeriodUnit {
 
 impl Retention {
     /// The restic keep policy this retention means.
+    /// What is wrong with these rules, if anything: (the field under `retention`, the reason).
+    fn problem(&self) -> Option<(&'static str, String)> {
+        match self {
+            Retention::Period { period: 0, .. } => Some((".period", "must be at least 1".into())),
+            Retention::Gfs(k) if k.is_empty() => Some((
+                "",
+                "keeps nothing; set at least one of last, hourly, daily, weekly, monthly, yearly, within".into(),
+            )),
+            Retention::Gfs(KeepPolicy { within: Some(w), .. }) => {
+                parse_within(w).err().map(|e| (".within", e.to_string()))
+            }
+            _ => None,
+        }
+    }
+
     pub fn keep_policy(&self) -> KeepPolicy {
         match self {
             Self::Period { period, unit } => match unit {
@@ -152,6 +183,19 @@ impl PlanSpec {
                 "name the storage endpoint to back up into".into(),
             );
         }
+        if let Some(c) = &self.copy {
+            if c.endpoint.trim().is_empty() {
+                bad(
+                    "copy.endpoint",
+                    "name the endpoint that receives the copies".into(),
+                );
+            } else if c.endpoint == self.endpoint {
+                bad(
+                    "copy.endpoint",
+                    "is the plan's own endpoint; a copy must go to another one".into(),
+                );
+            }
+        }
         if let Err(e) = Schedule::parse(&self.schedule, &self.timezone) {
             let field = if e.what.starts_with("timezone") {
                 "timezone"
@@ -180,20 +224,14 @@ impl PlanSpec {
                 format!("must be at least base_secs ({})", self.retry.base_secs),
             );
         }
-        match &self.retention {
-            Retention::Period { period: 0, .. } => {
-                bad("retention.period", "must be at least 1".into())
+        let copy_retention = self.copy.as_ref().and_then(|c| c.retention.as_ref());
+        for (prefix, r) in [
+            ("retention", Some(&self.retention)),
+            ("copy.retention", copy_retention),
+        ] {
+            if let Some((sub, reason)) = r.and_then(Retention::problem) {
+                bad(&format!("{prefix}{sub}"), reason);
             }
-            Retention::Gfs(k) if k.is_empty() => bad(
-                "retention",
-                "keeps nothing; set at least one of last, hourly, daily, weekly, monthly, yearly, within".into(),
-            ),
-            Retention::Gfs(KeepPolicy { within: Some(w), .. }) => {
-                if let Err(e) = parse_within(w) {
-                    bad("retention.within", e.to_string());
-                }
-            }
-            _ => {}
         }
         for (field, reason) in self
             .hooks

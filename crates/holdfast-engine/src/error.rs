@@ -23,6 +23,20 @@ pub enum Error {
     #[error("storage error at {repo}: {detail}")]
     Storage { repo: String, detail: String },
 
+    #[error("the storage at {repo} refused the login: check the {credential} ({detail})")]
+    StorageAuth {
+        repo: String,
+        credential: String,
+        detail: String,
+    },
+
+    #[error(
+        "the SFTP server at {repo} is not the host its key was known for, or its key is \
+         unknown: compare its fingerprint (`ssh-keyscan -p PORT HOST`), then add it to the \
+         agent's ~/.ssh/known_hosts, or set ?known-hosts=accept-new on the URL ({detail})"
+    )]
+    HostKey { repo: String, detail: String },
+
     #[error("cannot reach {source_name}: {detail}")]
     SourceUnreachable { source_name: String, detail: String },
 
@@ -70,6 +84,42 @@ fn stderr_suffix(s: &str) -> String {
 }
 
 impl Error {
+    /// A storage failure, told apart by what the storage said: a refused login or an SSH
+    /// host key problem is not worth retrying and names what to fix; anything else may pass.
+    pub fn storage(repo: String, kind: holdfast_core::StorageKind, detail: String) -> Self {
+        let d = detail.to_lowercase();
+        let has = |needles: &[&str]| needles.iter().any(|n| d.contains(n));
+        if has(&[
+            "host key verification failed",
+            "remote host identification has changed",
+            "no matching host key",
+        ]) {
+            return Self::HostKey { repo, detail };
+        }
+        if has(&[
+            "permissiondenied",
+            "permission denied",
+            "unauthorized",
+            "401 ",
+            "status: 401",
+            "403 forbidden",
+            "status: 403",
+            "invalidaccesskeyid",
+            "signaturedoesnotmatch",
+            "login incorrect",
+            "login authentication failed",
+            "530 ",
+            "authentication failed",
+        ]) {
+            return Self::StorageAuth {
+                repo,
+                credential: kind.credential().to_string(),
+                detail,
+            };
+        }
+        Self::Storage { repo, detail }
+    }
+
     /// The process exit code the CLI uses for this error. Stable: scripts may rely on it.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -79,6 +129,8 @@ impl Error {
             Self::RepoExists { .. } => 11,
             Self::WrongPassword { .. } => 12,
             Self::Storage { .. } => 13,
+            Self::StorageAuth { .. } => 16,
+            Self::HostKey { .. } => 17,
             Self::SnapshotNotFound { .. } => 14,
             Self::CheckFailed { .. } => 15,
             Self::SourceUnreachable { .. } => 20,

@@ -16,12 +16,14 @@
 //! storage layer, so no code path in rustic_core can write a snapshot of a failed dump.
 
 pub mod error;
+pub mod probe;
 pub mod process;
 pub mod repo;
 pub mod source;
+mod swift;
 
 pub use error::{Error, Result};
-pub use repo::{BackupOutcome, Repo, RepoConfig, SnapshotInfo};
+pub use repo::{BackupOutcome, Repo, RepoConfig, SnapshotInfo, StorageCreds};
 pub use source::{BackupOptions, RestoreOptions, RestoreStats, driver_for};
 
 /// The version of Holdfast recorded in every snapshot.

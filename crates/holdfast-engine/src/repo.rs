@@ -33,12 +33,14 @@ use crate::source::BackupSet;
 pub struct RepoConfig {
     pub location: RepoLocation,
     pub password: SecretString,
-    /// S3 credentials (access key id, secret access key); `None` lets the backend find them.
-    pub s3_credentials: Option<(String, SecretString)>,
+    /// The storage login; empty parts let the backend find them (e.g. S3's environment).
+    pub creds: StorageCreds,
     /// Storage-layer retries on transient errors (rustic_backend's `retry`); `None` is the default.
     pub retries: Option<u32>,
     /// zstd level for new data; `None` is restic's default (3).
     pub compression: Option<i32>,
+    /// The endpoint's name, for messages.
+    pub endpoint: Option<String>,
 }
 
 impl RepoConfig {
@@ -48,10 +50,18 @@ impl RepoConfig {
             holdfast_core::InputError::new(format!("endpoint `{}`", t.endpoint), e.to_string())
         })?;
         let mut cfg = Self::new(location, SecretString::from(t.password.0.clone()));
-        if let (Some(id), Some(key)) = (&t.access_key_id, &t.secret_access_key) {
-            cfg.s3_credentials = Some((id.clone(), SecretString::from(key.0.clone())));
-        }
+        let secret = |s: &holdfast_core::agent::Secret| SecretString::from(s.0.clone());
+        cfg.creds = StorageCreds {
+            user: t.access_key_id.clone().or_else(|| t.user.clone()),
+            secret: t
+                .secret_access_key
+                .as_ref()
+                .or(t.storage_password.as_ref())
+                .map(secret),
+            ssh_key: t.ssh_key.as_ref().map(secret),
+        };
         cfg.compression = t.compression;
+        cfg.endpoint = Some(t.endpoint.clone());
         Ok(cfg)
     }
 
@@ -59,11 +69,33 @@ impl RepoConfig {
         Self {
             location,
             password,
-            s3_credentials: None,
+            creds: StorageCreds::default(),
             retries: None,
             compression: None,
+            endpoint: None,
         }
     }
+
+    /// How messages name the repository: the endpoint and its location.
+    pub fn describe(&self) -> String {
+        match &self.endpoint {
+            Some(e) => format!("endpoint `{e}` ({})", self.location),
+            None => self.location.to_string(),
+        }
+    }
+}
+
+/// The login to a repository's storage. What each part means depends on the kind.
+#[derive(Clone, Default)]
+pub struct StorageCreds {
+    /// S3's access key id; the login for Swift, and for SFTP and WebDAV when the URL names no
+    /// user.
+    pub user: Option<String>,
+    /// S3's secret access key; Swift's key (TempAuth) or password (Keystone); the WebDAV
+    /// password.
+    pub secret: Option<SecretString>,
+    /// An SFTP private key (OpenSSH format); without one, ssh uses the agent's own keys.
+    pub ssh_key: Option<SecretString>,
 }
 
 /// Shared state of one backup run: the first failure of any stream, the bytes read so far, and
@@ -113,6 +145,9 @@ type SharedGate = Arc<Mutex<Arc<Gate>>>;
 struct GuardedBackend {
     inner: Arc<dyn WriteBackend>,
     gate: SharedGate,
+    /// For errors: the repository as messages name it, and its kind.
+    repo: String,
+    kind: holdfast_core::StorageKind,
 }
 
 impl GuardedBackend {
@@ -176,10 +211,7 @@ impl WriteBackend for GuardedBackend {
         }
         let res = self.inner.write_bytes(tpe, id, cacheable, content);
         if let Err(e) = &res {
-            gate.fail(Error::Storage {
-                repo: self.inner.location(),
-                detail: e.display_log(),
-            });
+            gate.fail(Error::storage(self.repo.clone(), self.kind, detail(e)));
         }
         res
     }
@@ -246,6 +278,15 @@ pub struct BackupOutcome {
     pub snapshot: SnapshotInfo,
 }
 
+/// What a copy to another repository did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CopyReport {
+    /// (the snapshot here, its copy there) for each snapshot copied now.
+    pub copied: Vec<(String, String)>,
+    /// Snapshots the other repository held already.
+    pub present: usize,
+}
+
 /// What `forget` decided.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ForgetReport {
@@ -261,18 +302,82 @@ pub struct Repo {
     backends: RepositoryBackends,
     key: MasterKey,
     repo: Repository<OpenStatus>,
+    /// The SFTP key, in a private file ssh reads, for as long as connections may be made.
+    _keyfile: Option<tempfile::NamedTempFile>,
+}
+
+struct Unopened {
+    repo: Repository<()>,
+    backends: RepositoryBackends,
+    gate: SharedGate,
+    keyfile: Option<tempfile::NamedTempFile>,
 }
 
 impl Repo {
-    fn backends(cfg: &RepoConfig, gate: SharedGate) -> Result<RepositoryBackends> {
+    /// The `rustic_backend` repository string and options, credentials included (after a
+    /// login, for Swift), and the private file holding an SSH key while it is needed.
+    pub(crate) fn backend_options(
+        cfg: &RepoConfig,
+    ) -> Result<(
+        String,
+        BTreeMap<String, String>,
+        Option<tempfile::NamedTempFile>,
+    )> {
         let (repository, mut options) = cfg.location.backend();
-        if let Some((id, secret)) = &cfg.s3_credentials {
-            options.insert("access_key_id".into(), id.clone());
-            options.insert(
-                "secret_access_key".into(),
-                secret.expose_secret().to_string(),
-            );
+        let c = &cfg.creds;
+        let secret = || c.secret.as_ref().map(|s| s.expose_secret().to_string());
+        let mut keyfile = None;
+        match &cfg.location {
+            RepoLocation::Local(_) => {}
+            RepoLocation::S3 { .. } => {
+                if let (Some(id), Some(key)) = (&c.user, secret()) {
+                    options.insert("access_key_id".into(), id.clone());
+                    options.insert("secret_access_key".into(), key);
+                }
+            }
+            RepoLocation::Swift { .. } => {
+                let login = crate::swift::login(cfg)?;
+                options.insert("endpoint".into(), login.storage_url);
+                options.insert("token".into(), login.token);
+            }
+            RepoLocation::Sftp { .. } => {
+                if !options.contains_key("user")
+                    && let Some(u) = &c.user
+                {
+                    options.insert("user".into(), u.clone());
+                }
+                if let Some(key) = &c.ssh_key {
+                    let mut f = tempfile::NamedTempFile::new().map_err(|e| {
+                        Error::Other(format!("writing the SSH key to a private file: {e}"))
+                    })?;
+                    let mut text = key.expose_secret().trim_end().to_string();
+                    text.push('\n');
+                    f.write_all(text.as_bytes()).map_err(|e| {
+                        Error::Other(format!("writing the SSH key to a private file: {e}"))
+                    })?;
+                    options.insert("key".into(), f.path().display().to_string());
+                    keyfile = Some(f);
+                }
+            }
+            RepoLocation::Webdav { .. } => {
+                if !options.contains_key("username")
+                    && let Some(u) = &c.user
+                {
+                    options.insert("username".into(), u.clone());
+                }
+                if let Some(p) = secret() {
+                    options.insert("password".into(), p);
+                }
+            }
         }
+        Ok((repository, options, keyfile))
+    }
+
+    fn backends(
+        cfg: &RepoConfig,
+        gate: SharedGate,
+    ) -> Result<(RepositoryBackends, Option<tempfile::NamedTempFile>)> {
+        let (repository, mut options, keyfile) = Self::backend_options(cfg)?;
         if let Some(r) = cfg.retries {
             options.insert("retry".into(), r.to_string());
         }
@@ -280,20 +385,27 @@ impl Repo {
             .repository(repository)
             .options(options.into_iter().collect::<BTreeMap<_, _>>())
             .to_backends()
-            .map_err(|e| storage(&cfg.location, &e))?;
+            .map_err(|e| storage(cfg, &e))?;
         let guarded: Arc<dyn WriteBackend> = Arc::new(GuardedBackend {
             inner: be.repository(),
             gate,
+            repo: cfg.describe(),
+            kind: cfg.location.kind(),
         });
-        Ok(RepositoryBackends::new(guarded, None))
+        Ok((RepositoryBackends::new(guarded, None), keyfile))
     }
 
-    fn unopened(cfg: &RepoConfig) -> Result<(Repository<()>, RepositoryBackends, SharedGate)> {
+    fn unopened(cfg: &RepoConfig) -> Result<Unopened> {
         let gate = Arc::new(Mutex::new(Arc::new(Gate::default())));
-        let backends = Self::backends(cfg, gate.clone())?;
+        let (backends, keyfile) = Self::backends(cfg, gate.clone())?;
         let repo = Repository::new(&RepositoryOptions::default(), &backends)
-            .map_err(|e| storage(&cfg.location, &e))?;
-        Ok((repo, backends, gate))
+            .map_err(|e| storage(cfg, &e))?;
+        Ok(Unopened {
+            repo,
+            backends,
+            gate,
+            keyfile,
+        })
     }
 
     /// Another handle on the open repository (rustic_core's state changes consume handles);
@@ -306,14 +418,13 @@ impl Repo {
 
     /// Creates a new repository; fails if one exists there already.
     pub fn init(cfg: &RepoConfig) -> Result<()> {
-        let (repo, _, _) = Self::unopened(cfg)?;
-        if repo
-            .config_id()
-            .map_err(|e| storage(&cfg.location, &e))?
-            .is_some()
-        {
+        // Keeps the SSH key file while the repository is created.
+        let Unopened {
+            repo, keyfile: _k, ..
+        } = Self::unopened(cfg)?;
+        if repo.config_id().map_err(|e| storage(cfg, &e))?.is_some() {
             return Err(Error::RepoExists {
-                repo: cfg.location.to_string(),
+                repo: cfg.describe(),
             });
         }
         let mut config = ConfigOptions::default().set_version(2);
@@ -325,19 +436,20 @@ impl Repo {
             &KeyOptions::default(),
             &config,
         )
-        .map_err(|e| storage(&cfg.location, &e))?;
+        .map_err(|e| storage(cfg, &e))?;
         Ok(())
     }
 
     /// Opens an existing repository with its password.
     pub fn open(cfg: &RepoConfig) -> Result<Self> {
-        let (repo, backends, gate) = Self::unopened(cfg)?;
-        let name = cfg.location.to_string();
-        if repo
-            .config_id()
-            .map_err(|e| storage(&cfg.location, &e))?
-            .is_none()
-        {
+        let Unopened {
+            repo,
+            backends,
+            gate,
+            keyfile,
+        } = Self::unopened(cfg)?;
+        let name = cfg.describe();
+        if repo.config_id().map_err(|e| storage(cfg, &e))?.is_none() {
             return Err(Error::RepoNotFound { repo: name });
         }
         let repo = repo
@@ -346,7 +458,7 @@ impl Repo {
                 if e.is_incorrect_password() {
                     Error::WrongPassword { repo: name.clone() }
                 } else {
-                    storage(&cfg.location, &e)
+                    storage(cfg, &e)
                 }
             })?;
         Ok(Self {
@@ -356,6 +468,7 @@ impl Repo {
             backends,
             key: repo.key(),
             repo,
+            _keyfile: keyfile,
         })
     }
 
@@ -380,7 +493,7 @@ impl Repo {
     }
 
     fn err(&self, e: &RusticError) -> Error {
-        storage(&self.cfg.location, e)
+        storage(&self.cfg, e)
     }
 
     /// Streams every stream of `set` into one new snapshot. `gate` lets the caller watch the
@@ -549,6 +662,59 @@ impl Repo {
         Ok(report)
     }
 
+    /// Copies each snapshot tagged `tag` that `dest` does not hold yet and that is newer than
+    /// the newest copy there (older ones missing there were removed by `dest`'s own retention);
+    /// only blobs `dest` lacks are sent. Copies keep their time, tags and metadata, under new
+    /// ids.
+    pub fn copy_to(&self, dest: &Repo, tag: &str) -> Result<CopyReport> {
+        let tagged = |s: &SnapshotFile| s.tags.iter().any(|t| t == tag);
+        let newest_copy = dest
+            .repo
+            .get_all_snapshots()
+            .map_err(|e| dest.err(&e))?
+            .into_iter()
+            .filter(tagged)
+            .map(|s| s.time)
+            .max();
+        let mut snaps = self.repo.get_all_snapshots().map_err(|e| self.err(&e))?;
+        snaps.retain(|s| tagged(s) && newest_copy.as_ref().is_none_or(|n| s.time >= *n));
+        let relevant = dest
+            .repo
+            .relevant_copy_snapshots(tagged, &snaps)
+            .map_err(|e| dest.err(&e))?;
+        let todo: Vec<SnapshotFile> = relevant
+            .into_iter()
+            .filter(|c| c.relevant)
+            .map(|c| c.sn)
+            .collect();
+        let present = snaps.len() - todo.len();
+        if todo.is_empty() {
+            return Ok(CopyReport {
+                copied: vec![],
+                present,
+            });
+        }
+        let src = self.clone_open()?.to_indexed().map_err(|e| self.err(&e))?;
+        let dst = dest
+            .clone_open()?
+            .to_indexed_ids()
+            .map_err(|e| dest.err(&e))?;
+        src.copy(&dst, todo.iter()).map_err(|e| dest.err(&e))?;
+        let there = dest.repo.get_all_snapshots().map_err(|e| dest.err(&e))?;
+        let copied = todo
+            .iter()
+            .map(|s| {
+                let copy = there
+                    .iter()
+                    .find(|d| d.time == s.time && d.tree == s.tree)
+                    .map(|d| d.id.to_hex().to_string())
+                    .unwrap_or_default();
+                (s.id.to_hex().to_string(), copy)
+            })
+            .collect();
+        Ok(CopyReport { copied, present })
+    }
+
     /// Removes data no snapshot uses. With `instant`, unused packs go at once; otherwise they
     /// are marked and removed by a later prune (safe while other backups run).
     pub fn prune(&self, instant: bool) -> Result<()> {
@@ -601,11 +767,24 @@ fn keep_options(p: &KeepPolicy) -> Result<KeepOptions> {
     Ok(k)
 }
 
-fn storage(location: &RepoLocation, e: &RusticError) -> Error {
-    Error::Storage {
-        repo: location.to_string(),
-        detail: e.display_log(),
+fn storage(cfg: &RepoConfig, e: &RusticError) -> Error {
+    Error::storage(cfg.describe(), cfg.location.kind(), detail(e))
+}
+
+/// rustic's own text of an error, plus the deeper causes it leaves out (where, e.g., ssh's
+/// "Permission denied (publickey)" is).
+fn detail(e: &RusticError) -> String {
+    let mut out = e.display_log();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
     }
+    out
 }
 
 /// A snapshot opened for reading: its files (path inside the snapshot, sorted) and a way to

@@ -159,6 +159,9 @@ impl AppState {
             password: Secret(password),
             access_key_id: spec.access_key_id,
             secret_access_key: secrets.secret_access_key.map(Secret),
+            user: spec.user,
+            storage_password: secrets.storage_password.map(Secret),
+            ssh_key: secrets.ssh_key.map(Secret),
             // Applies when Holdfast creates the repository; restic keeps one setting per
             // repository.
             compression: match compression {
@@ -330,6 +333,7 @@ async fn first_start(state: &AppState) -> Result<(), String> {
             kind: EndpointKind::Local,
             url: dir.display().to_string(),
             access_key_id: None,
+            user: None,
             prune_schedule: "0 4 * * 0".into(),
             prune_timezone: "UTC".into(),
         };
@@ -338,7 +342,7 @@ async fn first_start(state: &AppState) -> Result<(), String> {
             "local",
             &EndpointSecrets {
                 password: Some(password),
-                secret_access_key: None,
+                ..Default::default()
             },
         );
         store

@@ -28,12 +28,7 @@ const NAME_RULE: &str =
 
 // ----- endpoints -----
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointKind {
-    Local,
-    S3,
-}
+pub use holdfast_core::StorageKind as EndpointKind;
 
 /// A storage endpoint (a restic-format repository) as clients write it.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -41,7 +36,11 @@ pub enum EndpointKind {
 pub struct EndpointInput {
     pub name: String,
     pub kind: EndpointKind,
-    /// A directory for `local`; `s3://bucket/prefix?endpoint=URL&region=R&path-style=true` for `s3`.
+    /// Where the repository is: an absolute directory for `local`;
+    /// `s3://bucket/prefix?endpoint=URL&region=R&path-style=true`;
+    /// `swift://container/prefix?auth=URL[&project=P&domain=D&region=R]` (TempAuth, or Keystone
+    /// when the auth URL ends in `/v3`); `sftp://user@host:port/path[?known-hosts=strict|accept-new|off]`;
+    /// `webdav://` or `webdavs://user@host:port/path`.
     pub url: String,
     /// S3 access key id.
     #[serde(default)]
@@ -49,6 +48,17 @@ pub struct EndpointInput {
     /// S3 secret access key. Write-only.
     #[serde(default)]
     pub secret_access_key: Option<String>,
+    /// The storage login for Swift (TempAuth `account:user`, or the Keystone user), and for
+    /// SFTP and WebDAV when the URL names no user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Swift's key (TempAuth) or password (Keystone); the WebDAV password. Write-only.
+    #[serde(default)]
+    pub storage_password: Option<String>,
+    /// SFTP: the private key (OpenSSH format, the whole text). Write-only. Without one, the
+    /// agents' own SSH keys are used.
+    #[serde(default)]
+    pub ssh_key: Option<String>,
     /// The repository password. Write-only; required when creating.
     #[serde(default)]
     pub password: Option<String>,
@@ -75,6 +85,8 @@ pub struct StoredEndpoint {
     pub kind: EndpointKind,
     pub url: String,
     pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
     #[serde(default = "weekly")]
     pub prune_schedule: String,
     #[serde(default = "utc")]
@@ -95,6 +107,10 @@ impl StoredEndpoint {
 pub struct EndpointSecrets {
     pub password: Option<String>,
     pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub storage_password: Option<String>,
+    #[serde(default)]
+    pub ssh_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -103,12 +119,15 @@ pub struct EndpointView {
     pub kind: EndpointKind,
     pub url: String,
     pub access_key_id: Option<String>,
+    pub user: Option<String>,
     pub prune_schedule: String,
     pub prune_timezone: String,
     /// When the repository is pruned next (RFC 3339), unless pruning is off.
     pub next_prune: Option<String>,
     pub password_set: bool,
     pub secret_access_key_set: bool,
+    pub storage_password_set: bool,
+    pub ssh_key_set: bool,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -123,10 +142,7 @@ impl EndpointInput {
         match RepoLocation::parse(&self.url) {
             Err(e) => errs.push(field("url", e.to_string())),
             Ok(loc) => {
-                let kind = match loc {
-                    RepoLocation::Local(_) => EndpointKind::Local,
-                    RepoLocation::S3 { .. } => EndpointKind::S3,
-                };
+                let kind = loc.kind();
                 if kind != self.kind {
                     errs.push(field(
                         "url",
@@ -172,6 +188,57 @@ impl EndpointInput {
                 "give access_key_id and secret_access_key together",
             ));
         }
+        let only = |name: &str, set: bool, kinds: &[EndpointKind]| {
+            (set && !kinds.contains(&self.kind)).then(|| {
+                field(
+                    name,
+                    format!(
+                        "does not apply to a {} endpoint (only to {})",
+                        self.kind,
+                        kinds
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })
+        };
+        use EndpointKind as K;
+        errs.extend(
+            [
+                only("access_key_id", self.access_key_id.is_some(), &[K::S3]),
+                only(
+                    "secret_access_key",
+                    self.secret_access_key.is_some(),
+                    &[K::S3],
+                ),
+                only("user", self.user.is_some(), &[K::Swift, K::Sftp, K::Webdav]),
+                only(
+                    "storage_password",
+                    self.storage_password.is_some(),
+                    &[K::Swift, K::Webdav],
+                ),
+                only("ssh_key", self.ssh_key.is_some(), &[K::Sftp]),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        if let Some(k) = &self.ssh_key
+            && !k.contains("PRIVATE KEY-----")
+        {
+            errs.push(field(
+                "ssh_key",
+                "is not a private key: give the whole text of the key file, from \
+                 `-----BEGIN OPENSSH PRIVATE KEY-----` to its END line",
+            ));
+        }
+        if creating && self.kind == K::Swift && self.user.is_none() {
+            errs.push(field(
+                "user",
+                "required for Swift: the TempAuth `account:user` or the Keystone user",
+            ));
+        }
         errs
     }
 
@@ -182,12 +249,15 @@ impl EndpointInput {
                 kind: self.kind,
                 url: self.url,
                 access_key_id: self.access_key_id,
+                user: self.user,
                 prune_schedule: self.prune_schedule,
                 prune_timezone: self.prune_timezone,
             },
             EndpointSecrets {
                 password: self.password,
                 secret_access_key: self.secret_access_key,
+                storage_password: self.storage_password,
+                ssh_key: self.ssh_key,
             },
         )
     }
@@ -423,6 +493,9 @@ pub struct JobView {
     /// Each lifecycle step of each attempt, with its tries (in `GET /api/v1/jobs/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
+    /// Backups of a plan with a copy endpoint: how the copy went (in `GET /api/v1/jobs/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyView>,
     /// The newest log lines (all of them: `GET /api/v1/jobs/{id}/log`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<Vec<LogLineView>>,
@@ -467,6 +540,7 @@ impl JobView {
             database: p.database,
             rate_bytes_per_sec: None,
             steps: None,
+            copy: None,
             log: None,
         }
     }
@@ -484,12 +558,40 @@ impl JobView {
     }
 }
 
+/// The copy of a backup to the plan's copy endpoint.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CopyView {
+    /// running, succeeded or failed. A failed copy leaves the backup itself in place; the next
+    /// backup copies what is missing.
+    pub state: String,
+    pub tries: i64,
+    /// What was copied, or why the copy failed.
+    pub detail: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl CopyView {
+    /// From the job's steps: the last try of its `copy` step, if any.
+    pub fn from_steps(steps: &[holdfast_store::StepRow]) -> Option<Self> {
+        let last = steps
+            .iter()
+            .filter(|s| s.step == holdfast_core::lifecycle::COPY)
+            .max_by_key(|s| (s.attempt, s.try_no))?;
+        Some(Self {
+            state: last.state.clone(),
+            tries: last.try_no,
+            detail: last.detail.clone(),
+            finished_at: last.finished_at.map(rfc3339),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StepView {
     pub attempt: i64,
     /// pre-backup-lock, pre-backup-check, backup, backup-cleanup, post-backup-unlock,
     /// pre-restore-lock, restore, restore-cleanup, post-restore-unlock; `released` marks an
-    /// attempt whose cleanup and unlock are done.
+    /// attempt whose cleanup and unlock are done; `copy` the copy to the plan's copy endpoint.
     pub step: String,
     pub try_no: i64,
     /// running, succeeded or failed.

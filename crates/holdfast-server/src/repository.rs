@@ -1,5 +1,6 @@
-//! The endpoint `test` action, run by the server itself: can the repository be reached,
-//! opened (or created), and read? (Jobs run on agents: see `holdfast-agent`.)
+//! The endpoint `test` action, run by the server itself: is the storage reachable, does it
+//! take the login, can it be written, how much space is free; can the repository be opened
+//! (or created), and read? (Jobs run on agents: see `holdfast-agent`.)
 
 use holdfast_engine::{Error as EngineError, Repo, RepoConfig};
 
@@ -12,6 +13,16 @@ pub fn test_repository(cfg: &RepoConfig) -> EndpointTestReport {
         ok: true,
         detail: format!("{}", cfg.location),
     }];
+    for c in holdfast_engine::probe::storage_checks(cfg) {
+        steps.push(CheckStep {
+            check: c.check,
+            ok: c.ok,
+            detail: c.detail,
+        });
+    }
+    if steps.iter().any(|s| !s.ok) {
+        return EndpointTestReport { ok: false, steps };
+    }
     let opened = match Repo::open(cfg) {
         Ok(r) => {
             steps.push(CheckStep {

@@ -74,7 +74,12 @@ struct Kind {
 const ENDPOINTS: Kind = Kind {
     table: "endpoints",
     noun: "endpoint",
-    secrets: &["password", "secret_access_key"],
+    secrets: &[
+        "password",
+        "secret_access_key",
+        "storage_password",
+        "ssh_key",
+    ],
 };
 const SOURCES: Kind = Kind {
     table: "sources",

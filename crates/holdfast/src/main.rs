@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use holdfast_core::{InputError, KeepPolicy, RepoLocation, SourceSpec};
 use holdfast_engine::repo::Gate;
-use holdfast_engine::{Error, Repo, RepoConfig};
+use holdfast_engine::{Error, Repo, RepoConfig, StorageCreds};
 use secrecy::SecretString;
 
 mod client;
@@ -299,10 +299,11 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
+        // Storage errors come back as Holdfast's own messages; OpenDAL's log of them is noise.
         0 if matches!(cli.command, Command::Serve(_) | Command::Agent(_)) => {
-            "info,rustic_core=warn,sqlx=warn"
+            "info,rustic_core=warn,sqlx=warn,opendal::services=off"
         }
-        0 => "warn,rustic_core::archiver=error",
+        0 => "warn,rustic_core::archiver=error,opendal::services=off",
         1 => "info",
         _ => "debug",
     };
@@ -326,13 +327,44 @@ fn repo_config(args: &RepoArgs) -> Result<RepoConfig, Error> {
     let location = RepoLocation::parse(&args.repo)?;
     let password = password(args)?;
     let mut cfg = RepoConfig::new(location, password);
-    if let (Ok(id), Ok(secret)) = (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        cfg.s3_credentials = Some((id, SecretString::from(secret)));
-    }
+    cfg.creds = storage_creds(cfg.location.kind())?;
     Ok(cfg)
+}
+
+/// The storage login from the environment, under the names restic and its users know:
+/// AWS_* for S3, ST_USER/ST_KEY (TempAuth) or OS_USERNAME/OS_PASSWORD (Keystone) for Swift;
+/// HOLDFAST_STORAGE_USER/_PASSWORD for the rest (or any), HOLDFAST_SSH_KEY_FILE for SFTP.
+fn storage_creds(kind: holdfast_core::StorageKind) -> Result<StorageCreds, Error> {
+    use holdfast_core::StorageKind as K;
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    let (user, secret) = match kind {
+        K::S3 => (var(&["AWS_ACCESS_KEY_ID"]), var(&["AWS_SECRET_ACCESS_KEY"])),
+        K::Swift => (
+            var(&["ST_USER", "OS_USERNAME", "HOLDFAST_STORAGE_USER"]),
+            var(&["ST_KEY", "OS_PASSWORD", "HOLDFAST_STORAGE_PASSWORD"]),
+        ),
+        _ => (
+            var(&["HOLDFAST_STORAGE_USER"]),
+            var(&["HOLDFAST_STORAGE_PASSWORD"]),
+        ),
+    };
+    let ssh_key = match var(&["HOLDFAST_SSH_KEY_FILE"]) {
+        Some(f) if kind == K::Sftp => {
+            Some(SecretString::from(std::fs::read_to_string(&f).map_err(
+                |e| InputError::new(format!("HOLDFAST_SSH_KEY_FILE {f}"), e.to_string()),
+            )?))
+        }
+        _ => None,
+    };
+    Ok(StorageCreds {
+        user,
+        secret: secret.map(SecretString::from),
+        ssh_key,
+    })
 }
 
 fn password(args: &RepoArgs) -> Result<SecretString, Error> {

@@ -15,7 +15,7 @@ use holdfast_core::agent::{
     labels_match,
 };
 use holdfast_core::job::{Event, JobState, transition};
-use holdfast_core::lifecycle::{RELEASED, Step};
+use holdfast_core::lifecycle::{COPY, RELEASED, Step};
 use holdfast_core::plan::PlanSpec;
 use holdfast_store::{AgentRow, Job, JobUpdate, Kind, StepRow};
 use serde::Deserialize;
@@ -175,6 +175,14 @@ async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
         s.ensure_repository(&ep, compression).await;
     }
     let repository = s.repo_ticket(&ep, compression)?;
+    let copy_repository = match plan.as_ref().and_then(|p| p.copy.as_ref()) {
+        Some(c) if j.kind == "backup" => {
+            let ep = s.store.must_get(Kind::Endpoint, &c.endpoint).await?;
+            s.ensure_repository(&ep, compression).await;
+            Some(s.repo_ticket(&ep, compression)?)
+        }
+        _ => None,
+    };
     let (source, restore) = match j.kind.as_str() {
         "backup" => {
             let name = plan
@@ -226,6 +234,7 @@ async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
         lease_ms: s.config.lease.as_millis() as u64,
         plan,
         repository,
+        copy_repository,
         source,
         restore,
         cleanup_first,
@@ -388,7 +397,7 @@ pub async fn step(
 ) -> ApiResult<StatusCode> {
     let id = job_id(&id)?;
     s.store.must_job(id).await?;
-    if r.step != RELEASED && Step::parse(&r.step).is_none() {
+    if r.step != RELEASED && r.step != COPY && Step::parse(&r.step).is_none() {
         return Err(ApiError::field(
             "step",
             format!("unknown step `{}`", r.step),

@@ -81,6 +81,7 @@ pub async fn get_job(
     let mut v = JobView::at(&j, s.now());
     let steps = s.store.steps(j.id).await?;
     v.steps = Some(steps.iter().map(StepView::new).collect());
+    v.copy = CopyView::from_steps(&steps);
     let log = s.store.log(j.id, 0, 1000).await?;
     v.log = Some(log.into_iter().map(log_view).collect());
     Ok(Json(v))

@@ -166,10 +166,13 @@ fn endpoint_view(r: &Resource, state: &AppState) -> ApiResult<EndpointView> {
         url: holdfast_core::location::redact_url(&s.url),
         next_prune: state.next_prune(&s).map(rfc3339),
         access_key_id: s.access_key_id,
+        user: s.user,
         prune_schedule: s.prune_schedule,
         prune_timezone: s.prune_timezone,
         password_set: secrets.password.is_some(),
         secret_access_key_set: secrets.secret_access_key.is_some(),
+        storage_password_set: secrets.storage_password.is_some(),
+        ssh_key_set: secrets.ssh_key.is_some(),
         version: r.version,
         created_at: rfc3339(r.created_at),
         updated_at: rfc3339(r.updated_at),
@@ -270,6 +273,16 @@ pub async fn delete_endpoint(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
+    for p in s.store.list(Kind::Plan).await? {
+        if let Ok(spec) = serde_json::from_str::<PlanSpec>(&p.spec)
+            && spec.copy.is_some_and(|c| c.endpoint == name)
+        {
+            return Err(ApiError::Conflict(format!(
+                "endpoint `{name}` receives the copies of plan `{}`; change the plan's copy first",
+                p.name
+            )));
+        }
+    }
     s.store
         .delete(Kind::Endpoint, &name, if_match(&headers)?)
         .await?;
@@ -488,6 +501,16 @@ async fn plan_cols(s: &AppState, spec: &PlanSpec, old: Option<&Resource>) -> Api
         errs.push(FieldError {
             field: "endpoint".into(),
             reason: format!("no endpoint named `{}`; create it first", spec.endpoint),
+        });
+    }
+    if let Some(c) = &spec.copy
+        && !c.endpoint.trim().is_empty()
+        && c.endpoint != spec.endpoint
+        && s.store.get(Kind::Endpoint, &c.endpoint).await?.is_none()
+    {
+        errs.push(FieldError {
+            field: "copy.endpoint".into(),
+            reason: format!("no endpoint named `{}`; create it first", c.endpoint),
         });
     }
     invalid(errs)?;

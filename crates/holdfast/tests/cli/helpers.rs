@@ -25,6 +25,10 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub repo: String,
     pub extra_env: Vec<(String, String)>,
+    /// How the stock restic names this repository, when not as Holdfast does, and the extra
+    /// arguments it needs (e.g. `-o sftp.command=...`).
+    pub restic_repo: Option<String>,
+    pub restic_args: Vec<String>,
 }
 
 impl Env {
@@ -35,6 +39,8 @@ impl Env {
             dir,
             repo,
             extra_env: Vec::new(),
+            restic_repo: None,
+            restic_args: Vec::new(),
         }
     }
 
@@ -113,6 +119,7 @@ impl Env {
     pub fn restic(&self, args: &[&str]) -> Output {
         let out = Command::new("restic")
             .args(["--no-cache", "-r", &self.restic_repo()])
+            .args(&self.restic_args)
             .args(args)
             .env("RESTIC_PASSWORD", PASSWORD)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
@@ -128,6 +135,9 @@ impl Env {
     }
 
     fn restic_repo(&self) -> String {
+        if let Some(r) = &self.restic_repo {
+            return r.clone();
+        }
         match self.repo.strip_prefix("s3://") {
             Some(rest) => {
                 // s3://bucket/prefix?endpoint=http://host:port&... -> s3:http://host:port/bucket/prefix

@@ -5,9 +5,11 @@
 mod helpers;
 
 mod agents;
+mod endpoints;
 mod failures;
 mod mysql;
 mod other_sources;
 mod postgres;
 mod repository;
 mod server;
+mod storage;
