@@ -70,6 +70,14 @@ impl Dav {
         out
     }
 
+    /// The content of its only snapshot (asserting there is exactly one).
+    fn only_snapshot(&self) -> Vec<u8> {
+        let snaps = self.cli().snapshots();
+        assert_eq!(snaps.len(), 1, "{snaps:?}");
+        let id = snaps[0]["id"].as_str().unwrap();
+        self.cli().cmd(&["dump", &id[..8]]).output().unwrap().stdout
+    }
+
     /// The holdfast CLI on its repository.
     fn cli(&self) -> Env {
         let mut env = Env::with_repo(self.url());
@@ -84,12 +92,13 @@ impl Drop for Dav {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Writes a new dump (2 MB of random bytes and `n`) to `payload` and returns it.
+fn new_payload(payload: &Path, n: usize) -> Vec<u8> {
+    sh(&format!(
+        "head -c 2000000 /dev/urandom > {p}; echo {n} >> {p}",
+        p = payload.display()
+    ));
+    std::fs::read(payload).unwrap()
 }
 
 fn dav_endpoint(s: &Server, name: &str, dav: &Dav) {
@@ -249,6 +258,39 @@ fn backups_are_copied_to_a_second_endpoint_with_their_own_retention() {
     for c in ["reachable", "authenticated", "writable", "repository"] {
         assert!(checks.contains(&c), "no `{c}` check: {report}");
     }
+    let check = |report: &Value, name: &str| -> Value {
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no `{name}` check: {report}"))
+    };
+    // A local endpoint tells its free space.
+    let local = s.ok("POST", "/api/v1/endpoints/local/test", None);
+    let free = check(&local, "free-space");
+    assert!(free["detail"].as_str().unwrap().contains("GiB"), "{local}");
+    // A wrong password: reachable, not authenticated, and nothing tried after.
+    s.ok(
+        "POST",
+        "/api/v1/endpoints",
+        Some(&json!({"name": "wrong", "kind": "webdav", "url": dav.url(),
+                     "password": PASSWORD, "storage_password": "not-it"})),
+    );
+    let bad = s.ok("POST", "/api/v1/endpoints/wrong/test", None);
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert_eq!(check(&bad, "reachable")["ok"], true, "{bad}");
+    let auth = check(&bad, "authenticated");
+    assert_eq!(auth["ok"], false, "{bad}");
+    assert!(
+        auth["detail"]
+            .as_str()
+            .unwrap()
+            .contains("storage_password"),
+        "{bad}"
+    );
+    assert!(!bad.to_string().contains("not-it"), "{bad}");
 
     let payload = dir.path().join("payload");
     s.ok(
@@ -285,11 +327,7 @@ fn backups_are_copied_to_a_second_endpoint_with_their_own_retention() {
 
     let mut versions = vec![];
     for i in 0..2 {
-        sh(&format!(
-            "head -c 2000000 /dev/urandom > {p}; echo {i} >> {p}",
-            p = payload.display()
-        ));
-        versions.push(std::fs::read(&payload).unwrap());
+        versions.push(new_payload(&payload, i));
         let j = run(&s, "p");
         assert_eq!(j["state"], "succeeded", "{j}");
         assert_eq!(j["copy"]["state"], "succeeded", "{j}");
@@ -298,27 +336,13 @@ fn backups_are_copied_to_a_second_endpoint_with_their_own_retention() {
         assert!(detail.contains(short), "{detail}");
     }
     // The copy keeps only the newest (its own retention), the plan's endpoint both.
-    let offsite = dav.cli().snapshots();
-    assert_eq!(offsite.len(), 1, "{offsite:?}");
-    let copy_id = offsite[0]["id"].as_str().unwrap().to_string();
-    assert!(
-        dav.cli()
-            .cmd(&["dump", &copy_id[..8]])
-            .output()
-            .unwrap()
-            .stdout
-            == versions[1]
-    );
+    assert!(dav.only_snapshot() == versions[1]);
     let points = s.ok("GET", "/api/v1/restore-points?plan=p", None);
     assert_eq!(points.as_array().unwrap().len(), 2, "{points}");
 
     // The copy endpoint is down: the backup succeeds, the copy says it failed.
     dav.stop();
-    sh(&format!(
-        "head -c 2000000 /dev/urandom > {p}; echo 2 >> {p}",
-        p = payload.display()
-    ));
-    versions.push(std::fs::read(&payload).unwrap());
+    versions.push(new_payload(&payload, 2));
     let j = run(&s, "p");
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(j["copy"]["state"], "failed", "{j}");
@@ -330,11 +354,7 @@ fn backups_are_copied_to_a_second_endpoint_with_their_own_retention() {
 
     // Back again: the next backup copies the missed one too (then retention keeps one).
     let dav = Dav::start(&dav.dir.clone(), port);
-    sh(&format!(
-        "head -c 2000000 /dev/urandom > {p}; echo 3 >> {p}",
-        p = payload.display()
-    ));
-    versions.push(std::fs::read(&payload).unwrap());
+    versions.push(new_payload(&payload, 3));
     let j = run(&s, "p");
     assert_eq!(j["copy"]["state"], "succeeded", "{j}");
     let detail = j["copy"]["detail"].as_str().unwrap();
@@ -342,16 +362,6 @@ fn backups_are_copied_to_a_second_endpoint_with_their_own_retention() {
         detail.contains(&missed[..8]),
         "the missed copy was not made: {detail}"
     );
-    let offsite = dav.cli().snapshots();
-    assert_eq!(offsite.len(), 1, "{offsite:?}");
-    let copy_id = offsite[0]["id"].as_str().unwrap().to_string();
-    assert!(
-        dav.cli()
-            .cmd(&["dump", &copy_id[..8]])
-            .output()
-            .unwrap()
-            .stdout
-            == versions[3]
-    );
+    assert!(dav.only_snapshot() == versions[3]);
     dav.cli().ok(&["check", "--read-data"]);
 }

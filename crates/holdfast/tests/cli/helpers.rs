@@ -18,6 +18,15 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A temporary directory with a repository location inside (not yet initialised).

@@ -133,14 +133,6 @@ fn redis_rdb_loads_into_a_fresh_server() {
     let _ = server.wait();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn folder_round_trip_keeps_content_modes_links_and_times() {
     let env = Env::new();
