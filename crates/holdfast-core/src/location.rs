@@ -270,6 +270,7 @@ pub enum StorageKind {
     S3,
     Swift,
     Sftp,
+    Ftp,
     Webdav,
 }
 
@@ -280,6 +281,7 @@ impl StorageKind {
             Self::S3 => "s3",
             Self::Swift => "swift",
             Self::Sftp => "sftp",
+            Self::Ftp => "ftp",
             Self::Webdav => "webdav",
         }
     }
@@ -291,7 +293,7 @@ impl StorageKind {
             Self::S3 => "access_key_id and secret_access_key",
             Self::Swift => "user and storage_password (the Swift key or Keystone password)",
             Self::Sftp => "user and ssh_key",
-            Self::Webdav => "user and storage_password",
+            Self::Ftp | Self::Webdav => "user and storage_password",
         }
     }
 }
@@ -348,6 +350,13 @@ pub enum RepoLocation {
         path: String,
         known_hosts: KnownHosts,
     },
+    /// `ftp://[user@]host[:port]/path` (plain FTP; Holdfast's own client, see the engine).
+    Ftp {
+        user: Option<String>,
+        host: String,
+        port: u16,
+        path: String,
+    },
     /// `webdav://[user@]host[:port]/path` (HTTP) or `webdavs://` (HTTPS).
     Webdav {
         tls: bool,
@@ -359,7 +368,7 @@ pub enum RepoLocation {
 }
 
 const SCHEMES: &str = "a directory path, s3://bucket/prefix, swift://container/prefix?auth=URL, \
-                       sftp://user@host:port/path, \
+                       sftp://user@host:port/path, ftp://user@host:port/path, \
                        webdav:// or webdavs://user@host:port/path";
 
 impl RepoLocation {
@@ -483,13 +492,20 @@ impl RepoLocation {
                     known_hosts,
                 })
             }
-            "ftp" | "ftps" => Err(InputError::new(
+            "ftps" => Err(InputError::new(
                 what(),
-                "FTP is not available yet: the storage library Holdfast uses (OpenDAL 0.58) \
-                 returns FTP connections to its pool with a download still open, so reading \
-                 a repository back fails (and for FTPS it sends `host:port` as the TLS server \
-                 name, which no certificate matches); use sftp://, webdav(s):// or s3://",
+                "FTPS is not available yet (plain ftp:// is); use sftp://, webdavs:// or \
+                 s3:// where the network is not trusted",
             )),
+            "ftp" => {
+                params(&[])?;
+                Ok(Self::Ftp {
+                    user,
+                    host: host()?,
+                    port: url.port().unwrap_or(21),
+                    path: path.trim_end_matches('/').to_string(),
+                })
+            }
             "webdav" | "webdavs" | "dav" | "davs" => {
                 params(&[])?;
                 Ok(Self::Webdav {
@@ -516,6 +532,7 @@ impl RepoLocation {
             Self::S3 { .. } => StorageKind::S3,
             Self::Swift { .. } => StorageKind::Swift,
             Self::Sftp { .. } => StorageKind::Sftp,
+            Self::Ftp { .. } => StorageKind::Ftp,
             Self::Webdav { .. } => StorageKind::Webdav,
         }
     }
@@ -523,7 +540,9 @@ impl RepoLocation {
     /// The login name the URL carries (SFTP, FTP, WebDAV).
     pub fn user(&self) -> Option<&str> {
         match self {
-            Self::Sftp { user, .. } | Self::Webdav { user, .. } => user.as_deref(),
+            Self::Sftp { user, .. } | Self::Ftp { user, .. } | Self::Webdav { user, .. } => {
+                user.as_deref()
+            }
             _ => None,
         }
     }
@@ -580,6 +599,14 @@ impl RepoLocation {
                 };
                 o.insert("known_hosts_strategy".into(), strategy.into());
             }
+            // Not through rustic_backend: the engine has its own FTP backend.
+            Self::Ftp {
+                host, port, path, ..
+            } => {
+                o.insert("endpoint".into(), format!("ftp://{host}:{port}"));
+                o.insert("root".into(), root(path));
+                return ("ftp".into(), o);
+            }
             Self::Webdav {
                 tls,
                 user,
@@ -633,6 +660,12 @@ impl fmt::Display for RepoLocation {
                 path,
                 ..
             } => write!(f, "sftp://{}{host}:{port}{path}", user(u)),
+            Self::Ftp {
+                user: u,
+                host,
+                port,
+                path,
+            } => write!(f, "ftp://{}{host}:{port}{path}", user(u)),
             Self::Webdav {
                 tls,
                 user: u,
@@ -742,10 +775,11 @@ mod tests {
         assert_eq!(o["known_hosts_strategy"], "add");
         assert_eq!(sftp.to_string(), "sftp://backup@10.0.0.5:2222/srv/repo");
 
-        for url in ["ftp://u@files.example/b/r", "ftps://u@files.example/b/r"] {
-            let e = RepoLocation::parse(url).unwrap_err();
-            assert!(e.reason.contains("sftp://"), "{e}");
-        }
+        let ftp = RepoLocation::parse("ftp://u@files.example/b/r").unwrap();
+        assert_eq!(ftp.kind(), StorageKind::Ftp);
+        assert_eq!(ftp.to_string(), "ftp://u@files.example:21/b/r");
+        let e = RepoLocation::parse("ftps://u@files.example/b/r").unwrap_err();
+        assert!(e.reason.contains("sftp://"), "{e}");
 
         let dav = RepoLocation::parse("webdav://u@127.0.0.1:8080/dav/repo").unwrap();
         let (name, o) = dav.backend();

@@ -16,6 +16,7 @@
 //! storage layer, so no code path in rustic_core can write a snapshot of a failed dump.
 
 pub mod error;
+mod ftp;
 pub mod probe;
 pub mod process;
 pub mod repo;

@@ -41,6 +41,9 @@ pub fn storage_checks(cfg: &RepoConfig) -> Vec<Check> {
         }
         _ => out.push(check("reachable", false, e.to_string())),
     };
+    if let Ok(Some(ftp)) = Repo::ftp(cfg) {
+        return ftp_checks(cfg, &ftp, &mut out);
+    }
     let storage = match operator(cfg) {
         Ok(o) => o,
         Err(e) => {
@@ -115,6 +118,65 @@ pub fn storage_checks(cfg: &RepoConfig) -> Vec<Check> {
         ),
     });
     out
+}
+
+/// The same checks through Holdfast's own FTP client.
+fn ftp_checks(cfg: &RepoConfig, ftp: &crate::ftp::FtpBackend, out: &mut Vec<Check>) -> Vec<Check> {
+    use rustic_core::{ReadBackend, repofile::FileType};
+    let storage = |e: Box<rustic_core::RusticError>| {
+        Error::storage(cfg.describe(), cfg.location.kind(), e.display_log())
+    };
+    match ftp.list_with_size(FileType::Config) {
+        Ok(_) => {
+            out.push(check(
+                "reachable",
+                true,
+                format!("{} answered", cfg.location),
+            ));
+            out.push(check(
+                "authenticated",
+                true,
+                "the FTP server accepted the login",
+            ));
+        }
+        Err(e) => {
+            match storage(e) {
+                e @ Error::StorageAuth { .. } => {
+                    out.push(check("reachable", true, "the FTP server answered"));
+                    out.push(check("authenticated", false, e.to_string()));
+                }
+                e => out.push(check("reachable", false, e.to_string())),
+            }
+            return std::mem::take(out);
+        }
+    }
+    let name = format!(
+        "holdfast-write-test-{}-{}",
+        std::process::id(),
+        jiff_nanos()
+    );
+    match ftp.probe_write(&name) {
+        Ok(true) => out.push(check(
+            "writable",
+            true,
+            "a test file was written, read back and removed",
+        )),
+        Ok(false) => out.push(check(
+            "writable",
+            false,
+            "a test file read back with other content than was written",
+        )),
+        Err(e) => {
+            out.push(check("writable", false, storage(e).to_string()));
+            return std::mem::take(out);
+        }
+    }
+    out.push(check(
+        "free-space",
+        true,
+        "ftp storage does not report free space",
+    ));
+    std::mem::take(out)
 }
 
 fn jiff_nanos() -> u128 {

@@ -359,6 +359,8 @@ impl Repo {
                     keyfile = Some(f);
                 }
             }
+            // Not through rustic_backend: see `Repo::ftp`.
+            RepoLocation::Ftp { .. } => {}
             RepoLocation::Webdav { .. } => {
                 if !options.contains_key("username")
                     && let Some(u) = &c.user
@@ -377,6 +379,15 @@ impl Repo {
         cfg: &RepoConfig,
         gate: SharedGate,
     ) -> Result<(RepositoryBackends, Option<tempfile::NamedTempFile>)> {
+        if let Some(ftp) = Self::ftp(cfg)? {
+            let guarded: Arc<dyn WriteBackend> = Arc::new(GuardedBackend {
+                inner: Arc::new(ftp),
+                gate,
+                repo: cfg.describe(),
+                kind: cfg.location.kind(),
+            });
+            return Ok((RepositoryBackends::new(guarded, None), None));
+        }
         let (repository, mut options, keyfile) = Self::backend_options(cfg)?;
         if let Some(r) = cfg.retries {
             options.insert("retry".into(), r.to_string());
@@ -393,6 +404,34 @@ impl Repo {
             kind: cfg.location.kind(),
         });
         Ok((RepositoryBackends::new(guarded, None), keyfile))
+    }
+
+    /// Holdfast's own FTP backend, for an FTP location.
+    pub(crate) fn ftp(cfg: &RepoConfig) -> Result<Option<crate::ftp::FtpBackend>> {
+        let RepoLocation::Ftp {
+            user,
+            host,
+            port,
+            path,
+        } = &cfg.location
+        else {
+            return Ok(None);
+        };
+        let user = user
+            .clone()
+            .or_else(|| cfg.creds.user.clone())
+            .unwrap_or_else(|| "anonymous".into());
+        Ok(Some(crate::ftp::FtpBackend::new(crate::ftp::FtpTarget {
+            host: host.clone(),
+            port: *port,
+            user,
+            password: cfg
+                .creds
+                .secret
+                .clone()
+                .unwrap_or_else(|| SecretString::from(String::new())),
+            root: format!("/{}", path.trim_matches('/')),
+        })))
     }
 
     fn unopened(cfg: &RepoConfig) -> Result<Unopened> {

@@ -40,7 +40,7 @@ pub struct EndpointInput {
     /// `s3://bucket/prefix?endpoint=URL&region=R&path-style=true`;
     /// `swift://container/prefix?auth=URL[&project=P&domain=D&region=R]` (TempAuth, or Keystone
     /// when the auth URL ends in `/v3`); `sftp://user@host:port/path[?known-hosts=strict|accept-new|off]`;
-    /// `webdav://` or `webdavs://user@host:port/path`.
+    /// `ftp://user@host:port/path`; `webdav://` or `webdavs://user@host:port/path`.
     pub url: String,
     /// S3 access key id.
     #[serde(default)]
@@ -217,7 +217,7 @@ impl EndpointInput {
                 only(
                     "storage_password",
                     self.storage_password.is_some(),
-                    &[K::Swift, K::Webdav],
+                    &[K::Swift, K::Ftp, K::Webdav],
                 ),
                 only("ssh_key", self.ssh_key.is_some(), &[K::Sftp]),
             ]

@@ -39,6 +39,15 @@ fn sftp_env() -> Env {
     env
 }
 
+fn ftp_env() -> Env {
+    let mut env = Env::with_repo(format!("{}/{}", var("HOLDFAST_TEST_FTP"), unique("ftp")));
+    env.extra_env = vec![(
+        "HOLDFAST_STORAGE_PASSWORD".into(),
+        var("HOLDFAST_TEST_FTP_PASSWORD"),
+    )];
+    env
+}
+
 fn webdav_env() -> Env {
     let mut env = Env::with_repo(format!("{}/{}", var("HOLDFAST_TEST_WEBDAV"), unique("dav")));
     env.extra_env = vec![(
@@ -155,14 +164,18 @@ fn sftp_endpoint_keeps_the_repository_contract() {
     contract(sftp_env(), true);
 }
 
-/// FTP and FTPS are refused with a reason (OpenDAL 0.58's FTP service cannot read a
-/// repository back reliably), not accepted and found wanting on the day of a restore.
 #[test]
-fn ftp_is_refused_with_the_reason_and_what_to_use_instead() {
-    let env = Env::with_repo("ftp://backup@files.example:21/repo".into());
+fn ftp_endpoint_keeps_the_repository_contract() {
+    contract(ftp_env(), false);
+}
+
+/// FTPS is refused with what to use instead, not accepted and found wanting later.
+#[test]
+fn ftps_is_refused_with_what_to_use_instead() {
+    let env = Env::with_repo("ftps://backup@files.example:21/repo".into());
     let e = env.fails(&["init"], 2);
     assert!(
-        e.contains("FTP is not available") && e.contains("sftp://"),
+        e.contains("FTPS is not available") && e.contains("sftp://"),
         "{e}"
     );
 }
@@ -207,6 +220,18 @@ fn wrong_storage_credentials_fail_fast_and_say_which() {
     let mut swift = swift_env();
     swift.extra_env[2].1 = "wrong".into();
     refused(&swift, "user and storage_password");
+
+    // FTP: count the server's failed logins for a user name only this test uses.
+    let mut ftp = ftp_env();
+    let user = unique("nobody");
+    ftp.repo = ftp.repo.replace("holdfast@", &format!("{user}@"));
+    refused(&ftp, "user and storage_password");
+    let log = std::fs::read_to_string("/var/lib/holdfast-test/ftp/ftp.log").unwrap();
+    let attempts = log
+        .lines()
+        .filter(|l| l.contains(&format!("USER '{user}' failed login")))
+        .count();
+    assert_eq!(attempts, 1, "the FTP server saw {attempts} login attempts");
 
     // SFTP: a key the server does not know.
     let mut sftp = sftp_env();
