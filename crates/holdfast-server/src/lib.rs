@@ -10,6 +10,7 @@ pub mod model;
 pub mod repository;
 pub mod scheduler;
 pub mod secrets;
+mod ui;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

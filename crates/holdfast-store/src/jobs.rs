@@ -399,6 +399,45 @@ impl Store {
         Ok(q.fetch_optional(&self.pool).await?.as_ref().map(job))
     }
 
+    /// For every plan with backups: its newest backup job (skips aside) and when its newest
+    /// successful backup finished. Two grouped queries, for dashboards over many plans.
+    pub async fn plan_results(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (Job, Option<i64>)>> {
+        let cols = JOB_COLUMNS
+            .split(',')
+            .map(|c| format!("j.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols} FROM jobs j JOIN (SELECT MAX(id) AS m FROM jobs
+                 WHERE kind = 'backup' AND state <> 'skipped' AND plan IS NOT NULL GROUP BY plan) t
+             ON j.id = t.m"
+        );
+        let mut out: std::collections::HashMap<String, (Job, Option<i64>)> =
+            sqlx::query(AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(job)
+                .filter_map(|j| Some((j.plan.clone()?, (j, None))))
+                .collect();
+        let ok = sqlx::query(
+            "SELECT plan, MAX(finished_at) FROM jobs
+             WHERE kind = 'backup' AND state = 'succeeded' AND plan IS NOT NULL GROUP BY plan",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in ok {
+            let plan: String = row.try_get(0)?;
+            let at: Option<i64> = row.try_get(1)?;
+            if let Some(e) = out.get_mut(&plan) {
+                e.1 = at;
+            }
+        }
+        Ok(out)
+    }
+
     /// Claims the oldest runnable job for `owner` with a lease until `lease_expires`. A prune
     /// waits while any job uses its endpoint, and no job starts on an endpoint being pruned.
     pub async fn claim(&self, owner: &str, now: i64, lease_expires: i64) -> Result<Option<Job>> {

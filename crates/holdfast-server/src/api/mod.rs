@@ -2,7 +2,7 @@
 
 mod agents;
 mod jobs;
-mod resources;
+pub(crate) mod resources;
 
 use std::sync::Arc;
 
@@ -355,5 +355,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
+        .merge(crate::ui::router())
         .with_state(state)
 }

@@ -13,3 +13,4 @@ mod postgres;
 mod repository;
 mod server;
 mod storage;
+mod ui;

@@ -1,0 +1,620 @@
+//! The web UI: server-rendered HTML (maud, escaped by construction) and a few lines of
+//! hand-written JavaScript for live progress over Server-Sent Events. No build step, no CDN.
+//!
+//! Sign-in takes an API token and keeps it in an HttpOnly, SameSite=Strict cookie; every form
+//! that changes something also carries a CSRF token derived from the session.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use holdfast_core::Schedule;
+use holdfast_core::plan::PlanSpec;
+use holdfast_store::{Job, JobFilter, Kind};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::model::rfc3339;
+
+const COOKIE: &str = "holdfast_session";
+const PAGE: usize = 50;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/ui/login", get(login_form).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/jobs", get(jobs))
+        .route("/ui/jobs/{id}", get(job))
+        .route("/ui/jobs/{id}/events", get(job_events))
+        .route("/ui/plans/{name}/run", post(run_now))
+        .route("/ui/app.js", get(app_js))
+        .route("/ui/app.css", get(app_css))
+}
+
+/// A signed-in browser: its token, checked against the store on every request.
+struct Session {
+    csrf: String,
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(str::to_string)
+        })
+}
+
+async fn session(s: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
+    let to_login = || Redirect::to("/ui/login").into_response();
+    let token = cookie_token(headers).ok_or_else(to_login)?;
+    let hash = crate::secrets::hash_token(&token);
+    match s.store.token_by_hash(&hash).await {
+        Ok(Some(_)) => Ok(Session {
+            csrf: crate::secrets::hash_token(&format!("csrf:{hash}"))[..32].to_string(),
+        }),
+        Ok(None) => Err(to_login()),
+        Err(e) => Err(error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+    }
+}
+
+/// The answer to a form whose CSRF token is not this session's, if it is not.
+fn bad_csrf(sess: &Session, given: &str) -> Option<Response> {
+    (given != sess.csrf).then(|| {
+        error_page(
+            StatusCode::FORBIDDEN,
+            "the form's security token does not match this session; reload the page and try again",
+        )
+    })
+}
+
+fn page(title: &str, signed_in: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Holdfast" }
+                link rel="stylesheet" href="/ui/app.css";
+                script src="/ui/app.js" defer {}
+            }
+            body {
+                header {
+                    a.brand href="/" { "Holdfast" }
+                    @if let Some(sess) = signed_in {
+                        nav {
+                            a href="/" { "Plans" }
+                            a href="/ui/jobs" { "Jobs" }
+                            form.inline method="post" action="/ui/logout" {
+                                input type="hidden" name="csrf" value=(sess.csrf);
+                                button { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        page(
+            "Error",
+            None,
+            html! { h1 { "Something went wrong" } p.error role="alert" { (message) } },
+        ),
+    )
+        .into_response()
+}
+
+// ----- sign-in -----
+
+async fn login_form() -> Markup {
+    login_page(None)
+}
+
+fn login_page(error: Option<&str>) -> Markup {
+    page(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in" }
+            form method="post" action="/ui/login" {
+                label for="token" { "API token" }
+                input #token type="password" name="token" autocomplete="current-password" required;
+                @if let Some(e) = error { p.error #token-error role="alert" { (e) } }
+                button type="submit" { "Sign in" }
+            }
+            p.hint { "The admin token is printed when the server first starts; more come from "
+                code { "POST /api/v1/tokens" } "." }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(s): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> Response {
+    let token = f.token.trim();
+    let known = matches!(
+        s.store
+            .token_by_hash(&crate::secrets::hash_token(token))
+            .await,
+        Ok(Some(_))
+    );
+    if !known {
+        return (
+            StatusCode::UNAUTHORIZED,
+            login_page(Some("unknown or revoked token")),
+        )
+            .into_response();
+    }
+    let mut r = Redirect::to("/").into_response();
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(r) = bad_csrf(&sess, &f.csrf) {
+        return r;
+    }
+    let mut r = Redirect::to("/ui/login").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("holdfast_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    r
+}
+
+// ----- dashboard -----
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page: Option<usize>,
+}
+
+/// A plan's health on the dashboard, worst first.
+#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+enum Health {
+    Failing,
+    Stale,
+    Running,
+    Healthy,
+    New,
+    Paused,
+}
+
+impl Health {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Failing => "failing",
+            Self::Stale => "stale",
+            Self::Running => "running",
+            Self::Healthy => "ok",
+            Self::New => "no backup yet",
+            Self::Paused => "paused",
+        }
+    }
+}
+
+struct Row {
+    spec: PlanSpec,
+    health: Health,
+    last: Option<Job>,
+    last_success: Option<i64>,
+    next: Option<String>,
+}
+
+async fn dashboard(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (plans, mut results) =
+        match tokio::try_join!(s.store.list(Kind::Plan), s.store.plan_results()) {
+            Ok(x) => x,
+            Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        };
+    let now_ms = s.now();
+    let now = jiff::Timestamp::from_millisecond(now_ms).unwrap_or_default();
+    let mut rows: Vec<Row> = plans
+        .iter()
+        .filter_map(|r| {
+            let mut spec: PlanSpec = serde_json::from_str(&r.spec).ok()?;
+            spec.paused = r.plan.as_ref().is_some_and(|c| c.paused);
+            let (last, last_success) = match results.remove(&r.name) {
+                Some((j, ok)) => (Some(j), ok),
+                None => (None, None),
+            };
+            let upcoming = Schedule::parse(&spec.schedule, &spec.timezone)
+                .map(|s| s.upcoming(now, 2))
+                .unwrap_or_default();
+            let interval_ms = match upcoming.as_slice() {
+                [a, b, ..] => Some(b.timestamp().as_millisecond() - a.timestamp().as_millisecond()),
+                _ => None,
+            };
+            let health = match (&last, spec.paused) {
+                (_, true) => Health::Paused,
+                (None, _) => Health::New,
+                (Some(j), _) if j.state == "failed" => Health::Failing,
+                (Some(j), _) if matches!(j.state.as_str(), "running" | "queued") => Health::Running,
+                _ => {
+                    let stale = match (last_success, interval_ms) {
+                        (Some(at), Some(i)) => now_ms - at > 2 * i,
+                        (None, _) => true,
+                        _ => false,
+                    };
+                    if stale {
+                        Health::Stale
+                    } else {
+                        Health::Healthy
+                    }
+                }
+            };
+            let next = (!spec.paused)
+                .then(|| {
+                    upcoming
+                        .first()
+                        .map(|z| z.strftime("%Y-%m-%d %H:%M %Z").to_string())
+                })
+                .flatten();
+            Some(Row {
+                spec,
+                health,
+                last,
+                last_success,
+                next,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| a.health.cmp(&b.health).then(a.spec.name.cmp(&b.spec.name)));
+    let failing = rows.iter().filter(|r| r.health == Health::Failing).count();
+    let stale = rows.iter().filter(|r| r.health == Health::Stale).count();
+    let pages = rows.len().div_ceil(PAGE).max(1);
+    let at = q.page.unwrap_or(1).clamp(1, pages);
+    let shown = &rows[(at - 1) * PAGE..(at * PAGE).min(rows.len())];
+    page(
+        "Plans",
+        Some(&sess),
+        html! {
+            h1 { "Backup plans" }
+            p.summary {
+                (rows.len()) " plans · "
+                span class=(if failing > 0 { "bad" } else { "" }) { (failing) " failing" } " · "
+                span class=(if stale > 0 { "warn" } else { "" }) { (stale) " stale" }
+            }
+            @if rows.is_empty() {
+                p { "No plans yet. Create one with " code { "POST /api/v1/plans" } " or "
+                    code { "holdfast apply" } "." }
+            } @else {
+                table #plans {
+                    thead { tr {
+                        th { "Plan" } th { "Status" } th { "Source → endpoint" } th { "Schedule" }
+                        th { "Last result" } th { "Last success" } th { "Next run" } th {}
+                    } }
+                    tbody {
+                        @for r in shown {
+                            tr data-plan=(r.spec.name) {
+                                td { (r.spec.name) }
+                                td { span class={"badge " (r.health.label().replace(' ', "-"))} { (r.health.label()) } }
+                                td { (r.spec.source) " → " (r.spec.endpoint)
+                                     @if let Some(c) = &r.spec.copy { " (+ copy to " (c.endpoint) ")" } }
+                                td { code { (r.spec.schedule) } " " small { (r.spec.timezone) } }
+                                td {
+                                    @if let Some(j) = &r.last {
+                                        a href={"/ui/jobs/" (j.id)} { (j.state) }
+                                        @if let Some(e) = &j.error { div.error title=(e) { (short(e, 90)) } }
+                                    } @else { "—" }
+                                }
+                                td { (r.last_success.map(rfc3339).unwrap_or_else(|| "never".into())) }
+                                td { (r.next.clone().unwrap_or_else(|| "—".into())) }
+                                td {
+                                    form.inline method="post" action={"/ui/plans/" (r.spec.name) "/run"} {
+                                        input type="hidden" name="csrf" value=(sess.csrf);
+                                        button.run { "Run now" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                (pager("/", at, pages, ""))
+            }
+        },
+    )
+    .into_response()
+}
+
+fn short(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn pager(base: &str, at: usize, pages: usize, extra: &str) -> Markup {
+    html! {
+        @if pages > 1 {
+            nav.pager {
+                @if at > 1 { a href={(base) "?page=" (at - 1) (extra)} { "← newer" } }
+                " page " (at) " of " (pages) " "
+                @if at < pages { a href={(base) "?page=" (at + 1) (extra)} { "older →" } }
+            }
+        }
+    }
+}
+
+async fn run_now(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(r) = bad_csrf(&sess, &f.csrf) {
+        return r;
+    }
+    match crate::api::resources::run_plan(State(s.clone()), Path(name)).await {
+        Ok((_, axum::Json(j))) => Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response(),
+        Err(e) => error_page(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+// ----- jobs -----
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    plan: Option<String>,
+    state: Option<String>,
+    before: Option<i64>,
+}
+
+async fn jobs(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<JobsQuery>,
+) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let filter = JobFilter {
+        plan: q.plan.clone().filter(|p| !p.is_empty()),
+        state: q.state.clone().filter(|p| !p.is_empty()),
+        kind: None,
+        before: q.before,
+        limit: PAGE as i64,
+    };
+    let list = match s.store.jobs(&filter).await {
+        Ok(l) => l,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let extra = format!(
+        "&plan={}&state={}",
+        filter.plan.clone().unwrap_or_default(),
+        filter.state.clone().unwrap_or_default()
+    );
+    page(
+        "Jobs",
+        Some(&sess),
+        html! {
+            h1 { "Jobs" }
+            form.filters method="get" action="/ui/jobs" {
+                label { "Plan " input name="plan" value=(filter.plan.clone().unwrap_or_default()); }
+                label { "State "
+                    select name="state" {
+                        @for st in ["", "queued", "running", "succeeded", "failed", "cancelled", "skipped"] {
+                            option value=(st) selected[filter.state.as_deref() == Some(st)] {
+                                (if st.is_empty() { "any" } else { st })
+                            }
+                        }
+                    }
+                }
+                button { "Filter" }
+            }
+            table #jobs {
+                thead { tr { th { "Job" } th { "Kind" } th { "Plan" } th { "State" } th { "Started" }
+                             th { "Duration" } th { "Read" } th { "Error" } } }
+                tbody {
+                    @for j in &list {
+                        tr {
+                            td { a href={"/ui/jobs/" (j.id)} { "#" (j.id) } }
+                            td { (j.kind) }
+                            td { (j.plan.clone().unwrap_or_default()) }
+                            td { span class={"badge " (j.state)} { (j.state) } }
+                            td { (j.started_at.map(rfc3339).unwrap_or_default()) }
+                            td { (j.started_at.zip(j.finished_at).map(|(a, b)| format!("{:.1} s", (b - a) as f64 / 1000.0)).unwrap_or_default()) }
+                            td { (bytes(j.bytes_read)) }
+                            td.error { (j.error.as_deref().map(|e| short(e, 80)).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+            @if let Some(last) = list.last().filter(|_| list.len() == PAGE) {
+                nav.pager { a href={"/ui/jobs?before=" (last.id) (extra)} { "older →" } }
+            }
+        },
+    )
+    .into_response()
+}
+
+fn bytes(n: i64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.2} GB", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.1} MB", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.0} kB", n / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn finished(state: &str) -> bool {
+    !matches!(state, "queued" | "running")
+}
+
+async fn job(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (j, steps, log) = match tokio::try_join!(
+        s.store.must_job(id),
+        s.store.steps(id),
+        s.store.log(id, 0, 1000)
+    ) {
+        Ok(x) => x,
+        Err(e) => return error_page(StatusCode::NOT_FOUND, &e.to_string()),
+    };
+    let last_log = log.last().map(|l| l.id).unwrap_or(0);
+    page(
+        &format!("Job {id}"),
+        Some(&sess),
+        html! {
+            h1 { "Job #" (j.id) " · " (j.kind) @if let Some(p) = &j.plan { " of plan " (p) } }
+            div #job data-id=(j.id) data-after=(last_log) data-live=(!finished(&j.state)) {
+                p { "State: " span #state class={"badge " (j.state)} { (j.state) }
+                    " · attempt " (j.attempt) " of " (j.max_attempts) }
+                p { "Read " span #read { (bytes(j.bytes_read)) } ", added to the repository "
+                    span #written { (bytes(j.bytes_written)) } " " span #rate {} }
+                progress #progress max="1" value=(if finished(&j.state) { "1" } else { "0" }) {}
+                @if let Some(e) = &j.error { p.error #error role="alert" { (e) } }
+                @if let Some(snap) = &j.snapshot_id { p { "Restore point " code #snapshot { (snap) } } }
+            }
+            h2 { "Steps" }
+            table #steps {
+                thead { tr { th { "Attempt" } th { "Step" } th { "Try" } th { "State" } th { "Agent" } th { "Detail" } } }
+                tbody {
+                    @for st in &steps {
+                        tr { td { (st.attempt) } td { (st.step) } td { (st.try_no) }
+                             td { span class={"badge " (st.state)} { (st.state) } }
+                             td { (st.agent) } td { (st.detail.clone().unwrap_or_default()) } }
+                    }
+                }
+            }
+            h2 { "Log" }
+            pre #log { @for l in &log { (rfc3339(l.at)) "  " (l.line) "\n" } }
+        },
+    )
+    .into_response()
+}
+
+/// Live updates of a job: `log` events (one line each) and `job` events (state and progress,
+/// as JSON), until the job has finished.
+async fn job_events(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<AfterQuery>,
+) -> Response {
+    if let Err(r) = session(&s, &headers).await {
+        return r;
+    }
+    struct Cursor {
+        s: Arc<AppState>,
+        after: i64,
+        done: bool,
+    }
+    let start = Cursor {
+        s,
+        after: q.after.unwrap_or(0),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(start, move |mut c| async move {
+        if c.done {
+            return None;
+        }
+        let mut events: Vec<Result<Event, Infallible>> = vec![];
+        let j = c.s.store.must_job(id).await.ok()?;
+        if let Ok(lines) = c.s.store.log(id, c.after, 500).await {
+            for l in lines {
+                c.after = l.id;
+                events.push(Ok(Event::default()
+                    .event("log")
+                    .id(l.id.to_string())
+                    .data(format!("{}  {}", rfc3339(l.at), l.line))));
+            }
+        }
+        let view = crate::model::JobView::at(&j, c.s.now());
+        events.push(Ok(Event::default().event("job").data(
+            serde_json::json!({"state": view.state, "bytes_read": view.bytes_read,
+                "bytes_written": view.bytes_written, "rate": view.rate_bytes_per_sec,
+                "error": view.error, "snapshot_id": view.snapshot_id})
+            .to_string(),
+        )));
+        if finished(&j.state) {
+            c.done = true;
+        } else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Some((futures_util::stream::iter(events), c))
+    });
+    use futures_util::StreamExt;
+    Sse::new(stream.flatten())
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct AfterQuery {
+    after: Option<i64>,
+}
+
+async fn app_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("ui/app.js"),
+    )
+        .into_response()
+}
+
+async fn app_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        PreEscaped(include_str!("ui/app.css")).0,
+    )
+        .into_response()
+}

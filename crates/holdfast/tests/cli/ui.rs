@@ -1,0 +1,121 @@
+//! The web UI in a real headless Chromium (Debian's, driven by playwright-core through
+//! `tests/ui/smoke.cjs`): sign-in with an error beside the field, the dashboard, "run now", and
+//! the job page following the backup live (Server-Sent Events) to success. It also takes the
+//! screenshots in `docs/`.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::server::{Meta, Server, TOKEN};
+
+#[test]
+fn the_ui_signs_in_runs_a_plan_and_follows_the_job_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("server"), &Meta::Sqlite, &[]);
+    let payload = dir.path().join("payload");
+    sh(&format!(
+        "head -c 3000000 /dev/urandom > {}",
+        payload.display()
+    ));
+    let go = dir.path().join("go");
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(
+            &json!({"name": "gen", "kind": "command", "url": "cmd:dump.bin",
+                     "command": format!("cat {p}; while [ ! -e {g} ]; do sleep 0.05; done",
+                                        p = payload.display(), g = go.display())}),
+        ),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "nightly", "source": "gen", "endpoint": "local",
+                     "schedule": "0 3 * * *", "timezone": "Europe/Berlin"}),
+        ),
+    );
+
+    // Screenshots: into HOLDFAST_UI_SHOTS when set (`HOLDFAST_UI_SHOTS=$PWD/docs` refreshes
+    // the README's), else next to the test's other files.
+    let docs = std::env::var("HOLDFAST_UI_SHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| dir.path().join("shots"));
+    std::fs::create_dir_all(&docs).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/smoke.cjs");
+    let node_path = std::env::var("HOLDFAST_TEST_NODE_PATH").expect(
+        "HOLDFAST_TEST_NODE_PATH: run the tests with scripts/test (it installs playwright-core)",
+    );
+    let out = Command::new("node")
+        .arg(&script)
+        .args([&s.url, TOKEN])
+        .arg(&go)
+        .arg(&docs)
+        .env("NODE_PATH", node_path)
+        .output()
+        .expect("node is on the machine");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    let seen: Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .find(|l| l.starts_with(b"{"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(seen["status"], "no backup yet", "{seen}");
+    assert_eq!(seen["progress"], "1", "{seen}");
+    assert_eq!(seen["reloads"], 1, "the job page was reloaded: {seen}");
+
+    // What the page showed is what the server recorded.
+    let id: i64 = seen["jobUrl"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let job = s.ok("GET", &format!("/api/v1/jobs/{id}"), None);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(seen["snapshot"], job["snapshot_id"], "{seen} {job}");
+    assert!(
+        seen["log"].as_str().unwrap().contains("restore point"),
+        "{seen}"
+    );
+    // A form posted without this session's CSRF token (as another site would) changes nothing.
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let run = format!("{}/ui/plans/nightly/run", s.url);
+    let cookie = format!("Cookie: holdfast_session={TOKEN}");
+    assert_eq!(curl(&["-H", &cookie, "-d", "csrf=forged", &run]), "403 ");
+    assert!(curl(&["-d", "csrf=x", &run]).ends_with("/ui/login"));
+    let jobs = s.ok("GET", "/api/v1/jobs?plan=nightly", None);
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+
+    for shot in ["ui-dashboard.png", "ui-job.png"] {
+        assert!(
+            std::fs::metadata(docs.join(shot)).unwrap().len() > 10_000,
+            "{shot}"
+        );
+    }
+}

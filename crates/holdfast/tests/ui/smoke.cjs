@@ -1,0 +1,51 @@
+// Drives the web UI in Debian's headless Chromium with playwright-core (installed by
+// scripts/services). Called by the Rust test `ui::...` with: URL TOKEN GO_FILE SHOT_DIR.
+// Prints one JSON line with what it saw; any failed expectation throws (exit code 1).
+"use strict";
+const { chromium } = require("playwright-core"); // found through NODE_PATH
+const { writeFileSync } = require("node:fs");
+
+const [url, token, goFile, shots] = process.argv.slice(2);
+(async () => {
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const fail = (m) => { throw new Error(m); };
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  await page.goto(url + "/");
+  if (!page.url().endsWith("/ui/login")) fail("not sent to sign-in: " + page.url());
+
+  await page.fill("#token", "not-a-token");
+  await page.click("button[type=submit]");
+  const err = await page.textContent("#token-error");
+  if (!/unknown or revoked/.test(err)) fail("no error beside the token field: " + err);
+
+  await page.fill("#token", token);
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#plans");
+  const row = page.locator("tr[data-plan=nightly]");
+  const status = await row.locator(".badge").textContent();
+  await page.screenshot({ path: shots + "/ui-dashboard.png", fullPage: true });
+
+  await row.locator("button.run").click();
+  await page.waitForURL(/\/ui\/jobs\/\d+$/);
+  const jobUrl = page.url();
+  // The dump waits for GO_FILE: the page must show "running" by itself, then "succeeded".
+  await page.waitForFunction(() => document.getElementById("state").textContent === "running");
+  const seenRunning = true;
+  writeFileSync(goFile, "");
+  await page.waitForFunction(() => document.getElementById("state").textContent === "succeeded",
+                             null, { timeout: 60000 });
+  const progress = await page.getAttribute("#progress", "value");
+  const snapshot = await page.textContent("#snapshot");
+  const log = await page.textContent("#log");
+  const reloads = await page.evaluate(() => performance.getEntriesByType("navigation").length);
+  await page.screenshot({ path: shots + "/ui-job.png", fullPage: true });
+  console.log(JSON.stringify({ status, jobUrl, seenRunning, progress, snapshot, log, reloads }));
+} finally {
+  await browser.close();
+}
+})().catch((e) => { console.error(e); process.exit(1); });
