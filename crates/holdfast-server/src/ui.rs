@@ -23,6 +23,8 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::model::rfc3339;
 
+mod manage;
+
 const COOKIE: &str = "holdfast_session";
 const PAGE: usize = 50;
 
@@ -35,6 +37,21 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/jobs/{id}", get(job))
         .route("/ui/jobs/{id}/events", get(job_events))
         .route("/ui/plans/{name}/run", post(run_now))
+        .route(
+            "/ui/endpoints",
+            get(manage::endpoints).post(manage::create_endpoint),
+        )
+        .route("/ui/endpoints/{name}/test", post(manage::test_endpoint))
+        .route(
+            "/ui/sources",
+            get(manage::sources).post(manage::create_source),
+        )
+        .route("/ui/plans", post(manage::create_plan))
+        .route("/ui/plans/new", get(manage::new_plan))
+        .route("/ui/plans/{name}", get(manage::plan))
+        .route("/ui/plans/{name}/restore", post(manage::restore))
+        .route("/ui/cron-preview", get(manage::cron_preview))
+        .route("/ui/agents", get(manage::agents))
         .route("/ui/app.js", get(app_js))
         .route("/ui/app.css", get(app_css))
 }
@@ -98,6 +115,9 @@ fn page(title: &str, signed_in: Option<&Session>, body: Markup) -> Markup {
                         nav {
                             a href="/" { "Plans" }
                             a href="/ui/jobs" { "Jobs" }
+                            a href="/ui/endpoints" { "Endpoints" }
+                            a href="/ui/sources" { "Sources" }
+                            a href="/ui/agents" { "Agents" }
                             form.inline method="post" action="/ui/logout" {
                                 input type="hidden" name="csrf" value=(sess.csrf);
                                 button { "Sign out" }
@@ -316,6 +336,7 @@ async fn dashboard(
         Some(&sess),
         html! {
             h1 { "Backup plans" }
+            p { a.button href="/ui/plans/new" { "New plan" } }
             p.summary {
                 (rows.len()) " plans · "
                 span class=(if failing > 0 { "bad" } else { "" }) { (failing) " failing" } " · "
@@ -333,7 +354,7 @@ async fn dashboard(
                     tbody {
                         @for r in shown {
                             tr data-plan=(r.spec.name) {
-                                td { (r.spec.name) }
+                                td { a href={"/ui/plans/" (r.spec.name)} { (r.spec.name) } }
                                 td { span class={"badge " (r.health.label().replace(' ', "-"))} { (r.health.label()) } }
                                 td { (r.spec.source) " → " (r.spec.endpoint)
                                      @if let Some(c) = &r.spec.copy { " (+ copy to " (c.endpoint) ")" } }

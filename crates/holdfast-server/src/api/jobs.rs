@@ -141,9 +141,9 @@ pub async fn cancel_job(
 #[serde(deny_unknown_fields)]
 pub struct RestorePointQuery {
     /// The plan whose backups to list.
-    plan: Option<String>,
+    pub(crate) plan: Option<String>,
     /// Or every snapshot in this endpoint's repository.
-    endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/restore-points", tag = "restores", params(RestorePointQuery),

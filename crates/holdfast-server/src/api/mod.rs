@@ -1,7 +1,7 @@
 //! The REST API under `/api/v1`: routing, authentication, errors, and the OpenAPI document.
 
-mod agents;
-mod jobs;
+pub(crate) mod agents;
+pub(crate) mod jobs;
 pub(crate) mod resources;
 
 use std::sync::Arc;

@@ -189,7 +189,7 @@ pub async fn list_endpoints(State(s): State<Arc<AppState>>) -> ApiResult<Json<Ve
         .map(Json)
 }
 
-async fn save_endpoint(
+pub(crate) async fn save_endpoint(
     s: &AppState,
     dry_run: bool,
     input: EndpointInput,
@@ -350,7 +350,7 @@ pub async fn list_sources(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<
         .map(Json)
 }
 
-async fn save_source(
+pub(crate) async fn save_source(
     s: &AppState,
     dry_run: bool,
     input: SourceInput,
@@ -541,7 +541,7 @@ async fn plan_cols(s: &AppState, spec: &PlanSpec, old: Option<&Resource>) -> Api
     })
 }
 
-async fn save_plan(
+pub(crate) async fn save_plan(
     s: &AppState,
     dry_run: bool,
     spec: PlanSpec,

@@ -42,3 +42,29 @@
     }
   });
 })();
+
+// The plan form: the next five runs of the schedule in its time zone, as the user types.
+(function () {
+  const schedule = document.getElementById("schedule");
+  const timezone = document.getElementById("timezone");
+  const list = document.getElementById("next-runs");
+  if (!schedule || !timezone || !list) return;
+  const error = document.getElementById("cron-error");
+  let seq = 0;
+  const update = async () => {
+    const mine = ++seq;
+    const q = new URLSearchParams({ schedule: schedule.value, timezone: timezone.value });
+    const r = await fetch("/ui/cron-preview?" + q);
+    const body = await r.json();
+    if (mine !== seq) return; // a newer keystroke answered first
+    list.replaceChildren(...(body.runs || []).map((t) => {
+      const li = document.createElement("li");
+      li.textContent = t;
+      return li;
+    }));
+    error.textContent = body.error || "";
+  };
+  schedule.addEventListener("input", update);
+  timezone.addEventListener("input", update);
+  update();
+})();

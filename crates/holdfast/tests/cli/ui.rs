@@ -1,6 +1,5 @@
-//! The web UI in a real headless Chromium (Debian's, driven by playwright-core through
-//! `tests/ui/smoke.cjs`): sign-in with an error beside the field, the dashboard, "run now", and
-//! the job page following the backup live (Server-Sent Events) to success. It also takes the
+//! The web UI in a real headless Chromium (Debian's, driven by playwright-core through the
+//! scripts in `tests/ui/`), against a real `holdfast serve` and PostgreSQL. They also take the
 //! screenshots in `docs/`.
 
 use std::process::Command;
@@ -9,6 +8,97 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::server::{Meta, Server, TOKEN};
+
+fn node(script: &str, args: &[&str]) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/ui")
+        .join(script);
+    let node_path = std::env::var("HOLDFAST_TEST_NODE_PATH").expect(
+        "HOLDFAST_TEST_NODE_PATH: run the tests with scripts/test (it installs playwright-core)",
+    );
+    let out = Command::new("node")
+        .arg(&script)
+        .args(args)
+        .env("NODE_PATH", node_path)
+        .output()
+        .expect("node is on the machine");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .find(|l| l.starts_with(b"{"))
+            .expect("the script prints what it saw"),
+    )
+    .unwrap()
+}
+
+/// Where screenshots go: HOLDFAST_UI_SHOTS when set (`HOLDFAST_UI_SHOTS=$PWD/docs` refreshes
+/// the README's), else a directory of the test's own.
+fn shots(dir: &std::path::Path) -> std::path::PathBuf {
+    let d = std::env::var("HOLDFAST_UI_SHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| dir.join("shots"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The path, all through the forms: endpoint (tested), PostgreSQL source, plan (a bad
+/// cron first), run now, restore into a new database; the restored rows equal the originals.
+#[test]
+fn the_ui_creates_a_plan_backs_up_postgres_and_restores_it_into_a_new_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("server"), &Meta::Sqlite, &[]);
+    let db = PgDb::new();
+    db.pgbench(1);
+    let want = db.checksums();
+    let target = PgDb::not_created();
+    let repo = dir.path().join("ui-repo");
+    let shots = shots(dir.path());
+    let seen = node(
+        "flow.cjs",
+        &[
+            &s.url,
+            TOKEN,
+            &db.url(),
+            "ui-db-password",
+            repo.to_str().unwrap(),
+            &target.name,
+            shots.to_str().unwrap(),
+        ],
+    );
+    assert!(seen["test"].as_str().unwrap().contains("ok"), "{seen}");
+    for c in [
+        "reachable",
+        "authenticated",
+        "writable",
+        "free-space",
+        "repository",
+    ] {
+        assert!(seen["checks"].to_string().contains(c), "{seen}");
+    }
+    let cron_error = seen["cronError"].as_str().unwrap();
+    assert!(cron_error.contains("61"), "{seen}");
+    assert!(
+        seen["liveCronError"].as_str().unwrap().contains("61"),
+        "{seen}"
+    );
+    let runs = seen["nextRuns"].as_array().unwrap();
+    assert!(
+        runs.iter().all(|r| r.as_str().unwrap().contains("02:30")),
+        "{seen}"
+    );
+    assert_eq!(seen["backup"], "succeeded");
+    assert_eq!(seen["restore"], "succeeded");
+    assert_eq!(target.checksums(), want, "the restored rows differ");
+    let plans = s.ok("GET", "/api/v1/plans/shop-nightly", None);
+    assert_eq!(plans["timezone"], "Europe/Berlin", "{plans}");
+    assert!(!s.log().contains("ui-db-password"));
+}
 
 #[test]
 fn the_ui_signs_in_runs_a_plan_and_follows_the_job_live() {
@@ -38,38 +128,11 @@ fn the_ui_signs_in_runs_a_plan_and_follows_the_job_live() {
         ),
     );
 
-    // Screenshots: into HOLDFAST_UI_SHOTS when set (`HOLDFAST_UI_SHOTS=$PWD/docs` refreshes
-    // the README's), else next to the test's other files.
-    let docs = std::env::var("HOLDFAST_UI_SHOTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| dir.path().join("shots"));
-    std::fs::create_dir_all(&docs).unwrap();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/smoke.cjs");
-    let node_path = std::env::var("HOLDFAST_TEST_NODE_PATH").expect(
-        "HOLDFAST_TEST_NODE_PATH: run the tests with scripts/test (it installs playwright-core)",
+    let docs = shots(dir.path());
+    let seen = node(
+        "smoke.cjs",
+        &[&s.url, TOKEN, go.to_str().unwrap(), docs.to_str().unwrap()],
     );
-    let out = Command::new("node")
-        .arg(&script)
-        .args([&s.url, TOKEN])
-        .arg(&go)
-        .arg(&docs)
-        .env("NODE_PATH", node_path)
-        .output()
-        .expect("node is on the machine");
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        s.log()
-    );
-    let seen: Value = serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .find(|l| l.starts_with(b"{"))
-            .unwrap(),
-    )
-    .unwrap();
     assert_eq!(seen["status"], "no backup yet", "{seen}");
     assert_eq!(seen["progress"], "1", "{seen}");
     assert_eq!(seen["reloads"], 1, "the job page was reloaded: {seen}");

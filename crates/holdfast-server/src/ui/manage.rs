@@ -1,0 +1,709 @@
+//! The UI's forms: endpoints (create, test), sources (create), plans (create with a cron
+//! preview, restore points, restore), agents. Every form goes through the API's own handlers,
+//! so validation is the API's, and its field errors are shown beside their fields.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use holdfast_core::Schedule;
+use holdfast_core::plan::{FieldError, PlanSpec};
+use holdfast_store::Kind;
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Session, bad_csrf, error_page, page, session};
+use crate::AppState;
+use crate::api::{ApiError, Body};
+
+/// Form fields as they came, by name.
+type Fields = BTreeMap<String, String>;
+
+/// One input of a form.
+struct Input<'a> {
+    name: &'a str,
+    label: &'a str,
+    kind: InputKind,
+    hint: &'a str,
+}
+
+enum InputKind {
+    Text,
+    Secret,
+    Select(Vec<String>),
+    Check,
+}
+
+fn text<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
+    Input {
+        name,
+        label,
+        kind: InputKind::Text,
+        hint,
+    }
+}
+
+fn form(
+    action: &str,
+    sess: &Session,
+    inputs: &[Input],
+    values: &Fields,
+    errors: &[FieldError],
+    submit: &str,
+) -> Markup {
+    let error_of = |name: &str| {
+        errors
+            .iter()
+            .filter(|e| e.field == name || e.field.starts_with(&format!("{name}.")))
+            .map(|e| e.reason.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let unplaced: Vec<&FieldError> = errors
+        .iter()
+        .filter(|e| {
+            !inputs
+                .iter()
+                .any(|i| e.field == i.name || e.field.starts_with(&format!("{}.", i.name)))
+        })
+        .collect();
+    html! {
+        form.edit method="post" action=(action) {
+            input type="hidden" name="csrf" value=(sess.csrf);
+            @for e in &unplaced { p.error role="alert" { (e.field) ": " (e.reason) } }
+            @for i in inputs {
+                @let value = values.get(i.name).cloned().unwrap_or_default();
+                @let err = error_of(i.name);
+                div.field {
+                    label for=(i.name) { (i.label) }
+                    @match &i.kind {
+                        InputKind::Text => input id=(i.name) name=(i.name) value=(value);
+                        InputKind::Secret => input id=(i.name) name=(i.name) type="password" autocomplete="new-password";
+                        InputKind::Select(options) => select id=(i.name) name=(i.name) {
+                            @for o in options { option value=(o) selected[*o == value] { (o) } }
+                        },
+                        InputKind::Check => input id=(i.name) name=(i.name) type="checkbox" value="true" checked[value == "true"];
+                    }
+                    @if !i.hint.is_empty() { small.hint { (i.hint) } }
+                    @if !err.is_empty() { p.error id={(i.name) "-error"} role="alert" { (err) } }
+                }
+            }
+            button type="submit" { (submit) }
+        }
+    }
+}
+
+/// Turns an API answer into "go there" or the form again with its errors.
+fn outcome(r: Result<Response, ApiError>, ok: &str) -> Result<Response, Vec<FieldError>> {
+    match r {
+        Ok(_) => Ok(Redirect::to(ok).into_response()),
+        Err(ApiError::Invalid(errs)) => Err(errs),
+        Err(e) => Err(vec![FieldError {
+            field: String::new(),
+            reason: e.to_string(),
+        }]),
+    }
+}
+
+/// A form field that is empty means "not given".
+fn opt(f: &Fields, k: &str) -> Value {
+    match f.get(k).map(|v| v.trim()) {
+        None | Some("") => Value::Null,
+        Some(v) => Value::String(v.to_string()),
+    }
+}
+
+fn parse_input<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Vec<FieldError>> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        vec![FieldError {
+            field: e.path().to_string(),
+            reason: e.inner().to_string(),
+        }]
+    })
+}
+
+async fn names(s: &AppState, kind: Kind) -> Vec<String> {
+    s.store
+        .list(kind)
+        .await
+        .map(|rs| rs.into_iter().map(|r| r.name).collect())
+        .unwrap_or_default()
+}
+
+// ----- endpoints -----
+
+fn endpoint_inputs() -> Vec<Input<'static>> {
+    vec![
+        text("name", "Name", "lowercase letters, digits and -"),
+        Input {
+            name: "kind",
+            label: "Kind",
+            kind: InputKind::Select(
+                ["local", "s3", "swift", "sftp", "ftp", "webdav"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            hint: "",
+        },
+        text(
+            "url",
+            "Location",
+            "/srv/backups, s3://bucket/prefix?endpoint=…, sftp://user@host/path, webdav://user@host/path …",
+        ),
+        Input {
+            name: "password",
+            label: "Repository password",
+            kind: InputKind::Secret,
+            hint: "write-only; keep a copy: restic needs it to read the backups",
+        },
+        text("access_key_id", "S3 access key id", ""),
+        Input {
+            name: "secret_access_key",
+            label: "S3 secret access key",
+            kind: InputKind::Secret,
+            hint: "write-only",
+        },
+        text(
+            "user",
+            "Storage user",
+            "Swift, FTP, WebDAV, SFTP (when the URL names none)",
+        ),
+        Input {
+            name: "storage_password",
+            label: "Storage password",
+            kind: InputKind::Secret,
+            hint: "write-only; Swift key, FTP or WebDAV password",
+        },
+    ]
+}
+
+pub async fn endpoints(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    endpoints_page(&s, &sess, &Fields::new(), &[], None).await
+}
+
+async fn endpoints_page(
+    s: &AppState,
+    sess: &Session,
+    values: &Fields,
+    errors: &[FieldError],
+    report: Option<(String, crate::model::EndpointTestReport)>,
+) -> Response {
+    let list = s.store.list(Kind::Endpoint).await.unwrap_or_default();
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = html! {
+        h1 { "Storage endpoints" }
+        @if let Some((name, r)) = &report {
+            section #test-report {
+                h2 { "Test of " (name) ": " @if r.ok { span.badge.ok { "ok" } } @else { span.badge.failed { "failed" } } }
+                ul { @for c in &r.steps {
+                    li data-check=(c.check) class=(if c.ok { "" } else { "error" }) {
+                        strong { (c.check) } ": " (if c.ok { "ok" } else { "failed" }) " — " (c.detail)
+                    }
+                } }
+            }
+        }
+        table #endpoints {
+            thead { tr { th { "Name" } th { "Kind" } th { "Location" } th {} } }
+            tbody { @for r in &list {
+                @let v: Value = serde_json::from_str(&r.spec).unwrap_or_default();
+                tr data-endpoint=(r.name) {
+                    td { (r.name) } td { (v["kind"].as_str().unwrap_or("")) }
+                    td { code { (holdfast_core::location::redact_url(v["url"].as_str().unwrap_or(""))) } }
+                    td { form.inline method="post" action={"/ui/endpoints/" (r.name) "/test"} {
+                        input type="hidden" name="csrf" value=(sess.csrf);
+                        button.test { "Test connection" } } }
+                }
+            } }
+        }
+        h2 { "New endpoint" }
+        (form("/ui/endpoints", sess, &endpoint_inputs(), values, errors, "Create endpoint"))
+    };
+    (status, page("Endpoints", Some(sess), body)).into_response()
+}
+
+pub async fn create_endpoint(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(r) = bad_csrf(&sess, f.get("csrf").map_or("", |v| v.as_str())) {
+        return r;
+    }
+    let v = json!({"name": f.get("name").cloned().unwrap_or_default(),
+        "kind": f.get("kind").cloned().unwrap_or_default(), "url": f.get("url").cloned().unwrap_or_default(),
+        "password": opt(&f, "password"), "access_key_id": opt(&f, "access_key_id"),
+        "secret_access_key": opt(&f, "secret_access_key"), "user": opt(&f, "user"),
+        "storage_password": opt(&f, "storage_password")});
+    let r = match parse_input(v) {
+        Ok(input) => outcome(
+            crate::api::resources::save_endpoint(&s, false, input, None, &HeaderMap::new()).await,
+            "/ui/endpoints",
+        ),
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(r) => r,
+        Err(errs) => endpoints_page(&s, &sess, &without_secrets(f), &errs, None).await,
+    }
+}
+
+/// Secrets are write-only: a form shown again never carries them back.
+fn without_secrets(mut f: Fields) -> Fields {
+    for k in [
+        "password",
+        "secret_access_key",
+        "storage_password",
+        "ssh_key",
+        "csrf",
+    ] {
+        f.remove(k);
+    }
+    f
+}
+
+pub async fn test_endpoint(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(r) = bad_csrf(&sess, f.get("csrf").map_or("", |v| v.as_str())) {
+        return r;
+    }
+    match crate::api::resources::test_endpoint(State(s.clone()), Path(name.clone())).await {
+        Ok(Json(report)) => {
+            endpoints_page(&s, &sess, &Fields::new(), &[], Some((name, report))).await
+        }
+        Err(e) => error_page(StatusCode::NOT_FOUND, &e.to_string()),
+    }
+}
+
+// ----- sources -----
+
+fn source_inputs() -> Vec<Input<'static>> {
+    vec![
+        text("name", "Name", "lowercase letters, digits and -"),
+        Input {
+            name: "kind",
+            label: "Kind",
+            kind: InputKind::Select(
+                ["postgres", "mysql", "sqlite", "redis", "folder", "command"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            hint: "",
+        },
+        text(
+            "url",
+            "Address",
+            "postgres://user@host:5432/db, mysql://user@host/db, sqlite:///path, redis://host:6379, file:///dir",
+        ),
+        Input {
+            name: "password",
+            label: "Database password",
+            kind: InputKind::Secret,
+            hint: "write-only",
+        },
+        text(
+            "command",
+            "Command",
+            "for kind command: its stdout is the backup",
+        ),
+    ]
+}
+
+pub async fn sources(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    sources_page(&s, &sess, &Fields::new(), &[]).await
+}
+
+async fn sources_page(
+    s: &AppState,
+    sess: &Session,
+    values: &Fields,
+    errors: &[FieldError],
+) -> Response {
+    let list = s.store.list(Kind::Source).await.unwrap_or_default();
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = html! {
+        h1 { "Sources" }
+        table #sources {
+            thead { tr { th { "Name" } th { "Kind" } th { "Address" } th { "Labels" } } }
+            tbody { @for r in &list {
+                @let v: Value = serde_json::from_str(&r.spec).unwrap_or_default();
+                tr { td { (r.name) } td { (v["kind"].as_str().unwrap_or("")) }
+                     td { code { (holdfast_core::location::redact_url(v["url"].as_str().unwrap_or(""))) } }
+                     td { (v["labels"].to_string()) } }
+            } }
+        }
+        h2 { "New source" }
+        (form("/ui/sources", sess, &source_inputs(), values, errors, "Create source"))
+    };
+    (status, page("Sources", Some(sess), body)).into_response()
+}
+
+pub async fn create_source(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(r) = bad_csrf(&sess, f.get("csrf").map_or("", |v| v.as_str())) {
+        return r;
+    }
+    let v = json!({"name": f.get("name").cloned().unwrap_or_default(),
+        "kind": f.get("kind").cloned().unwrap_or_default(), "url": opt(&f, "url"),
+        "password": opt(&f, "password"), "command": opt(&f, "command")});
+    let r = match parse_input(v) {
+        Ok(input) => outcome(
+            crate::api::resources::save_source(&s, false, input, None, &HeaderMap::new()).await,
+            "/ui/sources",
+        ),
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(r) => r,
+        Err(errs) => sources_page(&s, &sess, &without_secrets(f), &errs).await,
+    }
+}
+
+// ----- plans -----
+
+pub async fn new_plan(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut f = Fields::new();
+    f.insert("timezone".into(), "UTC".into());
+    f.insert("schedule".into(), "0 3 * * *".into());
+    f.insert("keep_last".into(), "7".into());
+    plan_form(&s, &sess, &f, &[]).await
+}
+
+async fn plan_form(
+    s: &AppState,
+    sess: &Session,
+    values: &Fields,
+    errors: &[FieldError],
+) -> Response {
+    let sources = names(s, Kind::Source).await;
+    let endpoints = names(s, Kind::Endpoint).await;
+    let inputs = vec![
+        text("name", "Name", "lowercase letters, digits and -"),
+        Input {
+            name: "source",
+            label: "Source",
+            kind: InputKind::Select(sources),
+            hint: "",
+        },
+        Input {
+            name: "endpoint",
+            label: "Endpoint",
+            kind: InputKind::Select(endpoints),
+            hint: "",
+        },
+        text(
+            "schedule",
+            "Schedule",
+            "5-field cron (minute hour day month weekday) or @daily, @hourly …",
+        ),
+        text("timezone", "Time zone", "IANA name, e.g. Europe/Berlin"),
+        text("keep_last", "Keep the last", "backups (retention)"),
+        Input {
+            name: "paused",
+            label: "Paused",
+            kind: InputKind::Check,
+            hint: "",
+        },
+    ];
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = html! {
+        h1 { "New plan" }
+        (form("/ui/plans", sess, &inputs, values, errors, "Create plan"))
+        section.preview {
+            h2 { "Next runs" }
+            ol #next-runs {}
+            p.error #cron-error role="status" {}
+        }
+    };
+    (status, page("New plan", Some(sess), body)).into_response()
+}
+
+pub async fn create_plan(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(r) = bad_csrf(&sess, f.get("csrf").map_or("", |v| v.as_str())) {
+        return r;
+    }
+    let keep: Result<u32, _> = f.get("keep_last").map_or("", |v| v.trim()).parse();
+    let r = match keep {
+        Err(_) => Err(vec![FieldError {
+            field: "keep_last".into(),
+            reason: "a number of backups to keep, at least 1".into(),
+        }]),
+        Ok(n) => {
+            let name = f.get("name").cloned().unwrap_or_default();
+            let v = json!({"name": name,
+                "source": f.get("source").cloned().unwrap_or_default(),
+                "endpoint": f.get("endpoint").cloned().unwrap_or_default(),
+                "schedule": f.get("schedule").cloned().unwrap_or_default(),
+                "timezone": f.get("timezone").cloned().unwrap_or_default(),
+                "paused": f.get("paused").is_some_and(|v| v == "true"),
+                "retention": {"style": "gfs", "last": n}});
+            match parse_input::<PlanSpec>(v) {
+                Ok(spec) => outcome(
+                    crate::api::resources::save_plan(&s, false, spec, None, &HeaderMap::new())
+                        .await,
+                    &format!("/ui/plans/{name}"),
+                ),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match r {
+        Ok(r) => r,
+        Err(errs) => {
+            let errs: Vec<FieldError> = errs
+                .into_iter()
+                .map(|mut e| {
+                    if e.field.starts_with("retention") {
+                        e.field = "keep_last".into();
+                    }
+                    e
+                })
+                .collect();
+            plan_form(&s, &sess, &without_secrets(f), &errs).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CronQuery {
+    schedule: String,
+    timezone: String,
+}
+
+/// The next five runs of a schedule in a time zone, for the plan form as the user types.
+pub async fn cron_preview(Query(q): Query<CronQuery>) -> Response {
+    match Schedule::parse(&q.schedule, &q.timezone) {
+        Ok(sched) => {
+            let now = jiff::Timestamp::now();
+            let runs: Vec<String> = sched
+                .upcoming(now, 5)
+                .iter()
+                .map(|z| z.strftime("%a %Y-%m-%d %H:%M %Z").to_string())
+                .collect();
+            Json(json!({"runs": runs})).into_response()
+        }
+        Err(e) => {
+            let field = if e.what.starts_with("timezone") {
+                "timezone"
+            } else {
+                "schedule"
+            };
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"field": field, "error": e.to_string()})),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn plan(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    plan_page(&s, &sess, &name, &Fields::new(), &[]).await
+}
+
+async fn plan_page(
+    s: &Arc<AppState>,
+    sess: &Session,
+    name: &str,
+    values: &Fields,
+    errors: &[FieldError],
+) -> Response {
+    let Ok(r) = s.store.must_get(Kind::Plan, name).await else {
+        return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
+    };
+    let spec: PlanSpec = serde_json::from_str(&r.spec).unwrap_or_else(|_| unreachable!());
+    let points = crate::api::jobs::restore_points(
+        State(s.clone()),
+        Ok(Query(crate::api::jobs::RestorePointQuery {
+            plan: Some(name.to_string()),
+            endpoint: None,
+        })),
+    )
+    .await;
+    let sources = names(s, Kind::Source).await;
+    let mut values = values.clone();
+    values
+        .entry("target_source".into())
+        .or_insert_with(|| spec.source.clone());
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = html! {
+        h1 { "Plan " (name) }
+        p { (spec.source) " → " (spec.endpoint) " · " code { (spec.schedule) } " " (spec.timezone)
+            @if r.plan.as_ref().is_some_and(|c| c.paused) { " · " span.badge.stale { "paused" } } }
+        p { a href={"/ui/jobs?plan=" (name)} { "Jobs of this plan" } }
+        h2 { "Restore points" }
+        @match &points {
+            Err(e) => p.error role="alert" { (e.to_string()) },
+            Ok(Json(points)) if points.is_empty() => p { "No backups yet." },
+            Ok(Json(points)) => {
+                table #restore-points {
+                    thead { tr { th { "Restore point" } th { "Taken" } th { "Database" } th { "Size" } th { "Restore to…" } } }
+                    tbody { @for p in points {
+                        tr data-point=(p.short_id) {
+                            td { code { (p.short_id) } } td { (p.time) }
+                            td { (p.database.clone().unwrap_or_default()) }
+                            td { (super::bytes(p.bytes as i64)) }
+                            td {
+                                @let inputs = vec![
+                                    Input { name: "target_source", label: "Into source", kind: InputKind::Select(sources.clone()), hint: "" },
+                                    text("database", "Database", "empty: the source's own; a new name restores beside it"),
+                                    Input { name: "create", label: "Create the database", kind: InputKind::Check, hint: "" },
+                                    Input { name: "force", label: "Overwrite what is there", kind: InputKind::Check,
+                                            hint: "needed to restore over an existing database" },
+                                ];
+                                details open[!errors.is_empty() && values.get("point") == Some(&p.id)] {
+                                    summary { "Restore…" }
+                                    div.restore data-point=(p.short_id) {
+                                        (form(&format!("/ui/plans/{name}/restore?point={}", p.id), sess, &inputs, &values, errors, "Restore"))
+                                    }
+                                }
+                            }
+                        }
+                    } }
+                }
+            }
+        }
+    };
+    (status, page(&format!("Plan {name}"), Some(sess), body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct PointQuery {
+    point: String,
+}
+
+pub async fn restore(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<PointQuery>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(r) = bad_csrf(&sess, f.get("csrf").map_or("", |v| v.as_str())) {
+        return r;
+    }
+    let v = json!({"plan": name, "restore_point": q.point,
+        "target_source": opt(&f, "target_source"), "database": opt(&f, "database"),
+        "create": f.get("create").is_some_and(|v| v == "true"),
+        "force": f.get("force").is_some_and(|v| v == "true")});
+    let r = match parse_input(v) {
+        Ok(input) => match crate::api::jobs::create_restore(State(s.clone()), Body(input)).await {
+            Ok((_, Json(j))) => Ok(Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response()),
+            Err(ApiError::Invalid(e)) => Err(e),
+            Err(e) => Err(vec![FieldError {
+                field: String::new(),
+                reason: e.to_string(),
+            }]),
+        },
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(r) => r,
+        Err(errs) => {
+            let mut f = without_secrets(f);
+            f.insert("point".into(), q.point.clone());
+            plan_page(&s, &sess, &name, &f, &errs).await
+        }
+    }
+}
+
+// ----- agents -----
+
+pub async fn agents(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let sess = match session(&s, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let list = match crate::api::agents::list_agents(State(s.clone())).await {
+        Ok(Json(l)) => l,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    page(
+        "Agents",
+        Some(&sess),
+        html! {
+            h1 { "Agents" }
+            table #agents {
+                thead { tr { th { "Name" } th { "Labels" } th { "Version" } th { "Host" } th { "Slots" }
+                             th { "Last seen" } th { "Running" } } }
+                tbody { @for a in &list {
+                    tr { td { (a.name) @if !a.online { " " span.badge.stale { "offline" } } }
+                         td { @for (k, v) in &a.labels { code { (k) "=" (v) } " " } }
+                         td { (a.version) } td { (a.hostname) } td { (a.slots) } td { (a.last_seen) }
+                         td { @for j in &a.running_jobs { a href={"/ui/jobs/" (j)} { "#" (j) } " " } } }
+                } }
+            }
+        },
+    )
+    .into_response()
+}

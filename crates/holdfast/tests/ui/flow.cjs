@@ -1,0 +1,93 @@
+// The whole path through the UI in Debian's headless Chromium (playwright-core): create an
+// endpoint (and test it), a PostgreSQL source and a plan through the forms (a bad cron shows
+// its error beside the field, live and on submit), run it, follow the job to success, restore
+// it into a new database. Args: URL TOKEN DB_URL DB_PASSWORD REPO_DIR NEW_DB SHOT_DIR.
+"use strict";
+const { chromium } = require("playwright-core"); // found through NODE_PATH
+
+const [url, token, dbUrl, dbPassword, repoDir, newDb, shots] = process.argv.slice(2);
+const fail = (m) => { throw new Error(m); };
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const seen = {};
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(url + "/ui/login");
+    await page.fill("#token", token);
+    await page.click("button[type=submit]");
+    await page.waitForSelector("#plans, main p");
+
+    // Endpoint: a local directory, then "Test connection".
+    await page.goto(url + "/ui/endpoints");
+    await page.fill("#name", "disk");
+    await page.selectOption("#kind", "local");
+    await page.fill("#url", repoDir);
+    await page.fill("#password", "ui repository password");
+    await page.click("form.edit button[type=submit]");
+    await page.waitForSelector("tr[data-endpoint=disk]");
+    await page.click("tr[data-endpoint=disk] button.test");
+    await page.waitForSelector("#test-report");
+    seen.test = await page.textContent("#test-report h2");
+    seen.checks = await page.$$eval("#test-report li", (l) => l.map((x) => x.dataset.check));
+    await page.screenshot({ path: shots + "/ui-endpoints.png", fullPage: true });
+
+    // Source: the PostgreSQL database.
+    await page.goto(url + "/ui/sources");
+    await page.fill("#name", "shop");
+    await page.selectOption("#kind", "postgres");
+    await page.fill("#url", dbUrl);
+    await page.fill("#password", dbPassword);
+    await page.click("form.edit button[type=submit]");
+    await page.waitForSelector("#sources tbody tr");
+
+    // Plan: a bad cron first.
+    await page.goto(url + "/ui/plans/new");
+    await page.fill("#name", "shop-nightly");
+    await page.selectOption("#source", "shop");
+    await page.selectOption("#endpoint", "disk");
+    await page.fill("#schedule", "61 * * * *");
+    await page.waitForFunction(() => document.getElementById("cron-error").textContent !== "");
+    seen.liveCronError = await page.textContent("#cron-error");
+    await page.click("form.edit button[type=submit]");
+    await page.waitForSelector("#schedule-error");
+    seen.cronError = await page.textContent("#schedule-error");
+    await page.screenshot({ path: shots + "/ui-plan-error.png", fullPage: true });
+    await page.fill("#schedule", "30 2 * * *");
+    await page.fill("#timezone", "Europe/Berlin");
+    await page.waitForFunction(() => document.querySelectorAll("#next-runs li").length === 5);
+    seen.nextRuns = await page.$$eval("#next-runs li", (l) => l.map((x) => x.textContent));
+    await page.click("form.edit button[type=submit]");
+    await page.waitForURL(/\/ui\/plans\/shop-nightly$/);
+
+    // Run it now from the plans page and follow the job.
+    await page.goto(url + "/");
+    await page.click("tr[data-plan=shop-nightly] button.run");
+    await page.waitForURL(/\/ui\/jobs\/\d+$/);
+    await page.waitForFunction(() => ["succeeded", "failed"].includes(
+      document.getElementById("state").textContent), null, { timeout: 90000 });
+    seen.backup = await page.textContent("#state");
+    if (seen.backup !== "succeeded") fail("backup: " + (await page.textContent("#job")));
+
+    // Restore it into a new database.
+    await page.goto(url + "/ui/plans/shop-nightly");
+    await page.click("#restore-points tbody tr:first-child summary");
+    const form = page.locator("#restore-points tbody tr:first-child form");
+    await form.locator("[name=database]").fill(newDb);
+    await form.locator("[name=create]").check();
+    await page.screenshot({ path: shots + "/ui-restore.png", fullPage: true });
+    await form.locator("button[type=submit]").click();
+    await page.waitForURL(/\/ui\/jobs\/\d+$/);
+    seen.restoreJob = page.url();
+    await page.waitForFunction(() => ["succeeded", "failed"].includes(
+      document.getElementById("state").textContent), null, { timeout: 90000 });
+    seen.restore = await page.textContent("#state");
+    if (seen.restore !== "succeeded") fail("restore: " + (await page.textContent("#job")));
+    console.log(JSON.stringify(seen));
+  } finally {
+    await browser.close();
+  }
+})().catch((e) => { console.error(e); process.exit(1); });
