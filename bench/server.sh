@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Server at scale: 10,000 plans and 100 simulated agents. Reports scheduler tick times (injected
 # clock), API GET p50/p99 on loopback under the agents' polling, and the server's peak RSS.
-# Usage: bench/server.sh [PLANS] [AGENTS] [SECONDS] [postgres]
+# Usage: bench/server.sh [PLANS] [AGENTS] [SECONDS] [postgres|sqlite] [JOBS]
+#   JOBS: fill the store with at least this many finished jobs first (the UI's pages are
+#   measured on them), e.g. `bench/server.sh 1000 10 5 sqlite 100000`.
 #   With `postgres` as the fourth argument the metadata lives in a fresh database on the
 #   machine's PostgreSQL (127.0.0.1:5432) instead of SQLite.
 set -euo pipefail
@@ -12,7 +14,7 @@ AGENTS=${2:-100}
 SECONDS_=${3:-20}
 cargo build --release -q -p holdfast --bin holdfast
 cargo build --release -q -p holdfast-server --example server_bench
-ARGS=(--holdfast "$CARGO_TARGET_DIR/release/holdfast" --plans "$PLANS" --agents "$AGENTS" --seconds "$SECONDS_")
+ARGS=(--holdfast "$CARGO_TARGET_DIR/release/holdfast" --plans "$PLANS" --agents "$AGENTS" --seconds "$SECONDS_" --jobs "${5:-0}")
 if [ "${4:-}" = postgres ]; then
   DB=hf_bench_$$
   psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB"

@@ -80,27 +80,16 @@ pub fn storage_checks(cfg: &RepoConfig) -> Vec<Check> {
         std::process::id(),
         jiff_nanos()
     );
-    match op
+    let written = op
         .write(&probe, b"holdfast write test".to_vec())
         .and_then(|_| op.read(&probe))
         .and_then(|b| {
             let same = b.to_vec() == b"holdfast write test";
             op.delete(&probe).map(|()| same)
-        }) {
-        Ok(true) => out.push(check(
-            "writable",
-            true,
-            "a test file was written, read back and removed",
-        )),
-        Ok(false) => out.push(check(
-            "writable",
-            false,
-            "a test file read back with other content than was written",
-        )),
-        Err(e) => {
-            out.push(check("writable", false, err(e).to_string()));
-            return out;
-        }
+        });
+    out.push(writable(written.map_err(|e| err(e).to_string())));
+    if !out.last().is_some_and(|c| c.ok) {
+        return out;
     }
     out.push(match free_space(&cfg.location) {
         Some(bytes) => check(
@@ -155,21 +144,11 @@ fn ftp_checks(cfg: &RepoConfig, ftp: &crate::ftp::FtpBackend, out: &mut Vec<Chec
         std::process::id(),
         jiff_nanos()
     );
-    match ftp.probe_write(&name) {
-        Ok(true) => out.push(check(
-            "writable",
-            true,
-            "a test file was written, read back and removed",
-        )),
-        Ok(false) => out.push(check(
-            "writable",
-            false,
-            "a test file read back with other content than was written",
-        )),
-        Err(e) => {
-            out.push(check("writable", false, storage(e).to_string()));
-            return std::mem::take(out);
-        }
+    out.push(writable(
+        ftp.probe_write(&name).map_err(|e| storage(e).to_string()),
+    ));
+    if !out.last().is_some_and(|c| c.ok) {
+        return std::mem::take(out);
     }
     out.push(check(
         "free-space",
@@ -177,6 +156,23 @@ fn ftp_checks(cfg: &RepoConfig, ftp: &crate::ftp::FtpBackend, out: &mut Vec<Chec
         "ftp storage does not report free space",
     ));
     std::mem::take(out)
+}
+
+/// The `writable` check from a write, read-back and removal: whether the bytes came back.
+fn writable(r: Result<bool, String>) -> Check {
+    match r {
+        Ok(true) => check(
+            "writable",
+            true,
+            "a test file was written, read back and removed",
+        ),
+        Ok(false) => check(
+            "writable",
+            false,
+            "a test file read back with other content than was written",
+        ),
+        Err(e) => check("writable", false, e),
+    }
 }
 
 fn jiff_nanos() -> u128 {

@@ -31,6 +31,8 @@ struct Args {
     agents: usize,
     seconds: u64,
     database_url: Option<String>,
+    /// At least this many finished jobs in the store (for the UI's pages).
+    jobs: usize,
 }
 
 fn args() -> Args {
@@ -40,6 +42,7 @@ fn args() -> Args {
         agents: 100,
         seconds: 20,
         database_url: None,
+        jobs: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -50,6 +53,7 @@ fn args() -> Args {
             "--agents" => a.agents = v.parse().expect("--agents N"),
             "--seconds" => a.seconds = v.parse().expect("--seconds N"),
             "--database-url" => a.database_url = Some(v),
+            "--jobs" => a.jobs = v.parse().expect("--jobs N"),
             _ => panic!("unknown argument {k}"),
         }
     }
@@ -182,6 +186,62 @@ async fn ticks(store: &Store, start: i64) {
     );
 }
 
+/// The web UI's pages, signed in, one request at a time after the agents stopped: p50/p99
+/// of 20 requests each.
+async fn ui(http: &reqwest::Client, base: &str, plans: usize) {
+    let cookie = format!("holdfast_session={TOKEN}");
+    let newest = http
+        .get(format!("{base}/api/v1/jobs?limit=1"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()[0]["id"]
+        .as_i64()
+        .unwrap_or(1);
+    let last_page = plans.div_ceil(50);
+    let pages = [
+        ("/ (plans, page 1)".to_string(), "/".to_string()),
+        (format!("/?page={last_page}"), format!("/?page={last_page}")),
+        ("/ui/jobs".into(), "/ui/jobs".into()),
+        (
+            "/ui/jobs?before=(middle)".into(),
+            format!("/ui/jobs?before={}", newest / 2),
+        ),
+        (
+            "/ui/jobs?state=failed".into(),
+            "/ui/jobs?state=failed".into(),
+        ),
+        ("/ui/jobs/{id}".into(), format!("/ui/jobs/{}", newest / 3)),
+    ];
+    println!("UI pages ({plans} plans), one client:");
+    for (name, path) in pages {
+        let mut lat = Vec::new();
+        let mut size = 0;
+        for _ in 0..20 {
+            let t = Instant::now();
+            let r = http
+                .get(format!("{base}{path}"))
+                .header("Cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            size = r.bytes().await.unwrap().len();
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        println!(
+            "  {name:<28} {:>4} KiB  p50 {:>6.1} ms  p99 {:>6.1} ms",
+            size / 1024,
+            ms(pct(&lat, 0.5)),
+            ms(pct(&lat, 0.99))
+        );
+    }
+}
+
 /// Claims and finishes every queued job; returns how many.
 async fn drain(store: &Store, now: i64) -> usize {
     let mut n = 0;
@@ -228,6 +288,21 @@ async fn main() {
         let store = Store::open(&url).await.unwrap();
         fill(&store, a.plans, start).await;
         ticks(&store, start).await;
+        // More history: every later hour fires every plan once.
+        let mut jobs = a.plans + a.plans / 60;
+        let mut h = 4;
+        let t = Instant::now();
+        while jobs < a.jobs {
+            tick(&store, start + h * hour).await.unwrap();
+            jobs += drain(&store, start + h * hour + 1000).await;
+            h += 1;
+        }
+        if a.jobs > 0 {
+            println!(
+                "history: {jobs} jobs in the store ({:.0} s to make)",
+                t.elapsed().as_secs_f64()
+            );
+        }
     }
 
     let mut cmd = Command::new(&a.holdfast);
@@ -374,6 +449,7 @@ async fn main() {
         list[0].1 / 1024,
         ms(best)
     );
+    ui(&http, &base, a.plans).await;
     println!("server peak RSS (VmHWM): {} MiB", vm_hwm_kib(pid) / 1024);
     let _ = child.kill();
     let _ = child.wait();

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -50,6 +51,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/plans/new", get(manage::new_plan))
         .route("/ui/plans/{name}", get(manage::plan))
         .route("/ui/plans/{name}/restore", post(manage::restore))
+        .route("/ui/plans/{name}/pause", post(manage::pause))
+        .route("/ui/plans/{name}/resume", post(manage::resume))
         .route("/ui/cron-preview", get(manage::cron_preview))
         .route("/ui/agents", get(manage::agents))
         .route("/ui/app.js", get(app_js))
@@ -84,6 +87,37 @@ async fn session(s: &AppState, headers: &HeaderMap) -> Result<Session, Response>
         }),
         Ok(None) => Err(to_login()),
         Err(e) => Err(error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Session {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<AppState>) -> Result<Self, Response> {
+        session(s, &parts.headers).await
+    }
+}
+
+/// Form fields as they came, by name.
+type Fields = std::collections::BTreeMap<String, String>;
+
+/// A form posted by a signed-in browser, with this session's CSRF token: its fields.
+struct Posted {
+    sess: Session,
+    fields: Fields,
+}
+
+impl FromRequest<Arc<AppState>> for Posted {
+    type Rejection = Response;
+    async fn from_request(req: Request, s: &Arc<AppState>) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let sess = Session::from_request_parts(&mut parts, s).await?;
+        let Form(fields) = Form::<Fields>::from_request(Request::from_parts(parts, body), s)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if let Some(r) = bad_csrf(&sess, fields.get("csrf").map_or("", String::as_str)) {
+            return Err(r);
+        }
+        Ok(Self { sess, fields })
     }
 }
 
@@ -195,23 +229,7 @@ async fn login(State(s): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> Resp
     r
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
-}
-
-async fn logout(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Some(r) = bad_csrf(&sess, &f.csrf) {
-        return r;
-    }
+async fn logout(_: Posted) -> Response {
     let mut r = Redirect::to("/ui/login").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
@@ -261,13 +279,9 @@ struct Row {
 
 async fn dashboard(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    sess: Session,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let (plans, mut results) =
         match tokio::try_join!(s.store.list(Kind::Plan), s.store.plan_results()) {
             Ok(x) => x,
@@ -349,7 +363,8 @@ async fn dashboard(
                 table #plans {
                     thead { tr {
                         th { "Plan" } th { "Status" } th { "Source → endpoint" } th { "Schedule" }
-                        th { "Last result" } th { "Last success" } th { "Next run" } th {}
+                        th { "Last result" } th { "Last size / stored (dedup)" } th { "Last success" }
+                        th { "Next run" } th {}
                     } }
                     tbody {
                         @for r in shown {
@@ -365,6 +380,12 @@ async fn dashboard(
                                         @if let Some(e) = &j.error { div.error title=(e) { (short(e, 90)) } }
                                     } @else { "—" }
                                 }
+                                td { @if let Some(j) = r.last.as_ref().filter(|j| j.bytes_read > 0) {
+                                    (bytes(j.bytes_read)) " / " (bytes(j.bytes_written))
+                                    @if j.bytes_written > 0 {
+                                        " (" (format!("{:.1}", j.bytes_read as f64 / j.bytes_written as f64)) "×)"
+                                    }
+                                } }
                                 td { (r.last_success.map(rfc3339).unwrap_or_else(|| "never".into())) }
                                 td { (r.next.clone().unwrap_or_else(|| "—".into())) }
                                 td {
@@ -403,19 +424,7 @@ fn pager(base: &str, at: usize, pages: usize, extra: &str) -> Markup {
     }
 }
 
-async fn run_now(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Some(r) = bad_csrf(&sess, &f.csrf) {
-        return r;
-    }
+async fn run_now(State(s): State<Arc<AppState>>, Path(name): Path<String>, _: Posted) -> Response {
     match crate::api::resources::run_plan(State(s.clone()), Path(name)).await {
         Ok((_, axum::Json(j))) => Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response(),
         Err(e) => error_page(StatusCode::CONFLICT, &e.to_string()),
@@ -433,13 +442,9 @@ struct JobsQuery {
 
 async fn jobs(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    sess: Session,
     Query(q): Query<JobsQuery>,
 ) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let filter = JobFilter {
         plan: q.plan.clone().filter(|p| !p.is_empty()),
         state: q.state.clone().filter(|p| !p.is_empty()),
@@ -517,11 +522,7 @@ fn finished(state: &str) -> bool {
     !matches!(state, "queued" | "running")
 }
 
-async fn job(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn job(State(s): State<Arc<AppState>>, sess: Session, Path(id): Path<i64>) -> Response {
     let (j, steps, log) = match tokio::try_join!(
         s.store.must_job(id),
         s.store.steps(id),
@@ -567,13 +568,10 @@ async fn job(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<
 /// as JSON), until the job has finished.
 async fn job_events(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _sess: Session,
     Path(id): Path<i64>,
     Query(q): Query<AfterQuery>,
 ) -> Response {
-    if let Err(r) = session(&s, &headers).await {
-        return r;
-    }
     struct Cursor {
         s: Arc<AppState>,
         after: i64,

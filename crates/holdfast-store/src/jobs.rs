@@ -400,7 +400,9 @@ impl Store {
     }
 
     /// For every plan with backups: its newest backup job (skips aside) and when its newest
-    /// successful backup finished. Two grouped queries, for dashboards over many plans.
+    /// successful backup finished. Per plan, two walks back from its newest job on the
+    /// `(plan, id)` index that stop at the first match, so the cost follows the number of
+    /// plans, not of jobs.
     pub async fn plan_results(
         &self,
     ) -> Result<std::collections::HashMap<String, (Job, Option<i64>)>> {
@@ -410,29 +412,23 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT {cols} FROM jobs j JOIN (SELECT MAX(id) AS m FROM jobs
-                 WHERE kind = 'backup' AND state <> 'skipped' AND plan IS NOT NULL GROUP BY plan) t
-             ON j.id = t.m"
+            "SELECT {cols}, (SELECT s.finished_at FROM jobs s
+                 WHERE s.plan = p.name AND s.kind = 'backup' AND s.state = 'succeeded'
+                 ORDER BY s.id DESC LIMIT 1)
+             FROM plans p JOIN jobs j ON j.id = (SELECT l.id FROM jobs l
+                 WHERE l.plan = p.name AND l.kind = 'backup' AND l.state <> 'skipped'
+                 ORDER BY l.id DESC LIMIT 1)"
         );
-        let mut out: std::collections::HashMap<String, (Job, Option<i64>)> =
-            sqlx::query(AssertSqlSafe(sql))
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(job)
-                .filter_map(|j| Some((j.plan.clone()?, (j, None))))
-                .collect();
-        let ok = sqlx::query(
-            "SELECT plan, MAX(finished_at) FROM jobs
-             WHERE kind = 'backup' AND state = 'succeeded' AND plan IS NOT NULL GROUP BY plan",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for row in ok {
-            let plan: String = row.try_get(0)?;
-            let at: Option<i64> = row.try_get(1)?;
-            if let Some(e) = out.get_mut(&plan) {
-                e.1 = at;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        let n = JOB_COLUMNS.split(',').count();
+        let mut out = std::collections::HashMap::new();
+        for row in &rows {
+            let j = job(row);
+            let ok: Option<i64> = row.try_get(n)?;
+            if let Some(plan) = j.plan.clone() {
+                out.insert(plan, (j, ok));
             }
         }
         Ok(out)

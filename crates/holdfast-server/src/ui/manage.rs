@@ -2,11 +2,10 @@
 //! preview, restore points, restore), agents. Every form goes through the API's own handlers,
 //! so validation is the API's, and its field errors are shown beside their fields.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use holdfast_core::Schedule;
@@ -16,12 +15,9 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Session, bad_csrf, error_page, page, session};
+use super::{Fields, Posted, Session, error_page, page};
 use crate::AppState;
 use crate::api::{ApiError, Body};
-
-/// Form fields as they came, by name.
-type Fields = BTreeMap<String, String>;
 
 /// One input of a form.
 struct Input<'a> {
@@ -181,11 +177,7 @@ fn endpoint_inputs() -> Vec<Input<'static>> {
     ]
 }
 
-pub async fn endpoints(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn endpoints(State(s): State<Arc<AppState>>, sess: Session) -> Response {
     endpoints_page(&s, &sess, &Fields::new(), &[], None).await
 }
 
@@ -235,16 +227,8 @@ async fn endpoints_page(
 
 pub async fn create_endpoint(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    Posted { sess, fields: f }: Posted,
 ) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Some(r) = bad_csrf(&sess, f.get("csrf").map_or("", |v| v.as_str())) {
-        return r;
-    }
     let v = json!({"name": f.get("name").cloned().unwrap_or_default(),
         "kind": f.get("kind").cloned().unwrap_or_default(), "url": f.get("url").cloned().unwrap_or_default(),
         "password": opt(&f, "password"), "access_key_id": opt(&f, "access_key_id"),
@@ -279,17 +263,9 @@ fn without_secrets(mut f: Fields) -> Fields {
 
 pub async fn test_endpoint(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<Fields>,
+    Posted { sess, .. }: Posted,
 ) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Some(r) = bad_csrf(&sess, f.get("csrf").map_or("", |v| v.as_str())) {
-        return r;
-    }
     match crate::api::resources::test_endpoint(State(s.clone()), Path(name.clone())).await {
         Ok(Json(report)) => {
             endpoints_page(&s, &sess, &Fields::new(), &[], Some((name, report))).await
@@ -332,11 +308,7 @@ fn source_inputs() -> Vec<Input<'static>> {
     ]
 }
 
-pub async fn sources(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn sources(State(s): State<Arc<AppState>>, sess: Session) -> Response {
     sources_page(&s, &sess, &Fields::new(), &[]).await
 }
 
@@ -371,16 +343,8 @@ async fn sources_page(
 
 pub async fn create_source(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    Posted { sess, fields: f }: Posted,
 ) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Some(r) = bad_csrf(&sess, f.get("csrf").map_or("", |v| v.as_str())) {
-        return r;
-    }
     let v = json!({"name": f.get("name").cloned().unwrap_or_default(),
         "kind": f.get("kind").cloned().unwrap_or_default(), "url": opt(&f, "url"),
         "password": opt(&f, "password"), "command": opt(&f, "command")});
@@ -399,11 +363,7 @@ pub async fn create_source(
 
 // ----- plans -----
 
-pub async fn new_plan(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn new_plan(State(s): State<Arc<AppState>>, sess: Session) -> Response {
     let mut f = Fields::new();
     f.insert("timezone".into(), "UTC".into());
     f.insert("schedule".into(), "0 3 * * *".into());
@@ -466,16 +426,8 @@ async fn plan_form(
 
 pub async fn create_plan(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    Posted { sess, fields: f }: Posted,
 ) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Some(r) = bad_csrf(&sess, f.get("csrf").map_or("", |v| v.as_str())) {
-        return r;
-    }
     let keep: Result<u32, _> = f.get("keep_last").map_or("", |v| v.trim()).parse();
     let r = match keep {
         Err(_) => Err(vec![FieldError {
@@ -553,13 +505,9 @@ pub async fn cron_preview(Query(q): Query<CronQuery>) -> Response {
 
 pub async fn plan(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    sess: Session,
     Path(name): Path<String>,
 ) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     plan_page(&s, &sess, &name, &Fields::new(), &[]).await
 }
 
@@ -594,8 +542,18 @@ async fn plan_page(
     };
     let body = html! {
         h1 { "Plan " (name) }
+        @let paused = r.plan.as_ref().is_some_and(|c| c.paused);
         p { (spec.source) " → " (spec.endpoint) " · " code { (spec.schedule) } " " (spec.timezone)
-            @if r.plan.as_ref().is_some_and(|c| c.paused) { " · " span.badge.stale { "paused" } } }
+            @if paused { " · " span.badge.stale #paused { "paused" } } }
+        form.inline method="post" action={"/ui/plans/" (name) (if paused { "/resume" } else { "/pause" })} {
+            input type="hidden" name="csrf" value=(sess.csrf);
+            button #pause { (if paused { "Resume" } else { "Pause" }) }
+        }
+        " "
+        form.inline method="post" action={"/ui/plans/" (name) "/run"} {
+            input type="hidden" name="csrf" value=(sess.csrf);
+            button.run { "Run now" }
+        }
         p { a href={"/ui/jobs?plan=" (name)} { "Jobs of this plan" } }
         h2 { "Restore points" }
         @match &points {
@@ -640,18 +598,10 @@ pub struct PointQuery {
 
 pub async fn restore(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     Query(q): Query<PointQuery>,
-    Form(f): Form<Fields>,
+    Posted { sess, fields: f }: Posted,
 ) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Some(r) = bad_csrf(&sess, f.get("csrf").map_or("", |v| v.as_str())) {
-        return r;
-    }
     let v = json!({"plan": name, "restore_point": q.point,
         "target_source": opt(&f, "target_source"), "database": opt(&f, "database"),
         "create": f.get("create").is_some_and(|v| v == "true"),
@@ -677,13 +627,38 @@ pub async fn restore(
     }
 }
 
+/// Pause or resume a plan (`paused` says which).
+async fn set_paused(s: Arc<AppState>, name: String, paused: bool) -> Response {
+    let r = if paused {
+        crate::api::resources::pause_plan(State(s.clone()), Path(name.clone())).await
+    } else {
+        crate::api::resources::resume_plan(State(s.clone()), Path(name.clone())).await
+    };
+    match r {
+        Ok(_) => Redirect::to(&format!("/ui/plans/{name}")).into_response(),
+        Err(e) => error_page(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+pub async fn pause(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    _: Posted,
+) -> Response {
+    set_paused(s, name, true).await
+}
+
+pub async fn resume(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    _: Posted,
+) -> Response {
+    set_paused(s, name, false).await
+}
+
 // ----- agents -----
 
-pub async fn agents(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let sess = match session(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn agents(State(s): State<Arc<AppState>>, sess: Session) -> Response {
     let list = match crate::api::agents::list_agents(State(s.clone())).await {
         Ok(Json(l)) => l,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),

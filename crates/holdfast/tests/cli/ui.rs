@@ -92,11 +92,13 @@ fn the_ui_creates_a_plan_backs_up_postgres_and_restores_it_into_a_new_database()
         runs.iter().all(|r| r.as_str().unwrap().contains("02:30")),
         "{seen}"
     );
+    assert_eq!(seen["paused"], "Resume", "{seen}");
     assert_eq!(seen["backup"], "succeeded");
     assert_eq!(seen["restore"], "succeeded");
     assert_eq!(target.checksums(), want, "the restored rows differ");
-    let plans = s.ok("GET", "/api/v1/plans/shop-nightly", None);
-    assert_eq!(plans["timezone"], "Europe/Berlin", "{plans}");
+    let plan = s.ok("GET", "/api/v1/plans/shop-nightly", None);
+    assert_eq!(plan["timezone"], "Europe/Berlin", "{plan}");
+    assert_eq!(plan["paused"], false, "{plan}");
     assert!(!s.log().contains("ui-db-password"));
 }
 

@@ -72,8 +72,15 @@ const fail = (m) => { throw new Error(m); };
     seen.backup = await page.textContent("#state");
     if (seen.backup !== "succeeded") fail("backup: " + (await page.textContent("#job")));
 
-    // Restore it into a new database.
+    // Pause and resume it.
     await page.goto(url + "/ui/plans/shop-nightly");
+    await page.click("#pause");
+    await page.waitForSelector("#paused");
+    seen.paused = await page.textContent("#pause");
+    await page.click("#pause");
+    await page.waitForFunction(() => !document.getElementById("paused"));
+
+    // Restore it into a new database.
     await page.click("#restore-points tbody tr:first-child summary");
     const form = page.locator("#restore-points tbody tr:first-child form");
     await form.locator("[name=database]").fill(newDb);
