@@ -42,6 +42,10 @@ pub fn router() -> Router<Arc<AppState>> {
             "/ui/endpoints",
             get(manage::endpoints).post(manage::create_endpoint),
         )
+        .route(
+            "/ui/endpoints/{name}",
+            get(manage::endpoint).post(manage::save_endpoint),
+        )
         .route("/ui/endpoints/{name}/test", post(manage::test_endpoint))
         .route(
             "/ui/sources",

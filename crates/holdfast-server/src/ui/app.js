@@ -68,3 +68,12 @@
   timezone.addEventListener("input", update);
   update();
 })();
+
+// A restore that overwrites an existing database asks first.
+document.addEventListener("submit", (e) => {
+  const force = e.target.querySelector("input[name=force]");
+  if (force && force.checked &&
+      !window.confirm("Overwrite the existing database with this restore point?")) {
+    e.preventDefault();
+  }
+});

@@ -174,7 +174,24 @@ fn endpoint_inputs() -> Vec<Input<'static>> {
             kind: InputKind::Secret,
             hint: "write-only; Swift key, FTP or WebDAV password",
         },
+        text(
+            "prune_schedule",
+            "Prune schedule",
+            "cron, or off: when data no restore point uses is removed",
+        ),
+        text("prune_timezone", "Prune time zone", ""),
     ]
+}
+
+/// The API's endpoint input from a form (empty secrets: keep what is stored).
+fn endpoint_json(f: &Fields, name: &str) -> Value {
+    json!({"name": name,
+        "kind": f.get("kind").cloned().unwrap_or_default(), "url": f.get("url").cloned().unwrap_or_default(),
+        "password": opt(f, "password"), "access_key_id": opt(f, "access_key_id"),
+        "secret_access_key": opt(f, "secret_access_key"), "user": opt(f, "user"),
+        "storage_password": opt(f, "storage_password"),
+        "prune_schedule": f.get("prune_schedule").cloned().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "0 4 * * 0".into()),
+        "prune_timezone": f.get("prune_timezone").cloned().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "UTC".into())})
 }
 
 pub async fn endpoints(State(s): State<Arc<AppState>>, sess: Session) -> Response {
@@ -211,7 +228,7 @@ async fn endpoints_page(
             tbody { @for r in &list {
                 @let v: Value = serde_json::from_str(&r.spec).unwrap_or_default();
                 tr data-endpoint=(r.name) {
-                    td { (r.name) } td { (v["kind"].as_str().unwrap_or("")) }
+                    td { a href={"/ui/endpoints/" (r.name)} { (r.name) } } td { (v["kind"].as_str().unwrap_or("")) }
                     td { code { (holdfast_core::location::redact_url(v["url"].as_str().unwrap_or(""))) } }
                     td { form.inline method="post" action={"/ui/endpoints/" (r.name) "/test"} {
                         input type="hidden" name="csrf" value=(sess.csrf);
@@ -229,11 +246,7 @@ pub async fn create_endpoint(
     State(s): State<Arc<AppState>>,
     Posted { sess, fields: f }: Posted,
 ) -> Response {
-    let v = json!({"name": f.get("name").cloned().unwrap_or_default(),
-        "kind": f.get("kind").cloned().unwrap_or_default(), "url": f.get("url").cloned().unwrap_or_default(),
-        "password": opt(&f, "password"), "access_key_id": opt(&f, "access_key_id"),
-        "secret_access_key": opt(&f, "secret_access_key"), "user": opt(&f, "user"),
-        "storage_password": opt(&f, "storage_password")});
+    let v = endpoint_json(&f, f.get("name").map_or("", String::as_str));
     let r = match parse_input(v) {
         Ok(input) => outcome(
             crate::api::resources::save_endpoint(&s, false, input, None, &HeaderMap::new()).await,
@@ -259,6 +272,78 @@ fn without_secrets(mut f: Fields) -> Fields {
         f.remove(k);
     }
     f
+}
+
+/// The edit form of one endpoint: its settings filled in, its secrets blank (kept unless given).
+pub async fn endpoint(
+    State(s): State<Arc<AppState>>,
+    sess: Session,
+    Path(name): Path<String>,
+) -> Response {
+    let Ok(Some(r)) = s.store.get(Kind::Endpoint, &name).await else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            &format!("no endpoint named `{name}`"),
+        );
+    };
+    let v: Value = serde_json::from_str(&r.spec).unwrap_or_default();
+    let mut f = Fields::new();
+    for k in [
+        "kind",
+        "url",
+        "access_key_id",
+        "user",
+        "prune_schedule",
+        "prune_timezone",
+    ] {
+        if let Some(x) = v[k].as_str() {
+            f.insert(k.into(), x.into());
+        }
+    }
+    endpoint_edit(&sess, &name, &f, &[])
+}
+
+fn endpoint_edit(sess: &Session, name: &str, values: &Fields, errors: &[FieldError]) -> Response {
+    let inputs: Vec<Input> = endpoint_inputs()
+        .into_iter()
+        .filter(|i| i.name != "name")
+        .map(|i| match i.kind {
+            InputKind::Secret => Input {
+                hint: "write-only: leave empty to keep the one set",
+                ..i
+            },
+            _ => i,
+        })
+        .collect();
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = html! {
+        h1 { "Endpoint " (name) }
+        (form(&format!("/ui/endpoints/{name}"), sess, &inputs, values, errors, "Save"))
+    };
+    (status, page(&format!("Endpoint {name}"), Some(sess), body)).into_response()
+}
+
+pub async fn save_endpoint(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Posted { sess, fields: f }: Posted,
+) -> Response {
+    let r = match parse_input(endpoint_json(&f, &name)) {
+        Ok(input) => outcome(
+            crate::api::resources::save_endpoint(&s, false, input, Some(&name), &HeaderMap::new())
+                .await,
+            "/ui/endpoints",
+        ),
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(r) => r,
+        Err(errs) => endpoint_edit(&sess, &name, &without_secrets(f), &errs),
+    }
 }
 
 pub async fn test_endpoint(
@@ -399,7 +484,14 @@ async fn plan_form(
             "5-field cron (minute hour day month weekday) or @daily, @hourly …",
         ),
         text("timezone", "Time zone", "IANA name, e.g. Europe/Berlin"),
-        text("keep_last", "Keep the last", "backups (retention)"),
+        text(
+            "keep_last",
+            "Keep the last",
+            "backups (retention; empty: none by count)",
+        ),
+        text("keep_daily", "Keep daily", "one per day for this many days"),
+        text("keep_weekly", "Keep weekly", ""),
+        text("keep_monthly", "Keep monthly", ""),
         Input {
             name: "paused",
             label: "Paused",
@@ -428,13 +520,31 @@ pub async fn create_plan(
     State(s): State<Arc<AppState>>,
     Posted { sess, fields: f }: Posted,
 ) -> Response {
-    let keep: Result<u32, _> = f.get("keep_last").map_or("", |v| v.trim()).parse();
-    let r = match keep {
-        Err(_) => Err(vec![FieldError {
-            field: "keep_last".into(),
-            reason: "a number of backups to keep, at least 1".into(),
-        }]),
-        Ok(n) => {
+    let mut keep = serde_json::Map::new();
+    keep.insert("style".into(), "gfs".into());
+    let mut bad = vec![];
+    for (field, rule) in [
+        ("keep_last", "last"),
+        ("keep_daily", "daily"),
+        ("keep_weekly", "weekly"),
+        ("keep_monthly", "monthly"),
+    ] {
+        match f.get(field).map_or("", |v| v.trim()) {
+            "" => {}
+            v => match v.parse::<u32>() {
+                Ok(n) => {
+                    keep.insert(rule.into(), n.into());
+                }
+                Err(_) => bad.push(FieldError {
+                    field: field.into(),
+                    reason: "a whole number".into(),
+                }),
+            },
+        }
+    }
+    let r = match bad.is_empty() {
+        false => Err(bad),
+        true => {
             let name = f.get("name").cloned().unwrap_or_default();
             let v = json!({"name": name,
                 "source": f.get("source").cloned().unwrap_or_default(),
@@ -442,7 +552,7 @@ pub async fn create_plan(
                 "schedule": f.get("schedule").cloned().unwrap_or_default(),
                 "timezone": f.get("timezone").cloned().unwrap_or_default(),
                 "paused": f.get("paused").is_some_and(|v| v == "true"),
-                "retention": {"style": "gfs", "last": n}});
+                "retention": keep});
             match parse_input::<PlanSpec>(v) {
                 Ok(spec) => outcome(
                     crate::api::resources::save_plan(&s, false, spec, None, &HeaderMap::new())
@@ -459,7 +569,9 @@ pub async fn create_plan(
             let errs: Vec<FieldError> = errs
                 .into_iter()
                 .map(|mut e| {
-                    if e.field.starts_with("retention") {
+                    if let Some(rule) = e.field.strip_prefix("retention.") {
+                        e.field = format!("keep_{rule}");
+                    } else if e.field == "retention" {
                         e.field = "keep_last".into();
                     }
                     e
@@ -560,6 +672,9 @@ async fn plan_page(
             Err(e) => p.error role="alert" { (e.to_string()) },
             Ok(Json(points)) if points.is_empty() => p { "No backups yet." },
             Ok(Json(points)) => {
+                p #stored { (points.len()) " restore points; together they added "
+                    (super::bytes(points.iter().map(|p| p.added_bytes as i64).sum())) " to the repository, for "
+                    (super::bytes(points.iter().map(|p| p.bytes as i64).sum())) " of dumps" }
                 table #restore-points {
                     thead { tr { th { "Restore point" } th { "Taken" } th { "Database" } th { "Size" } th { "Restore to…" } } }
                     tbody { @for p in points {

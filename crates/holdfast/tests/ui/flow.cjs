@@ -35,6 +35,17 @@ const fail = (m) => { throw new Error(m); };
     seen.checks = await page.$$eval("#test-report li", (l) => l.map((x) => x.dataset.check));
     await page.screenshot({ path: shots + "/ui-endpoints.png", fullPage: true });
 
+    // Edit it: a bad prune schedule is shown beside its field; a good one is saved, and the
+    // password left empty stays set.
+    await page.click("tr[data-endpoint=disk] a");
+    await page.fill("#prune_schedule", "every sunday");
+    await page.click("form.edit button[type=submit]");
+    await page.waitForSelector("#prune_schedule-error");
+    seen.pruneError = await page.textContent("#prune_schedule-error");
+    await page.fill("#prune_schedule", "0 5 * * 6");
+    await page.click("form.edit button[type=submit]");
+    await page.waitForURL(/\/ui\/endpoints$/);
+
     // Source: the PostgreSQL database.
     await page.goto(url + "/ui/sources");
     await page.fill("#name", "shop");
@@ -79,6 +90,15 @@ const fail = (m) => { throw new Error(m); };
     seen.paused = await page.textContent("#pause");
     await page.click("#pause");
     await page.waitForFunction(() => !document.getElementById("paused"));
+
+    // Overwriting asks first; saying no sends nothing.
+    await page.click("#restore-points tbody tr:first-child summary");
+    const first = page.locator("#restore-points tbody tr:first-child form");
+    await first.locator("[name=force]").check();
+    page.once("dialog", (d) => { seen.confirm = d.message(); d.dismiss(); });
+    await first.locator("button[type=submit]").click();
+    if (!/\/ui\/plans\/shop-nightly$/.test(page.url())) fail("restore sent without asking");
+    await page.reload();
 
     // Restore it into a new database.
     await page.click("#restore-points tbody tr:first-child summary");
