@@ -93,13 +93,26 @@ fn the_ui_creates_a_plan_backs_up_postgres_and_restores_it_into_a_new_database()
         "{seen}"
     );
     assert_eq!(seen["paused"], "Resume", "{seen}");
-    assert!(seen["pruneError"].as_str().unwrap().contains("every sunday"), "{seen}");
-    assert!(seen["confirm"].as_str().unwrap().contains("Overwrite"), "{seen}");
+    assert!(
+        seen["pruneError"]
+            .as_str()
+            .unwrap()
+            .contains("every sunday"),
+        "{seen}"
+    );
+    assert!(
+        seen["confirm"].as_str().unwrap().contains("Overwrite"),
+        "{seen}"
+    );
     let ep = s.ok("GET", "/api/v1/endpoints/disk", None);
     assert_eq!(ep["prune_schedule"], "0 5 * * 6", "{ep}");
     assert_eq!(ep["password_set"], true, "{ep}");
     let restores = s.ok("GET", "/api/v1/jobs?kind=restore", None);
-    assert_eq!(restores.as_array().unwrap().len(), 1, "one restore, not two: {restores}");
+    assert_eq!(
+        restores.as_array().unwrap().len(),
+        1,
+        "one restore, not two: {restores}"
+    );
     assert_eq!(seen["backup"], "succeeded");
     assert_eq!(seen["restore"], "succeeded");
     assert_eq!(target.checksums(), want, "the restored rows differ");
