@@ -43,6 +43,33 @@ fn text<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
     }
 }
 
+fn select<'a>(name: &'a str, label: &'a str, options: Vec<String>) -> Input<'a> {
+    Input {
+        name,
+        label,
+        kind: InputKind::Select(options),
+        hint: "",
+    }
+}
+
+fn secret<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
+    Input {
+        name,
+        label,
+        kind: InputKind::Secret,
+        hint,
+    }
+}
+
+fn check<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
+    Input {
+        name,
+        label,
+        kind: InputKind::Check,
+        hint,
+    }
+}
+
 fn form(
     action: &str,
     sess: &Session,
@@ -135,45 +162,35 @@ async fn names(s: &AppState, kind: Kind) -> Vec<String> {
 fn endpoint_inputs() -> Vec<Input<'static>> {
     vec![
         text("name", "Name", "lowercase letters, digits and -"),
-        Input {
-            name: "kind",
-            label: "Kind",
-            kind: InputKind::Select(
-                ["local", "s3", "swift", "sftp", "ftp", "webdav"]
-                    .map(String::from)
-                    .to_vec(),
-            ),
-            hint: "",
-        },
+        select(
+            "kind",
+            "Kind",
+            ["local", "s3", "swift", "sftp", "ftp", "webdav"]
+                .map(String::from)
+                .to_vec(),
+        ),
         text(
             "url",
             "Location",
             "/srv/backups, s3://bucket/prefix?endpoint=…, sftp://user@host/path, webdav://user@host/path …",
         ),
-        Input {
-            name: "password",
-            label: "Repository password",
-            kind: InputKind::Secret,
-            hint: "write-only; keep a copy: restic needs it to read the backups",
-        },
+        secret(
+            "password",
+            "Repository password",
+            "write-only; keep a copy: restic needs it to read the backups",
+        ),
         text("access_key_id", "S3 access key id", ""),
-        Input {
-            name: "secret_access_key",
-            label: "S3 secret access key",
-            kind: InputKind::Secret,
-            hint: "write-only",
-        },
+        secret("secret_access_key", "S3 secret access key", "write-only"),
         text(
             "user",
             "Storage user",
             "Swift, FTP, WebDAV, SFTP (when the URL names none)",
         ),
-        Input {
-            name: "storage_password",
-            label: "Storage password",
-            kind: InputKind::Secret,
-            hint: "write-only; Swift key, FTP or WebDAV password",
-        },
+        secret(
+            "storage_password",
+            "Storage password",
+            "write-only; Swift key, FTP or WebDAV password",
+        ),
         text(
             "prune_schedule",
             "Prune schedule",
@@ -364,27 +381,19 @@ pub async fn test_endpoint(
 fn source_inputs() -> Vec<Input<'static>> {
     vec![
         text("name", "Name", "lowercase letters, digits and -"),
-        Input {
-            name: "kind",
-            label: "Kind",
-            kind: InputKind::Select(
-                ["postgres", "mysql", "sqlite", "redis", "folder", "command"]
-                    .map(String::from)
-                    .to_vec(),
-            ),
-            hint: "",
-        },
+        select(
+            "kind",
+            "Kind",
+            ["postgres", "mysql", "sqlite", "redis", "folder", "command"]
+                .map(String::from)
+                .to_vec(),
+        ),
         text(
             "url",
             "Address",
             "postgres://user@host:5432/db, mysql://user@host/db, sqlite:///path, redis://host:6379, file:///dir",
         ),
-        Input {
-            name: "password",
-            label: "Database password",
-            kind: InputKind::Secret,
-            hint: "write-only",
-        },
+        secret("password", "Database password", "write-only"),
         text(
             "command",
             "Command",
@@ -466,18 +475,8 @@ async fn plan_form(
     let endpoints = names(s, Kind::Endpoint).await;
     let inputs = vec![
         text("name", "Name", "lowercase letters, digits and -"),
-        Input {
-            name: "source",
-            label: "Source",
-            kind: InputKind::Select(sources),
-            hint: "",
-        },
-        Input {
-            name: "endpoint",
-            label: "Endpoint",
-            kind: InputKind::Select(endpoints),
-            hint: "",
-        },
+        select("source", "Source", sources),
+        select("endpoint", "Endpoint", endpoints),
         text(
             "schedule",
             "Schedule",
@@ -492,12 +491,7 @@ async fn plan_form(
         text("keep_daily", "Keep daily", "one per day for this many days"),
         text("keep_weekly", "Keep weekly", ""),
         text("keep_monthly", "Keep monthly", ""),
-        Input {
-            name: "paused",
-            label: "Paused",
-            kind: InputKind::Check,
-            hint: "",
-        },
+        check("paused", "Paused", ""),
     ];
     let status = if errors.is_empty() {
         StatusCode::OK
@@ -684,11 +678,10 @@ async fn plan_page(
                             td { (super::bytes(p.bytes as i64)) }
                             td {
                                 @let inputs = vec![
-                                    Input { name: "target_source", label: "Into source", kind: InputKind::Select(sources.clone()), hint: "" },
+                                    select("target_source", "Into source", sources.clone()),
                                     text("database", "Database", "empty: the source's own; a new name restores beside it"),
-                                    Input { name: "create", label: "Create the database", kind: InputKind::Check, hint: "" },
-                                    Input { name: "force", label: "Overwrite what is there", kind: InputKind::Check,
-                                            hint: "needed to restore over an existing database" },
+                                    check("create", "Create the database", ""),
+                                    check("force", "Overwrite what is there", "needed to restore over an existing database"),
                                 ];
                                 details open[!errors.is_empty() && values.get("point") == Some(&p.id)] {
                                     summary { "Restore…" }
