@@ -249,7 +249,7 @@ fn copy_once(
         .collect();
     let mut detail = if copied.is_empty() {
         format!(
-            "copy: endpoint `{}` already holds all {} restore point(s) of the plan",
+            "copy: endpoint `{}` is up to date ({} copies of the plan's restore points there)",
             to.endpoint, r.present
         )
     } else {

@@ -30,27 +30,16 @@ pub struct FtpTarget {
 }
 
 pub struct FtpBackend {
-    target: Target,
+    target: FtpTarget,
     /// Logged-in connections not in use, in the repository's directory.
     idle: Mutex<Vec<FtpStream>>,
 }
 
+/// The server and directory, never the password.
 impl std::fmt::Debug for FtpBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.target.fmt(f)
-    }
-}
-
-/// `FtpTarget` without `Clone` of the secret into `Debug` output.
-struct Target(FtpTarget);
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ftp://{}@{}:{}{}",
-            self.0.user, self.0.host, self.0.port, self.0.root
-        )
+        let t = &self.target;
+        write!(f, "ftp://{}@{}:{}{}", t.user, t.host, t.port, t.root)
     }
 }
 
@@ -67,42 +56,39 @@ fn path(tpe: FileType, id: &Id) -> String {
 }
 
 fn err(op: &str, path: &str, e: FtpError) -> Box<RusticError> {
+    // suppaftp's error is not `Sync`: carried as text.
     RusticError::with_source(
         ErrorKind::Backend,
         "FTP {op} of `{path}` failed.",
-        FtpFailure(e.to_string()),
+        std::io::Error::other(e.to_string()),
     )
     .attach_context("op", op.to_string())
     .attach_context("path", path.to_string())
 }
-
-/// suppaftp's error as text (it is not `Sync`).
-#[derive(Debug)]
-struct FtpFailure(String);
-
-impl std::fmt::Display for FtpFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for FtpFailure {}
 
 /// Whether the server refused for good (a reply in the 5xx range): no point in reconnecting.
 fn permanent(e: &FtpError) -> bool {
     matches!(e, FtpError::UnexpectedResponse(r) if r.status.code() >= 500)
 }
 
+/// A lookup the server refused for good (5xx) found nothing: `absent`.
+fn or_absent<T>(r: Result<T, FtpError>, absent: T) -> Result<T, FtpError> {
+    match r {
+        Err(e) if permanent(&e) => Ok(absent),
+        other => other,
+    }
+}
+
 impl FtpBackend {
     pub fn new(target: FtpTarget) -> Self {
         Self {
-            target: Target(target),
+            target,
             idle: Mutex::new(Vec::new()),
         }
     }
 
     fn connect(&self) -> Result<FtpStream, FtpError> {
-        let t = &self.target.0;
+        let t = &self.target;
         let mut s = FtpStream::connect((t.host.as_str(), t.port))?;
         s.get_ref()
             .set_read_timeout(Some(Duration::from_secs(120)))
@@ -173,10 +159,9 @@ impl FtpBackend {
 
     /// Writes, reads back and removes a file in the repository's directory: the endpoint
     /// check's "writable".
-    pub fn probe_write(&self, name: &str) -> RusticResult<bool> {
-        let data = b"holdfast write test";
+    pub fn probe_write(&self, name: &str, data: &[u8]) -> RusticResult<bool> {
         self.with("write test", name, |c| {
-            c.put_file(name, &mut Cursor::new(&data[..]))?;
+            c.put_file(name, &mut Cursor::new(data))?;
             let back = c.retr_as_buffer(name)?.into_inner();
             c.rm(name)?;
             Ok(back == data)
@@ -185,40 +170,34 @@ impl FtpBackend {
 
     /// Lists a directory's files with their sizes; a missing directory is empty.
     fn list_dir(&self, dir: &str) -> RusticResult<Vec<(String, u64)>> {
-        self.with("listing", dir, |c| match c.list(Some(dir)) {
-            Ok(lines) => Ok(lines
+        self.with("listing", dir, |c| {
+            Ok(or_absent(c.list(Some(dir)), vec![])?
                 .iter()
                 .filter_map(|l| File::from_str(l).ok())
                 .filter(File::is_file)
                 .map(|f| (f.name().to_string(), f.size() as u64))
-                .collect()),
-            Err(e @ FtpError::UnexpectedResponse(_)) if permanent(&e) => Ok(vec![]),
-            Err(e) => Err(e),
+                .collect())
         })
     }
 }
 
 impl ReadBackend for FtpBackend {
     fn location(&self) -> String {
-        format!("{:?}", self.target)
+        format!("{self:?}")
     }
 
     fn list_with_size(&self, tpe: FileType) -> RusticResult<Vec<(Id, u32)>> {
         if tpe == FileType::Config {
-            let size = self.with("size", "config", |c| match c.size("config") {
-                Ok(n) => Ok(Some(n)),
-                Err(e) if permanent(&e) => Ok(None),
-                Err(e) => Err(e),
+            let size = self.with("size", "config", |c| {
+                or_absent(c.size("config").map(Some), None)
             })?;
             return Ok(size
                 .map(|n| vec![(Id::default(), u32::try_from(n).unwrap_or(u32::MAX))])
                 .unwrap_or_default());
         }
         let dirs: Vec<String> = if tpe == FileType::Pack {
-            self.with("listing", "data", |c| match c.nlst(Some("data")) {
-                Ok(names) => Ok(names),
-                Err(e) if permanent(&e) => Ok(vec![]),
-                Err(e) => Err(e),
+            self.with("listing", "data", |c| {
+                or_absent(c.nlst(Some("data")), vec![])
             })?
             .into_iter()
             .map(|n| format!("data/{}", n.rsplit('/').next().unwrap_or(&n)))
@@ -308,10 +287,10 @@ impl WriteBackend for FtpBackend {
         content: BytesList,
     ) -> RusticResult<()> {
         let p = path(tpe, id);
-        let data: Vec<u8> = content.into_vec().concat();
         let tmp = format!("{p}.tmp-{}", std::process::id());
         self.with("upload", &p, |c| {
-            c.put_file(&tmp, &mut Cursor::new(&data))?;
+            // Straight from the pack's buffers (a clone shares them).
+            c.put_file(&tmp, &mut content.clone().reader())?;
             // Some servers refuse to rename over an existing file.
             if tpe == FileType::Config {
                 let _ = c.rm(&p);

@@ -1,6 +1,7 @@
 //! The endpoint check behind the server's `test` action: is the storage reachable, does it
 //! accept the login, can Holdfast write there, and how much space is left (where the kind tells).
-//! It talks to the storage through OpenDAL directly, with the same options as the repository.
+//! It talks to the storage through OpenDAL directly, with the same options as the repository
+//! (or through Holdfast's own FTP backend).
 
 use std::collections::BTreeMap;
 
@@ -26,70 +27,119 @@ fn check(name: &str, ok: bool, detail: impl Into<String>) -> Check {
     }
 }
 
-/// Checks the storage itself (not yet the repository): `reachable`, `authenticated`,
-/// `writable` and `free-space`. Stops at the first failure.
+/// What the checks need from a storage: a look at the repository's directory (which shows
+/// whether the storage answers and takes the login), and a write, read-back and removal.
+trait Probe {
+    fn look(&self) -> Result<(), Error>;
+    fn round_trip(&self, name: &str, data: &[u8]) -> Result<bool, Error>;
+}
+
+impl Probe for (&Storage, &RepoConfig) {
+    fn look(&self) -> Result<(), Error> {
+        self.0
+            .op
+            .exists("config")
+            .map(|_| ())
+            .map_err(|e| opendal_err(self.1, e))
+    }
+
+    fn round_trip(&self, name: &str, data: &[u8]) -> Result<bool, Error> {
+        let op = &self.0.op;
+        op.write(name, data.to_vec())
+            .and_then(|_| op.read(name))
+            .and_then(|b| {
+                let same = b.to_vec() == data;
+                op.delete(name).map(|()| same)
+            })
+            .map_err(|e| opendal_err(self.1, e))
+    }
+}
+
+impl Probe for (&crate::ftp::FtpBackend, &RepoConfig) {
+    fn look(&self) -> Result<(), Error> {
+        use rustic_core::{ReadBackend, repofile::FileType};
+        self.0
+            .list_with_size(FileType::Config)
+            .map(|_| ())
+            .map_err(|e| rustic_err(self.1, &e))
+    }
+
+    fn round_trip(&self, name: &str, data: &[u8]) -> Result<bool, Error> {
+        self.0
+            .probe_write(name, data)
+            .map_err(|e| rustic_err(self.1, &e))
+    }
+}
+
+fn opendal_err(cfg: &RepoConfig, e: opendal::Error) -> Error {
+    Error::storage(cfg.describe(), cfg.location.kind(), e.to_string())
+}
+
+fn rustic_err(cfg: &RepoConfig, e: &rustic_core::RusticError) -> Error {
+    Error::storage(cfg.describe(), cfg.location.kind(), crate::repo::detail(e))
+}
+
+/// Checks the storage itself (not yet the repository): `reachable`, `authenticated` (or
+/// `host-key`), `writable` and `free-space`. Stops at the first failure.
 pub fn storage_checks(cfg: &RepoConfig) -> Vec<Check> {
-    let mut out = vec![];
-    let failed = |out: &mut Vec<Check>, e: Error| match &e {
-        Error::StorageAuth { .. } => {
-            out.push(check("reachable", true, "the storage answered"));
-            out.push(check("authenticated", false, e.to_string()));
-        }
-        Error::HostKey { .. } => {
-            out.push(check("reachable", true, "the SFTP server answered"));
-            out.push(check("host-key", false, e.to_string()));
-        }
-        _ => out.push(check("reachable", false, e.to_string())),
-    };
-    if let Ok(Some(ftp)) = Repo::ftp(cfg) {
-        return ftp_checks(cfg, &ftp, &mut out);
+    if let Some(ftp) = &Repo::ftp(cfg) {
+        return run(cfg, &(ftp, cfg));
     }
-    let storage = match operator(cfg) {
-        Ok(o) => o,
-        Err(e) => {
-            failed(&mut out, e);
+    match operator(cfg) {
+        Ok(storage) => run(cfg, &(&storage, cfg)),
+        Err(e) => unreachable(e),
+    }
+}
+
+/// The checks when the storage could not even be looked at: what the error says it was.
+fn unreachable(e: Error) -> Vec<Check> {
+    match &e {
+        Error::StorageAuth { .. } => vec![
+            check("reachable", true, "the storage answered"),
+            check("authenticated", false, e.to_string()),
+        ],
+        Error::HostKey { .. } => vec![
+            check("reachable", true, "the SFTP server answered"),
+            check("host-key", false, e.to_string()),
+        ],
+        _ => vec![check("reachable", false, e.to_string())],
+    }
+}
+
+fn run(cfg: &RepoConfig, storage: &dyn Probe) -> Vec<Check> {
+    if let Err(e) = storage.look() {
+        return unreachable(e);
+    }
+    let mut out = vec![
+        check("reachable", true, format!("{} answered", cfg.location)),
+        check(
+            "authenticated",
+            true,
+            match cfg.location.kind() {
+                StorageKind::Local => "the directory can be read".to_string(),
+                k => format!("the {k} storage accepted the login"),
+            },
+        ),
+    ];
+    let name = format!("holdfast-write-test-{}-{}", std::process::id(), nanos());
+    match storage.round_trip(&name, b"holdfast write test") {
+        Ok(true) => out.push(check(
+            "writable",
+            true,
+            "a test file was written, read back and removed",
+        )),
+        Ok(false) => {
+            out.push(check(
+                "writable",
+                false,
+                "a test file read back with other content than was written",
+            ));
             return out;
         }
-    };
-    let op = &storage.op;
-    let err =
-        |e: opendal::Error| Error::storage(cfg.describe(), cfg.location.kind(), format!("{e}"));
-    match op.exists("config") {
-        Ok(_) => {
-            out.push(check(
-                "reachable",
-                true,
-                format!("{} answered", cfg.location),
-            ));
-            out.push(check(
-                "authenticated",
-                true,
-                match cfg.location.kind() {
-                    StorageKind::Local => "the directory can be read".to_string(),
-                    k => format!("the {k} storage accepted the login"),
-                },
-            ));
-        }
         Err(e) => {
-            failed(&mut out, err(e));
+            out.push(check("writable", false, e.to_string()));
             return out;
         }
-    }
-    let probe = format!(
-        "holdfast-write-test-{}-{}",
-        std::process::id(),
-        jiff_nanos()
-    );
-    let written = op
-        .write(&probe, b"holdfast write test".to_vec())
-        .and_then(|_| op.read(&probe))
-        .and_then(|b| {
-            let same = b.to_vec() == b"holdfast write test";
-            op.delete(&probe).map(|()| same)
-        });
-    out.push(writable(written.map_err(|e| err(e).to_string())));
-    if !out.last().is_some_and(|c| c.ok) {
-        return out;
     }
     out.push(match free_space(&cfg.location) {
         Some(bytes) => check(
@@ -109,73 +159,7 @@ pub fn storage_checks(cfg: &RepoConfig) -> Vec<Check> {
     out
 }
 
-/// The same checks through Holdfast's own FTP client.
-fn ftp_checks(cfg: &RepoConfig, ftp: &crate::ftp::FtpBackend, out: &mut Vec<Check>) -> Vec<Check> {
-    use rustic_core::{ReadBackend, repofile::FileType};
-    let storage = |e: Box<rustic_core::RusticError>| {
-        Error::storage(cfg.describe(), cfg.location.kind(), e.display_log())
-    };
-    match ftp.list_with_size(FileType::Config) {
-        Ok(_) => {
-            out.push(check(
-                "reachable",
-                true,
-                format!("{} answered", cfg.location),
-            ));
-            out.push(check(
-                "authenticated",
-                true,
-                "the FTP server accepted the login",
-            ));
-        }
-        Err(e) => {
-            match storage(e) {
-                e @ Error::StorageAuth { .. } => {
-                    out.push(check("reachable", true, "the FTP server answered"));
-                    out.push(check("authenticated", false, e.to_string()));
-                }
-                e => out.push(check("reachable", false, e.to_string())),
-            }
-            return std::mem::take(out);
-        }
-    }
-    let name = format!(
-        "holdfast-write-test-{}-{}",
-        std::process::id(),
-        jiff_nanos()
-    );
-    out.push(writable(
-        ftp.probe_write(&name).map_err(|e| storage(e).to_string()),
-    ));
-    if !out.last().is_some_and(|c| c.ok) {
-        return std::mem::take(out);
-    }
-    out.push(check(
-        "free-space",
-        true,
-        "ftp storage does not report free space",
-    ));
-    std::mem::take(out)
-}
-
-/// The `writable` check from a write, read-back and removal: whether the bytes came back.
-fn writable(r: Result<bool, String>) -> Check {
-    match r {
-        Ok(true) => check(
-            "writable",
-            true,
-            "a test file was written, read back and removed",
-        ),
-        Ok(false) => check(
-            "writable",
-            false,
-            "a test file read back with other content than was written",
-        ),
-        Err(e) => check("writable", false, e),
-    }
-}
-
-fn jiff_nanos() -> u128 {
+fn nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -204,8 +188,7 @@ fn operator(cfg: &RepoConfig) -> Result<Storage, Error> {
             options,
         ),
     };
-    let storage =
-        |e: opendal::Error| Error::storage(cfg.describe(), cfg.location.kind(), format!("{e}"));
+    let storage = |e| opendal_err(cfg, e);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -283,7 +283,7 @@ pub struct BackupOutcome {
 pub struct CopyReport {
     /// (the snapshot here, its copy there) for each snapshot copied now.
     pub copied: Vec<(String, String)>,
-    /// Snapshots the other repository held already.
+    /// Copies of this plan's snapshots the other repository held before.
     pub present: usize,
 }
 
@@ -379,26 +379,23 @@ impl Repo {
         cfg: &RepoConfig,
         gate: SharedGate,
     ) -> Result<(RepositoryBackends, Option<tempfile::NamedTempFile>)> {
-        if let Some(ftp) = Self::ftp(cfg)? {
-            let guarded: Arc<dyn WriteBackend> = Arc::new(GuardedBackend {
-                inner: Arc::new(ftp),
-                gate,
-                repo: cfg.describe(),
-                kind: cfg.location.kind(),
-            });
-            return Ok((RepositoryBackends::new(guarded, None), None));
-        }
-        let (repository, mut options, keyfile) = Self::backend_options(cfg)?;
-        if let Some(r) = cfg.retries {
-            options.insert("retry".into(), r.to_string());
-        }
-        let be = rustic_backend::BackendOptions::default()
-            .repository(repository)
-            .options(options.into_iter().collect::<BTreeMap<_, _>>())
-            .to_backends()
-            .map_err(|e| storage(cfg, &e))?;
+        let (inner, keyfile): (Arc<dyn WriteBackend>, _) = match Self::ftp(cfg) {
+            Some(ftp) => (Arc::new(ftp), None),
+            None => {
+                let (repository, mut options, keyfile) = Self::backend_options(cfg)?;
+                if let Some(r) = cfg.retries {
+                    options.insert("retry".into(), r.to_string());
+                }
+                let be = rustic_backend::BackendOptions::default()
+                    .repository(repository)
+                    .options(options.into_iter().collect::<BTreeMap<_, _>>())
+                    .to_backends()
+                    .map_err(|e| storage(cfg, &e))?;
+                (be.repository(), keyfile)
+            }
+        };
         let guarded: Arc<dyn WriteBackend> = Arc::new(GuardedBackend {
-            inner: be.repository(),
+            inner,
             gate,
             repo: cfg.describe(),
             kind: cfg.location.kind(),
@@ -407,7 +404,7 @@ impl Repo {
     }
 
     /// Holdfast's own FTP backend, for an FTP location.
-    pub(crate) fn ftp(cfg: &RepoConfig) -> Result<Option<crate::ftp::FtpBackend>> {
+    pub(crate) fn ftp(cfg: &RepoConfig) -> Option<crate::ftp::FtpBackend> {
         let RepoLocation::Ftp {
             user,
             host,
@@ -415,13 +412,13 @@ impl Repo {
             path,
         } = &cfg.location
         else {
-            return Ok(None);
+            return None;
         };
         let user = user
             .clone()
             .or_else(|| cfg.creds.user.clone())
             .unwrap_or_else(|| "anonymous".into());
-        Ok(Some(crate::ftp::FtpBackend::new(crate::ftp::FtpTarget {
+        Some(crate::ftp::FtpBackend::new(crate::ftp::FtpTarget {
             host: host.clone(),
             port: *port,
             user,
@@ -431,7 +428,7 @@ impl Repo {
                 .clone()
                 .unwrap_or_else(|| SecretString::from(String::new())),
             root: format!("/{}", path.trim_matches('/')),
-        })))
+        }))
     }
 
     fn unopened(cfg: &RepoConfig) -> Result<Unopened> {
@@ -701,36 +698,24 @@ impl Repo {
         Ok(report)
     }
 
-    /// Copies each snapshot tagged `tag` that `dest` does not hold yet and that is newer than
-    /// the newest copy there (older ones missing there were removed by `dest`'s own retention);
-    /// only blobs `dest` lacks are sent. Copies keep their time, tags and metadata, under new
-    /// ids.
+    /// Copies each snapshot tagged `tag` that is newer than the newest copy in `dest` (older
+    /// ones are there already, or were removed by `dest`'s own retention); only blobs `dest`
+    /// lacks are sent. Copies keep their time, tags and metadata, under new ids.
     pub fn copy_to(&self, dest: &Repo, tag: &str) -> Result<CopyReport> {
         let tagged = |s: &SnapshotFile| s.tags.iter().any(|t| t == tag);
-        let newest_copy = dest
-            .repo
-            .get_all_snapshots()
-            .map_err(|e| dest.err(&e))?
-            .into_iter()
-            .filter(tagged)
-            .map(|s| s.time)
-            .max();
-        let mut snaps = self.repo.get_all_snapshots().map_err(|e| self.err(&e))?;
-        snaps.retain(|s| tagged(s) && newest_copy.as_ref().is_none_or(|n| s.time >= *n));
-        let relevant = dest
-            .repo
-            .relevant_copy_snapshots(tagged, &snaps)
-            .map_err(|e| dest.err(&e))?;
-        let todo: Vec<SnapshotFile> = relevant
-            .into_iter()
-            .filter(|c| c.relevant)
-            .map(|c| c.sn)
-            .collect();
-        let present = snaps.len() - todo.len();
+        let there = |r: &Repo| -> Result<Vec<SnapshotFile>> {
+            let mut v = r.repo.get_all_snapshots().map_err(|e| r.err(&e))?;
+            v.retain(tagged);
+            Ok(v)
+        };
+        let before = there(dest)?;
+        let newest = before.iter().map(|s| s.time.clone()).max();
+        let mut todo = there(self)?;
+        todo.retain(|s| newest.as_ref().is_none_or(|n| s.time > *n));
         if todo.is_empty() {
             return Ok(CopyReport {
                 copied: vec![],
-                present,
+                present: before.len(),
             });
         }
         let src = self.clone_open()?.to_indexed().map_err(|e| self.err(&e))?;
@@ -739,11 +724,11 @@ impl Repo {
             .to_indexed_ids()
             .map_err(|e| dest.err(&e))?;
         src.copy(&dst, todo.iter()).map_err(|e| dest.err(&e))?;
-        let there = dest.repo.get_all_snapshots().map_err(|e| dest.err(&e))?;
+        let after = there(dest)?;
         let copied = todo
             .iter()
             .map(|s| {
-                let copy = there
+                let copy = after
                     .iter()
                     .find(|d| d.time == s.time && d.tree == s.tree)
                     .map(|d| d.id.to_hex().to_string())
@@ -751,7 +736,10 @@ impl Repo {
                 (s.id.to_hex().to_string(), copy)
             })
             .collect();
-        Ok(CopyReport { copied, present })
+        Ok(CopyReport {
+            copied,
+            present: before.len(),
+        })
     }
 
     /// Removes data no snapshot uses. With `instant`, unused packs go at once; otherwise they
@@ -812,7 +800,7 @@ fn storage(cfg: &RepoConfig, e: &RusticError) -> Error {
 
 /// rustic's own text of an error, plus the deeper causes it leaves out (where, e.g., ssh's
 /// "Permission denied (publickey)" is).
-fn detail(e: &RusticError) -> String {
+pub(crate) fn detail(e: &RusticError) -> String {
     let mut out = e.display_log();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {

@@ -40,6 +40,7 @@ pub fn login(cfg: &RepoConfig) -> Result<Login> {
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(|e| Error::Other(format!("HTTP client: {e}")))?;
+    let refused = |s: reqwest::StatusCode| matches!(s.as_u16(), 401 | 403);
     let keystone = auth_url.trim_end_matches('/').ends_with("/v3");
     if !keystone {
         let resp = client
@@ -49,7 +50,7 @@ pub fn login(cfg: &RepoConfig) -> Result<Login> {
             .send()
             .map_err(unreachable)?;
         let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        if refused(status) {
             return Err(auth_err(format!(
                 "TempAuth at {auth_url} answered {status}"
             )));
@@ -82,7 +83,7 @@ pub fn login(cfg: &RepoConfig) -> Result<Login> {
     let url = format!("{}/auth/tokens", auth_url.trim_end_matches('/'));
     let resp = client.post(&url).json(&body).send().map_err(unreachable)?;
     let status = resp.status();
-    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+    if refused(status) {
         return Err(auth_err(format!(
             "Keystone at {auth_url} answered {status}"
         )));

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use holdfast_core::Schedule;
 use holdfast_core::plan::PlanSpec;
 use holdfast_store::{Job, JobFilter, Kind};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -402,7 +402,7 @@ async fn dashboard(
                         }
                     }
                 }
-                (pager("/", at, pages, ""))
+                (pager(at, pages))
             }
         },
     )
@@ -416,13 +416,14 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
-fn pager(base: &str, at: usize, pages: usize, extra: &str) -> Markup {
+/// Links to the plans page's neighbouring pages.
+fn pager(at: usize, pages: usize) -> Markup {
     html! {
         @if pages > 1 {
             nav.pager {
-                @if at > 1 { a href={(base) "?page=" (at - 1) (extra)} { "← newer" } }
+                @if at > 1 { a href={"/?page=" (at - 1)} { "← previous" } }
                 " page " (at) " of " (pages) " "
-                @if at < pages { a href={(base) "?page=" (at + 1) (extra)} { "older →" } }
+                @if at < pages { a href={"/?page=" (at + 1)} { "next →" } }
             }
         }
     }
@@ -460,11 +461,10 @@ async fn jobs(
         Ok(l) => l,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    let extra = format!(
-        "&plan={}&state={}",
-        filter.plan.clone().unwrap_or_default(),
-        filter.state.clone().unwrap_or_default()
-    );
+    let extra = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("plan", filter.plan.as_deref().unwrap_or_default())
+        .append_pair("state", filter.state.as_deref().unwrap_or_default())
+        .finish();
     page(
         "Jobs",
         Some(&sess),
@@ -502,7 +502,7 @@ async fn jobs(
                 }
             }
             @if let Some(last) = list.last().filter(|_| list.len() == PAGE) {
-                nav.pager { a href={"/ui/jobs?before=" (last.id) (extra)} { "older →" } }
+                nav.pager { a href={"/ui/jobs?before=" (last.id) "&" (extra)} { "older →" } }
             }
         },
     )
@@ -523,7 +523,7 @@ fn bytes(n: i64) -> String {
 }
 
 fn finished(state: &str) -> bool {
-    !matches!(state, "queued" | "running")
+    holdfast_core::job::JobState::parse(state).is_some_and(|s| s.is_final())
 }
 
 async fn job(State(s): State<Arc<AppState>>, sess: Session, Path(id): Path<i64>) -> Response {
@@ -568,8 +568,8 @@ async fn job(State(s): State<Arc<AppState>>, sess: Session, Path(id): Path<i64>)
     .into_response()
 }
 
-/// Live updates of a job: `log` events (one line each) and `job` events (state and progress,
-/// as JSON), until the job has finished.
+/// Live updates of a job: `log` events (one line each) and `job` events (the API's `JobView`),
+/// until the job has finished.
 async fn job_events(
     State(s): State<Arc<AppState>>,
     _sess: Session,
@@ -602,12 +602,9 @@ async fn job_events(
             }
         }
         let view = crate::model::JobView::at(&j, c.s.now());
-        events.push(Ok(Event::default().event("job").data(
-            serde_json::json!({"state": view.state, "bytes_read": view.bytes_read,
-                "bytes_written": view.bytes_written, "rate": view.rate_bytes_per_sec,
-                "error": view.error, "snapshot_id": view.snapshot_id})
-            .to_string(),
-        )));
+        events.push(Ok(Event::default()
+            .event("job")
+            .data(serde_json::to_string(&view).unwrap_or_default())));
         if finished(&j.state) {
             c.done = true;
         } else {
@@ -637,7 +634,7 @@ async fn app_js() -> Response {
 async fn app_css() -> Response {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        PreEscaped(include_str!("ui/app.css")).0,
+        include_str!("ui/app.css"),
     )
         .into_response()
 }

@@ -20,7 +20,8 @@
     state.className = "badge " + j.state;
     $("read").textContent = bytes(j.bytes_read);
     $("written").textContent = bytes(j.bytes_written);
-    $("rate").textContent = j.rate ? "(" + bytes(Math.round(j.rate)) + "/s)" : "";
+    const rate = j.rate_bytes_per_sec;
+    $("rate").textContent = rate ? "(" + bytes(Math.round(rate)) + "/s)" : "";
     if (j.state !== "queued" && j.state !== "running") {
       events.close();
       progress.value = 1;

@@ -121,7 +121,7 @@ fn form(
 }
 
 /// Turns an API answer into "go there" or the form again with its errors.
-fn outcome(r: Result<Response, ApiError>, ok: &str) -> Result<Response, Vec<FieldError>> {
+fn outcome<T>(r: Result<T, ApiError>, ok: &str) -> Result<Response, Vec<FieldError>> {
     match r {
         Ok(_) => Ok(Redirect::to(ok).into_response()),
         Err(ApiError::Invalid(errs)) => Err(errs),
@@ -717,11 +717,7 @@ pub async fn restore(
     let r = match parse_input(v) {
         Ok(input) => match crate::api::jobs::create_restore(State(s.clone()), Body(input)).await {
             Ok((_, Json(j))) => Ok(Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response()),
-            Err(ApiError::Invalid(e)) => Err(e),
-            Err(e) => Err(vec![FieldError {
-                field: String::new(),
-                reason: e.to_string(),
-            }]),
+            Err(e) => outcome::<()>(Err(e), ""),
         },
         Err(e) => Err(e),
     };

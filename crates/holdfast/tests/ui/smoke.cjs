@@ -35,7 +35,6 @@ try {
   const jobUrl = page.url();
   // The dump waits for GO_FILE: the page must show "running" by itself, then "succeeded".
   await page.waitForFunction(() => document.getElementById("state").textContent === "running");
-  const seenRunning = true;
   writeFileSync(goFile, "");
   await page.waitForFunction(() => document.getElementById("state").textContent === "succeeded",
                              null, { timeout: 60000 });
@@ -44,7 +43,7 @@ try {
   const log = await page.textContent("#log");
   const reloads = await page.evaluate(() => performance.getEntriesByType("navigation").length);
   await page.screenshot({ path: shots + "/ui-job.png", fullPage: true });
-  console.log(JSON.stringify({ status, jobUrl, seenRunning, progress, snapshot, log, reloads }));
+  console.log(JSON.stringify({ status, jobUrl, progress, snapshot, log, reloads }));
 } finally {
   await browser.close();
 }
