@@ -4,8 +4,10 @@
 #
 #   bench/pg_backup.sh [DUMP_MB] [ROUNDS]      (defaults: about 1000 MB of dump, 3 rounds)
 #
-# Prints wall-time ratios against `pg_dump > /dev/null`, dump MB/s, repository bytes and peak
-# RSS; then the bytes a night's change adds, (a) realistic and (b) worst case; then restore time
+# Prints wall-time ratios against `pg_dump > /dev/null`, dump MB/s, CPU seconds (user + system,
+# the dump tool's included), repository bytes and peak RSS, for `pg_dump | zstd -3 -T0`,
+# restic, borg (zstd level 3) and Holdfast (BENCH_BACKUP_ONLY=1 stops here); then the bytes a
+# night's change adds, (a) realistic and (b) worst case; then restore time
 # against `psql < plain.sql`; then the same backup figures for MariaDB. Not part of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,11 +16,13 @@ ROUNDS=${2:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/holdfast-target}
 scripts/services >/dev/null
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
+command -v borg >/dev/null || { apt-get install -y -qq borgbackup >/dev/null; }
+command -v zstd >/dev/null || { apt-get install -y -qq zstd >/dev/null; }
 cargo build --release -q -p holdfast
 HF=$CARGO_TARGET_DIR/release/holdfast
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 export PGHOST=127.0.0.1 PGUSER=postgres
-export HOLDFAST_REPO_PASSWORD=bench RESTIC_PASSWORD=bench
+export HOLDFAST_REPO_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
 DB=holdfast_bench
 WORK=${BENCH_DIR:-/tmp/holdfast-bench}
 rm -rf "$WORK" && mkdir -p "$WORK"
@@ -52,40 +56,52 @@ VACUUM ANALYZE;
 SQL
 fi
 
-# run NAME CMD...: wall seconds and peak RSS (KiB) of CMD, appended to $WORK/NAME.
+# run NAME CMD...: wall seconds, peak RSS (KiB) and CPU seconds of CMD (its children
+# included), appended to $WORK/NAME.
 run() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/time.tmp" "$@" >/dev/null 2>"$WORK/err.tmp" || { cat "$WORK/err.tmp" >&2; exit 1; }
+  /usr/bin/time -f "%e %M %U %S" -o "$WORK/time.tmp" "$@" >/dev/null 2>"$WORK/err.tmp" || { cat "$WORK/err.tmp" >&2; exit 1; }
   cat "$WORK/time.tmp" >> "$WORK/$name"
 }
 pg_dump_null() { "$PGBIN/pg_dump" "$DB" >/dev/null; }
 restic_stdin() { rm -rf "$WORK/restic-repo"; restic init -q -r "$WORK/restic-repo" >/dev/null;
   "$PGBIN/pg_dump" "$DB" | /usr/bin/time -f "%M" -o "$WORK/rss.tmp" restic backup -q -r "$WORK/restic-repo" --stdin --stdin-filename "$DB.sql"; }
+zstd_null() { "$PGBIN/pg_dump" "$DB" | zstd -q -3 -T0 > "$WORK/dump.zst"; }
+borg_stdin() { rm -rf "$WORK/borg-repo"; borg init -e repokey "$WORK/borg-repo";
+  "$PGBIN/pg_dump" "$DB" | /usr/bin/time -f "%M" -o "$WORK/rss.tmp" borg create -C zstd,3 "$WORK/borg-repo::a" - ; }
 holdfast_backup() { rm -rf "$WORK/hf-repo"; "$HF" init -q --repo "$WORK/hf-repo"; "$HF" backup -q "postgres://postgres@127.0.0.1:5432/$DB" --repo "$WORK/hf-repo"; }
-export -f pg_dump_null restic_stdin holdfast_backup; export PGBIN DB WORK HF
+export -f pg_dump_null zstd_null restic_stdin borg_stdin holdfast_backup; export PGBIN DB WORK HF
 
 DUMP_BYTES=$("$PGBIN/pg_dump" "$DB" | wc -c)
 echo "dump size: $((DUMP_BYTES / 1000000)) MB; $ROUNDS interleaved rounds" >&2
 for r in $(seq 1 "$ROUNDS"); do
   run pg_dump bash -c pg_dump_null
+  run zstd bash -c zstd_null
   run restic bash -c restic_stdin; echo "$(cat "$WORK/rss.tmp")" >> "$WORK/restic.rss"
+  run borg bash -c borg_stdin; echo "$(cat "$WORK/rss.tmp")" >> "$WORK/borg.rss"
   run holdfast bash -c holdfast_backup
   echo "round $r done" >&2
 done
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 BASE=$(cut -d' ' -f1 "$WORK/pg_dump" | median)
-report() { # name rss-file
+report() { # name rss-file label [extra]
   local wall; wall=$(cut -d' ' -f1 "$WORK/$1" | median)
+  local cpu; cpu=$(awk '{print $3 + $4}' "$WORK/$1" | median)
   local rss; rss=$( (cut -d' ' -f2 "$WORK/$1"; if [ -n "${2:-}" ]; then cat "$WORK/$2"; fi) | sort -n | tail -1)
-  printf "%-28s %8.2fs %7.2fx %9.1f MB/s %9s MiB peak RSS %s\n" "$3" "$wall" "$(echo "$wall / $BASE" | bc -l)" \
-    "$(echo "$DUMP_BYTES / 1000000 / $wall" | bc -l)" "$((rss / 1024))" "${4:-}"
+  printf "%-28s %8.2fs %7.2fx %9.1f MB/s %7.2f CPU s %6s MiB peak RSS %s\n" "$3" "$wall" "$(echo "$wall / $BASE" | bc -l)" \
+    "$(echo "$DUMP_BYTES / 1000000 / $wall" | bc -l)" "$cpu" "$((rss / 1024))" "${4:-}"
 }
 echo
 echo "== PostgreSQL backup, $((DUMP_BYTES / 1000000)) MB dump, median of $ROUNDS"
+mb() { echo "$(( $(du -sb "$1" | cut -f1) / 1000000 )) MB"; }
 report pg_dump "" "pg_dump > /dev/null"
-report restic restic.rss "pg_dump | restic --stdin" "repo $(( $(du -sb "$WORK/restic-repo" | cut -f1) / 1000000 )) MB"
-report holdfast "" "holdfast backup" "repo $(( $(du -sb "$WORK/hf-repo" | cut -f1) / 1000000 )) MB"
+report zstd "" "pg_dump | zstd -3 -T0" "$(mb "$WORK/dump.zst")"
+report restic restic.rss "pg_dump | restic --stdin" "repo $(mb "$WORK/restic-repo")"
+report borg borg.rss "pg_dump | borg create -C zstd,3" "repo $(mb "$WORK/borg-repo")"
+report holdfast "" "holdfast backup" "repo $(mb "$WORK/hf-repo")"
+printf "holdfast repository / zstd -3 of the dump: %.3f\n" "$(echo "$(du -sb "$WORK/hf-repo" | cut -f1) / $(du -sb "$WORK/dump.zst" | cut -f1)" | bc -l)"
+[ -z "${BENCH_BACKUP_ONLY:-}" ] || exit 0
 
 # ---- a night's change: bytes added to the repository, as % of the first backup ----
 FIRST=$(du -sb "$WORK/hf-repo" | cut -f1)

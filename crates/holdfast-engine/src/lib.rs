@@ -6,9 +6,11 @@
 //!   exit becomes an error, never a short snapshot.
 //! - [`repo`]: the repository (rustic_core + rustic_backend): init, backup, snapshots, dump,
 //!   forget, prune, check.
+//! - `writer`: Holdfast's own pipelined writer for the backup path (chunk, hash, compress,
+//!   encrypt, pack, upload), producing standard restic v2 snapshots.
 //!
 //! **Architecture invariant:** nothing is staged on disk. A dump flows from the tool's stdout
-//! through rustic_core's chunker into pack files; a restore flows from the repository into the
+//! through the writer's chunker into pack files; a restore flows from the repository into the
 //! restore tool's stdin.
 //!
 //! **Architecture invariant:** a snapshot file is written only after every stream of the backup
@@ -22,6 +24,7 @@ pub mod process;
 pub mod repo;
 pub mod source;
 mod swift;
+mod writer;
 
 pub use error::{Error, Result};
 pub use repo::{BackupOutcome, Repo, RepoConfig, SnapshotInfo, StorageCreds};

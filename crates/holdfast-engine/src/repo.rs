@@ -5,27 +5,22 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use holdfast_core::{KeepPolicy, RepoLocation, SnapshotMeta};
-use rustic_core::jiff::{Span, Timestamp, Zoned};
-use rustic_core::repofile::{
-    FileType, MasterKey, Metadata, Node, NodeType, SnapshotFile, StringList,
-};
+use rustic_core::jiff::{Span, Zoned};
+use rustic_core::repofile::{FileType, MasterKey, Node, SnapshotFile, StringList};
 use rustic_core::{
     BytesList, CheckOptions, ConfigOptions, Credentials, ErrorKind, ForgetGroups, Grouped, Id,
-    IndexedFullStatus, KeepOptions, KeyOptions, OpenStatus, ParentOptions, PruneOptions,
-    ReadBackend, ReadSource, ReadSourceEntry, ReadSourceOpen, Repository, RepositoryBackends,
-    RepositoryOptions, RusticError, RusticResult, SnapshotGroupCriterion, SnapshotOptions,
-    WriteBackend,
+    IndexedFullStatus, KeepOptions, KeyOptions, OpenStatus, PruneOptions, ReadBackend, Repository,
+    RepositoryBackends, RepositoryOptions, RusticError, RusticResult, SnapshotGroupCriterion,
+    SnapshotOptions, WriteBackend,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::process::{ChildReader, Cmd};
 use crate::source::BackupSet;
 
 /// How to reach and unlock a repository.
@@ -125,7 +120,7 @@ impl Gate {
         self.failure.lock().unwrap().is_some()
     }
 
-    fn take_failure(&self) -> Option<Error> {
+    pub(crate) fn take_failure(&self) -> Option<Error> {
         self.failure.lock().unwrap().take()
     }
 
@@ -446,7 +441,7 @@ impl Repo {
 
     /// Another handle on the open repository (rustic_core's state changes consume handles);
     /// opening with the master key skips the password's key derivation.
-    fn clone_open(&self) -> Result<Repository<OpenStatus>> {
+    pub(crate) fn clone_open(&self) -> Result<Repository<OpenStatus>> {
         Repository::new(&RepositoryOptions::default(), &self.backends)
             .and_then(|r| r.open(&Credentials::Masterkey(self.key.clone())))
             .map_err(|e| self.err(&e))
@@ -524,6 +519,16 @@ impl Repo {
             .collect()
     }
 
+    /// rustic_core's handle on the open repository.
+    pub(crate) fn rustic(&self) -> &Repository<OpenStatus> {
+        &self.repo
+    }
+
+    /// The storage, as the writer writes to it (through the gate).
+    pub(crate) fn write_backend(&self) -> Arc<dyn WriteBackend> {
+        self.backends.repository()
+    }
+
     pub fn location(&self) -> &RepoLocation {
         &self.cfg.location
     }
@@ -553,25 +558,31 @@ impl Repo {
             .map_err(|e| Error::Other(format!("snapshot tags: {e}")))?;
         snap.add_tags(vec![tags]);
 
-        // The dump streams are new data every time: never take a parent snapshot, or the
-        // archiver would reuse the parent's tree without reading the streams.
-        let opts = rustic_core::BackupOptions::default()
-            .parent_opts(ParentOptions::default().force(true))
-            .no_scan(true);
-        let dir = PathBuf::from(&set.dir);
-        let src = StreamSource {
-            entries: set
-                .streams
-                .iter()
-                .map(|s| (dir.join(&s.name), s.cmd.clone()))
-                .collect(),
-            source_name: set.source_name.clone(),
-            gate: gate.clone(),
-        };
-        let repo = self.clone_open()?;
-        let result = repo
-            .to_indexed_ids()
-            .and_then(|r| r.archive(&opts, &src, snap, std::slice::from_ref(&dir)));
+        let inputs = set
+            .streams
+            .iter()
+            .map(|s| {
+                let (cmd, source_name, gate) =
+                    (s.cmd.clone(), set.source_name.clone(), gate.clone());
+                crate::writer::Input {
+                    name: s.name.clone(),
+                    open: Box::new(move || {
+                        cmd.spawn_reader(&source_name, gate)
+                            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>)
+                    }),
+                }
+            })
+            .collect();
+        let settings = crate::writer::Settings::for_config(self.repo.config());
+        let result = crate::writer::write_snapshot(
+            self.rustic(),
+            &self.write_backend(),
+            inputs,
+            &set.dir,
+            snap,
+            &gate,
+            settings,
+        );
         drop(set.keepalive);
         // Reset the shared gate so that later writes through this handle are not refused.
         *self.gate.lock().unwrap() = Arc::new(Gate::default());
@@ -589,7 +600,7 @@ impl Repo {
             // A stream that only "stopped early" was stopped because of `e`: report `e`.
             Err(e) => Err(match gate.take_failure() {
                 Some(f) if !crate::process::is_early_stop(&f) => f,
-                _ => self.err(&e),
+                _ => e,
             }),
         }
     }
@@ -828,6 +839,12 @@ impl SnapshotReader {
         self.files.iter().map(|(p, n)| (p.as_str(), n.meta.size))
     }
 
+    /// A file's node (its content's blob ids, size).
+    #[cfg(test)]
+    pub(crate) fn node(&self, path: &str) -> Option<&Node> {
+        self.files.iter().find(|(p, _)| p == path).map(|(_, n)| n)
+    }
+
     /// Writes one file's content to `w`.
     pub fn dump(&self, path: &str, w: &mut impl Write) -> Result<()> {
         let node = self
@@ -840,68 +857,5 @@ impl SnapshotReader {
             repo: self.repo_name.clone(),
             detail: e.display_log(),
         })
-    }
-}
-
-/// The backup's streams, as rustic_core's archiver sees them: one file each, opened (the tool
-/// started) only when the archiver gets to it.
-struct StreamSource {
-    entries: Vec<(PathBuf, Cmd)>,
-    source_name: String,
-    gate: Arc<Gate>,
-}
-
-struct LazyStream {
-    cmd: Cmd,
-    source_name: String,
-    gate: Arc<Gate>,
-}
-
-impl ReadSourceOpen for LazyStream {
-    type Reader = ChildReader;
-    fn open(self) -> RusticResult<ChildReader> {
-        self.cmd
-            .spawn_reader(&self.source_name, self.gate)
-            .map_err(|e| {
-                RusticError::with_source(
-                    ErrorKind::ExternalCommand,
-                    "starting a dump tool failed",
-                    e,
-                )
-            })
-    }
-}
-
-impl ReadSource for StreamSource {
-    type Open = LazyStream;
-    type Iter = std::vec::IntoIter<RusticResult<ReadSourceEntry<LazyStream>>>;
-
-    fn size(&self) -> RusticResult<Option<u64>> {
-        Ok(None)
-    }
-
-    fn entries(&self) -> Self::Iter {
-        let now = Timestamp::now();
-        self.entries
-            .iter()
-            .map(|(path, cmd)| {
-                let name = path.file_name().expect("stream paths have a file name");
-                let meta = Metadata {
-                    mode: Some(0o600),
-                    mtime: Some(now),
-                    ..Default::default()
-                };
-                Ok(ReadSourceEntry {
-                    path: path.clone(),
-                    node: Node::new_node(name, NodeType::File, meta),
-                    open: Some(LazyStream {
-                        cmd: cmd.clone(),
-                        source_name: self.source_name.clone(),
-                        gate: self.gate.clone(),
-                    }),
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
     }
 }

@@ -36,7 +36,8 @@ pub struct BackupSet {
     pub label: String,
     /// Hostname recorded in the snapshot; `None` is this machine's.
     pub hostname: Option<String>,
-    /// Sorted by name.
+    /// In the order they should start (a few run at once; PostgreSQL puts the largest tables
+    /// first). The snapshot lists them by name whatever the order.
     pub streams: Vec<Stream>,
     pub meta: SnapshotMeta,
     /// Held until every stream has finished (e.g. the transaction that exported a snapshot).

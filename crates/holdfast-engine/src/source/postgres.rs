@@ -227,25 +227,33 @@ impl Postgres {
         }];
         let mut free_sequences = Vec::new();
         let mut large_objects = false;
+        let mut tables = Vec::new();
         for row in rows.lines() {
             let mut parts = row.split(' ');
             let kind = parts.next().unwrap_or_default();
             let schema = parts.next().map(unhex).unwrap_or_default();
             let name = parts.next().map(unhex).unwrap_or_default();
+            let size: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
             match kind {
-                "r" => streams.push(Stream {
-                    // Dots inside names are encoded, so `a.b`.`c` and `a`.`b.c` stay apart.
-                    name: format!("1-data/{}.{}.sql", name_part(&schema), name_part(&name)),
-                    cmd: dump(&format!("pg_dump of table {schema}.{name}"))
-                        .arg(format!("--snapshot={snapshot}"))
-                        .arg("--section=data")
-                        .arg(format!("--table={}", pattern(&schema, &name))),
-                }),
+                "r" => tables.push((
+                    size,
+                    Stream {
+                        // Dots inside names are encoded, so `a.b`.`c` and `a`.`b.c` stay apart.
+                        name: format!("1-data/{}.{}.sql", name_part(&schema), name_part(&name)),
+                        cmd: dump(&format!("pg_dump of table {schema}.{name}"))
+                            .arg(format!("--snapshot={snapshot}"))
+                            .arg("--section=data")
+                            .arg(format!("--table={}", pattern(&schema, &name))),
+                    },
+                )),
                 "S" => free_sequences.push(pattern(&schema, &name)),
                 "L" => large_objects = true,
                 _ => {}
             }
         }
+        // Largest tables first: streams run a few at a time, and the largest is the longest.
+        tables.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        streams.extend(tables.into_iter().map(|(_, s)| s));
         if !free_sequences.is_empty() {
             let mut cmd = dump("pg_dump of sequences")
                 .arg(format!("--snapshot={snapshot}"))
@@ -272,17 +280,19 @@ impl Postgres {
                 .arg(format!("--snapshot={snapshot}"))
                 .arg("--section=post-data"),
         });
-        streams.sort_by(|a, b| Path::new(&a.name).cmp(Path::new(&b.name)));
         Ok((streams, Some(holder)))
     }
 }
 
 /// Tables (`r`), sequences no table owns (`S`) and whether large objects exist (`L`), names hex
-/// encoded so no character in them can break the parsing.
+/// encoded so no character in them can break the parsing, then each table's size in pages as
+/// the statistics know it (with its TOAST table; `pg_table_size` would wait on table locks).
 const CATALOG_QUERY: &str = "\
 SELECT c.relkind::text || ' ' || encode(convert_to(n.nspname, 'UTF8'), 'hex') || ' ' \
-       || encode(convert_to(c.relname, 'UTF8'), 'hex') \
+       || encode(convert_to(c.relname, 'UTF8'), 'hex') || ' ' \
+       || (greatest(c.relpages, 0)::bigint + coalesce(greatest(t.relpages, 0), 0))::text \
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
 WHERE c.relkind IN ('r', 'S') AND c.relpersistence <> 't' \
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \

@@ -14,3 +14,4 @@ mod repository;
 mod server;
 mod storage;
 mod ui;
+mod writer;
