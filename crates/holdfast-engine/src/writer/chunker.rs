@@ -258,6 +258,7 @@ impl<'t, R: Read> Chunker<'t, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::writer::random;
 
     /// restic's test polynomial.
     const POLY: u64 = 0x3DA3358B4DC173;
@@ -292,18 +293,6 @@ mod tests {
         }
         assert_eq!(total, data, "chunks put together give the stream back");
         out
-    }
-
-    fn random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
     }
 
     #[test]

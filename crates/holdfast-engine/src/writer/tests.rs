@@ -10,7 +10,7 @@ use rustic_core::repofile::SnapshotFile;
 use rustic_core::{BackupOptions, PathList};
 use secrecy::SecretString;
 
-use super::{Input, Settings, write_snapshot};
+use super::{Input, Settings, random, write_snapshot};
 use crate::repo::{Gate, Repo, RepoConfig, SnapshotInfo};
 
 fn repo(dir: &std::path::Path) -> Repo {
@@ -20,20 +20,6 @@ fn repo(dir: &std::path::Path) -> Repo {
     );
     Repo::init(&cfg).unwrap();
     Repo::open(&cfg).unwrap()
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so a failure names its seed.
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn input(name: &str, data: Vec<u8>) -> Input {

@@ -10,19 +10,6 @@ use crate::helpers::*;
 const MIN: usize = 512 * 1024;
 const MAX: usize = 8 * 1024 * 1024;
 
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Backs up `file` as `name` through a command source; returns the snapshot id.
 fn backup_file(env: &Env, name: &str, file: &std::path::Path) -> (String, u64) {
     let out = env.ok(&[
