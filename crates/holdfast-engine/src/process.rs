@@ -325,10 +325,9 @@ impl ChildReader {
 }
 
 impl Read for ChildReader {
-    /// Fills `buf` completely unless the stream ends. rustic_core's chunker shrinks its read
-    /// buffer to the size of the last read and never grows it back, so one short read from a
-    /// pipe (a dump tool writes in small pieces) would otherwise leave it reading a few hundred
-    /// bytes per system call for the rest of the stream: 20 times slower.
+    /// Fills `buf` completely unless the stream ends, so a reader asking for a large block
+    /// (the writer's chunker asks for a chunk's minimum size at once) gets it in one call
+    /// even though a dump tool writes into its pipe in small pieces.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
         while filled < buf.len() {
@@ -507,8 +506,8 @@ mod tests {
 
     #[test]
     fn reader_fills_the_buffer_across_short_writes() {
-        // Three separate writes reach the pipe; one read must still return all of them, or
-        // rustic_core's chunker shrinks its buffer for good (see `ChildReader::read`).
+        // Three separate writes reach the pipe; one read still returns all of them (see
+        // `ChildReader::read`).
         let gate = Arc::new(Gate::default());
         gate.expected.store(1, Ordering::SeqCst);
         let mut r = Cmd::new("/bin/sh", "test")

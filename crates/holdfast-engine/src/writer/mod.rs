@@ -71,9 +71,8 @@ impl Settings {
     /// time waiting on its server).
     pub fn for_config(config: &ConfigFile) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let streams = cores.clamp(2, 8);
         Self {
-            streams,
+            streams: cores.clamp(2, 8),
             workers: cores.clamp(1, 8),
             uploaders: 2,
             // restic's default pack size, unless the repository asks for another.
@@ -114,36 +113,22 @@ fn chunk_params(config: &ConfigFile) -> Result<Params> {
 }
 
 /// The blobs a repository holds already: (data, trees).
-fn known_blobs(repo: &Repository<OpenStatus>) -> Result<(HashSet<RawId>, HashSet<RawId>)> {
+fn known_blobs(repo: &Repository<OpenStatus>) -> Result<(HashSet<Id>, HashSet<Id>)> {
+    let index_error = |e: Box<rustic_core::RusticError>| {
+        Error::Other(format!("reading the index: {}", detail(&e)))
+    };
     let mut data = HashSet::new();
     let mut trees = HashSet::new();
-    let files = repo
-        .stream_files::<IndexFile>()
-        .map_err(|e| Error::Other(format!("reading the index: {}", detail(&e))))?;
-    for f in files {
-        let (_, index) =
-            f.map_err(|e| Error::Other(format!("reading the index: {}", detail(&e))))?;
-        for pack in index.packs {
-            for b in pack.blobs {
-                let set = match b.tpe {
-                    BlobType::Data => &mut data,
-                    BlobType::Tree => &mut trees,
-                };
-                set.insert(raw(&b.id));
-            }
+    for f in repo.stream_files::<IndexFile>().map_err(index_error)? {
+        let (_, index) = f.map_err(index_error)?;
+        for b in index.packs.into_iter().flat_map(|p| p.blobs) {
+            match b.tpe {
+                BlobType::Data => data.insert(*b.id),
+                BlobType::Tree => trees.insert(*b.id),
+            };
         }
     }
     Ok((data, trees))
-}
-
-fn raw(id: &Id) -> RawId {
-    let mut out = [0u8; 32];
-    // `Id`'s serde form is its hex; it has no byte accessor.
-    let hex = id.to_hex();
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or_default();
-    }
-    out
 }
 
 /// Writes `inputs` as the files of one new snapshot under `dir`, and then `snap` itself.
@@ -256,7 +241,7 @@ pub(crate) fn write_snapshot(
     };
     let mut seen = known_trees;
     for (id, bytes) in &trees {
-        if seen.insert(*id) {
+        if seen.insert(Id::new(*id)) {
             let b = seal_blob(&crypto, zc.as_mut(), *id, BlobType::Tree, bytes, verify)
                 .map_err(Error::Other)?;
             summary.tree_blobs += 1;
@@ -271,7 +256,7 @@ pub(crate) fn write_snapshot(
         write(be, FileType::Pack, p.id, p.bytes, gate)?;
         packs.push(entry);
     }
-    write_index(be, &crypto, zstd, packs)?;
+    write_index(be, &crypto, zstd, packs, gate)?;
 
     summary.data_blobs = stats.data_blobs.load(Ordering::SeqCst);
     summary.data_added_files = stats.data_added.load(Ordering::SeqCst);
@@ -337,7 +322,8 @@ fn build_tree(
     let (bytes, id) = Tree { nodes }
         .serialize()
         .map_err(|e| Error::Other(format!("serialising a tree: {e}")))?;
-    out.push((raw(&id), bytes));
+    // A tree's id is the SHA-256 of its JSON, which `serialize` returns.
+    out.push((sha256(&bytes), bytes));
     Ok(id)
 }
 
@@ -366,6 +352,7 @@ fn write_index(
     crypto: &Crypto,
     zstd: Option<i32>,
     packs: Vec<IndexPack>,
+    gate: &Gate,
 ) -> Result<()> {
     if packs.is_empty() {
         return Ok(());
@@ -378,13 +365,7 @@ fn write_index(
     let json = serde_json::to_vec(&index)
         .map_err(|e| Error::Other(format!("serialising the index: {e}")))?;
     let (id, bytes) = seal_file(crypto, zstd, &json).map_err(Error::Other)?;
-    be.write_bytes(
-        FileType::Index,
-        &Id::new(id),
-        false,
-        Bytes::from(bytes).into(),
-    )
-    .map_err(|e| Error::Other(format!("storing the index: {}", detail(&e))))
+    write(be, FileType::Index, id, bytes, gate)
 }
 
 /// Reads one stream to its end: chunks, hashes, and hands on blobs the repository lacks.
@@ -393,7 +374,7 @@ fn read_stream(
     input: Input,
     tables: &Tables,
     params: Params,
-    known: &Mutex<HashSet<RawId>>,
+    known: &Mutex<HashSet<Id>>,
     tx: &Sender<(RawId, Vec<u8>)>,
     stats: &Stats,
     gate: &Gate,
@@ -418,7 +399,7 @@ fn read_stream(
         let id = sha256(&chunk);
         size += chunk.len() as u64;
         content.push(DataId::from(Id::new(id)));
-        if known.lock().unwrap().insert(id) {
+        if known.lock().unwrap().insert(Id::new(id)) {
             stats.data_blobs.fetch_add(1, Ordering::Relaxed);
             if tx.send((id, chunk)).is_err() {
                 return None;
