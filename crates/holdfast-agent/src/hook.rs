@@ -18,12 +18,14 @@ pub async fn stopped(mut stop: watch::Receiver<bool>) -> bool {
     stop.wait_for(|v| *v).await.is_ok()
 }
 
-/// Kills a process group (the hook and whatever it started).
-fn kill_group(pid: u32) {
-    let _ = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!("kill -KILL -- -{pid} 2>/dev/null"))
-        .status();
+/// Kills the hook's process group (the hook and whatever it started); a hook that already
+/// ended has no pid, and nothing is signalled.
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid
+        && let Err(e) = holdfast_engine::process::kill_group(pid)
+    {
+        tracing::debug!(pid, "cannot kill the hook's process group: {e}");
+    }
 }
 
 async fn pump(r: impl AsyncRead + Unpin, log: JobLog, prefix: String) {
@@ -50,8 +52,12 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> Result<(), Failure> {
     let mut cmd = tokio::process::Command::new("/bin/sh");
+    // A cleared environment: the allowed basics, then the job's context and nothing else of
+    // the agent's (its API token, storage keys, repository passwords).
     cmd.arg("-c")
         .arg(&hook.run)
+        .env_clear()
+        .envs(holdfast_engine::process::inherited_env(&[]))
         .current_dir(env.work_dir)
         .env("HOLDFAST_STEP", step.as_str())
         .envs(env.vars.iter().map(|(k, v)| (k, v)))
@@ -64,7 +70,7 @@ pub async fn run(
     let mut child = cmd
         .spawn()
         .map_err(|e| Failure::permanent(format!("{step} hook could not start /bin/sh: {e}")))?;
-    let pid = child.id().unwrap_or(0);
+    let pid = child.id();
     let prefix = format!("[{step}] ");
     let out = tokio::spawn(pump(
         child.stdout.take().expect("piped"),

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use holdfast_core::SourceSpec;
 use holdfast_core::agent::{
-    Finish, Heartbeat, Outcome, SourceTicket, StepReport, StepState, Ticket,
+    Finish, Heartbeat, Outcome, RepoTicket, SourceTicket, StepReport, StepState, Ticket, Work,
 };
 use holdfast_core::lifecycle::{COPY, Hook, NO_RETRY_EXIT, RELEASED, Step, StepRetry};
+use holdfast_core::plan::PlanSpec;
 use holdfast_engine::repo::Gate;
 use holdfast_engine::{Error as EngineError, Repo, RepoConfig};
 use secrecy::{ExposeSecret, SecretString};
@@ -87,6 +88,8 @@ impl JobLog {
 struct Flags {
     cancelled: AtomicBool,
     lost: AtomicBool,
+    /// The agent is shutting down and stopped the job: it goes back to the queue.
+    handed_back: AtomicBool,
 }
 
 /// What the heartbeat reports: the running backup's gate (bytes read so far) and the bytes of
@@ -127,7 +130,7 @@ async fn heartbeat(
     lease_ms: u64,
     progress: Arc<Progress>,
     flags: Arc<Flags>,
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
 ) {
     let every = Duration::from_millis((lease_ms / 3).clamp(100, 2_000));
     loop {
@@ -153,8 +156,9 @@ async fn heartbeat(
     }
 }
 
-/// Runs one attempt of the job and reports its end.
-pub async fn run(link: Arc<Link>, t: Ticket) {
+/// Runs one attempt of the job and reports its end. When `shutdown` is raised, the job may
+/// go on for `grace`; then it is stopped like a cancel and handed back to the queue.
+pub async fn run(link: Arc<Link>, t: Ticket, mut shutdown: watch::Receiver<bool>, grace: Duration) {
     let (log, flusher) = JobLog::start(link.clone(), t.job);
     log.line(format!(
         "attempt {} of {} started on agent {}",
@@ -165,19 +169,36 @@ pub async fn run(link: Arc<Link>, t: Ticket) {
     let (stop_tx, stop) = watch::channel(false);
     let flags = Arc::new(Flags::default());
     let progress = Arc::new(Progress::default());
+    let stop_tx = Arc::new(stop_tx);
     let hb = tokio::spawn(heartbeat(
         link.clone(),
         t.job,
         t.lease_ms,
         progress.clone(),
         flags.clone(),
-        stop_tx,
+        stop_tx.clone(),
     ));
+    let hand_back = {
+        let (flags, stop_tx, log) = (flags.clone(), stop_tx.clone(), log.clone());
+        tokio::spawn(async move {
+            if shutdown.wait_for(|v| *v).await.is_err() {
+                return;
+            }
+            log.line(format!(
+                "the agent is shutting down: the job may go on for {} s, then it is stopped and handed back to the queue",
+                grace.as_secs()
+            ));
+            tokio::time::sleep(grace).await;
+            flags.handed_back.store(true, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        })
+    };
     let result = match Ctx::new(link.clone(), &t, log.clone(), stop, progress.clone()) {
         Ok(ctx) => ctx.execute().await,
         Err(f) => Err(f),
     };
     hb.abort();
+    hand_back.abort();
     let lost = flags.lost.load(Ordering::SeqCst);
     let finish = match result {
         Ok(done) => Finish {
@@ -190,14 +211,23 @@ pub async fn run(link: Arc<Link>, t: Ticket) {
         },
         Err(f) => {
             let cancelled = flags.cancelled.load(Ordering::SeqCst);
+            let handed_back = flags.handed_back.load(Ordering::SeqCst) && !cancelled;
             Finish {
                 outcome: if cancelled {
                     Outcome::Cancelled
                 } else {
                     Outcome::Failed
                 },
-                transient: f.transient,
-                reason: Some(f.reason),
+                transient: f.transient || handed_back,
+                reason: Some(if handed_back {
+                    format!(
+                        "the agent {} shut down before the job ended ({}); another attempt takes over",
+                        link.agent(),
+                        f.reason
+                    )
+                } else {
+                    f.reason
+                }),
                 snapshot_id: None,
                 bytes_read: progress.read(),
                 bytes_written: progress.written.load(Ordering::Relaxed),
@@ -230,8 +260,8 @@ fn source_spec(s: &SourceTicket, url: &str) -> Result<SourceSpec, Failure> {
 /// One try of the copy: what was copied and what the copy's retention did, for the job.
 fn copy_once(
     src: &RepoConfig,
-    to: &holdfast_core::agent::RepoTicket,
-    plan: &holdfast_core::plan::PlanSpec,
+    to: &RepoTicket,
+    plan: &PlanSpec,
     log: &JobLog,
 ) -> Result<String, Failure> {
     let Some(spec) = &plan.copy else {
@@ -335,14 +365,18 @@ impl Ctx {
                 Failure::transient(format!("cannot create the job's work directory: {e}"))
             })?;
         let env_file = work.path().join("hook.env");
-        let source = match &t.source {
+        let source = match t.source() {
             Some(s) => Some(source_spec(s, &s.url)?),
             None => None,
+        };
+        let restore_point = match &t.work {
+            Work::Restore { restore, .. } => Some(restore.restore_point.clone()),
+            _ => None,
         };
         Ok(Self {
             link,
             repo: RepoConfig::from_ticket(&t.repository)?,
-            snapshot: Mutex::new(t.restore.as_ref().map(|r| r.restore_point.clone())),
+            snapshot: Mutex::new(restore_point),
             t: t.clone(),
             log,
             stop,
@@ -354,15 +388,11 @@ impl Ctx {
     }
 
     fn retry(&self) -> StepRetry {
-        self.t
-            .plan
-            .as_ref()
-            .map(|p| p.step_retry)
-            .unwrap_or_default()
+        self.t.plan().map(|p| p.step_retry).unwrap_or_default()
     }
 
     fn hook(&self, step: Step) -> Option<&Hook> {
-        self.t.plan.as_ref().and_then(|p| p.hooks.get(step))
+        self.t.plan().and_then(|p| p.hooks.get(step))
     }
 
     fn stopped(&self) -> bool {
@@ -401,10 +431,10 @@ impl Ctx {
                 )));
             }
         }
-        if self.t.kind == "prune" {
+        if let Work::Prune = self.t.work {
             return self.prune().await;
         }
-        let (main, _) = Step::plan_for(&self.t.kind);
+        let (main, _) = Step::plan_for(self.t.kind());
         let mut result: Result<Done, Failure> = Ok(Done::default());
         let mut started = false;
         for &step in main {
@@ -444,8 +474,17 @@ impl Ctx {
                 Err(_) => self.log.line(format!("also: {}", f.reason)),
             }
         }
-        if result.is_ok() && self.t.copy_repository.is_some() && !self.stopped() {
-            self.copy().await;
+        if let (
+            Ok(_),
+            Work::Backup {
+                plan,
+                copy_repository: Some(to),
+                ..
+            },
+        ) = (&result, &self.t.work)
+            && !self.stopped()
+        {
+            self.copy(plan, to).await;
         }
         result
     }
@@ -453,10 +492,7 @@ impl Ctx {
     /// Copies the plan's backups that the copy endpoint lacks (this one, and any an earlier
     /// failed copy left behind), then applies the copy's retention there. Retried like a step;
     /// a copy that fails in the end leaves the backup itself, and the job, successful.
-    async fn copy(&self) {
-        let (Some(ct), Some(plan)) = (self.t.copy_repository.clone(), self.t.plan.clone()) else {
-            return;
-        };
+    async fn copy(&self, plan: &PlanSpec, ct: &RepoTicket) {
         let retry = self.retry();
         let attempt = self.t.attempt;
         let mut try_no = 1;
@@ -507,7 +543,7 @@ impl Ctx {
     /// The cleanup and unlock steps of `attempt`, each tried even when another failed; then
     /// the attempt is recorded as released. Returns the first failure.
     async fn always(&self, attempt: u32) -> Result<(), Failure> {
-        let (_, always) = Step::plan_for(&self.t.kind);
+        let (_, always) = Step::plan_for(self.t.kind());
         let mut first = Ok(());
         for &step in always {
             if self.hook(step).is_none() {
@@ -578,7 +614,7 @@ impl Ctx {
         let t = &self.t;
         let mut v: Vec<(String, String)> = vec![
             ("HOLDFAST_JOB_ID".into(), t.job.to_string()),
-            ("HOLDFAST_JOB_KIND".into(), t.kind.clone()),
+            ("HOLDFAST_JOB_KIND".into(), t.kind().to_string()),
             ("HOLDFAST_ATTEMPT".into(), attempt.to_string()),
             ("HOLDFAST_AGENT".into(), self.link.agent().to_string()),
             ("HOLDFAST_ENDPOINT".into(), t.repository.endpoint.clone()),
@@ -592,14 +628,14 @@ impl Ctx {
             ),
             ("HOLDFAST_NO_RETRY_EXIT".into(), NO_RETRY_EXIT.to_string()),
         ];
-        if let Some(p) = &t.plan {
+        if let Some(p) = t.plan() {
             v.push(("HOLDFAST_PLAN".into(), p.name.clone()));
         }
         if let Some(s) = self.snapshot.lock().unwrap().clone() {
             v.push(("HOLDFAST_SNAPSHOT_ID".into(), s));
         }
         let mut secret = vec![];
-        if let Some(st) = &t.source {
+        if let Some(st) = t.source() {
             v.push(("HOLDFAST_SOURCE_NAME".into(), st.name.clone()));
             v.push(("HOLDFAST_SOURCE_KIND".into(), st.kind.clone()));
         }
@@ -667,7 +703,7 @@ impl Ctx {
         let Ok(text) = std::fs::read_to_string(&self.env_file) else {
             return Ok(());
         };
-        let Some(st) = &self.t.source else {
+        let Some(st) = self.t.source() else {
             return Ok(());
         };
         for line in text.lines() {
@@ -702,16 +738,12 @@ impl Ctx {
     }
 
     async fn backup(&self, hook: Option<Hook>) -> Result<Done, Failure> {
-        let plan = self
-            .t
-            .plan
-            .clone()
-            .ok_or_else(|| Failure::permanent("a backup job without a plan"))?;
-        let st = self
-            .t
-            .source
-            .clone()
-            .ok_or_else(|| Failure::permanent("a backup job without a source"))?;
+        let Work::Backup {
+            plan, source: st, ..
+        } = self.t.work.clone()
+        else {
+            return Err(Failure::permanent("not a backup job"));
+        };
         let source = self
             .source
             .lock()
@@ -809,11 +841,14 @@ impl Ctx {
     }
 
     async fn restore(&self, hook: Option<Hook>) -> Result<Done, Failure> {
-        let rt = self
-            .t
-            .restore
-            .clone()
-            .ok_or_else(|| Failure::permanent("a restore job without a restore point"))?;
+        let Work::Restore {
+            restore: rt,
+            target: target_ticket,
+            ..
+        } = self.t.work.clone()
+        else {
+            return Err(Failure::permanent("not a restore job"));
+        };
         let target = match &hook {
             // The hook reads the restore point on its stdin; its context comes first in the
             // script (no secrets: those would show in the process list).
@@ -824,11 +859,7 @@ impl Ctx {
                     .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
                     .collect();
                 SourceSpec::Command {
-                    name: self
-                        .t
-                        .source
-                        .as_ref()
-                        .map_or("restore".into(), |s| s.name.clone()),
+                    name: target_ticket.name.clone(),
                     command: format!("export HOLDFAST_STEP=restore\n{exports}{}", h.run),
                 }
             }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use holdfast_core::agent::Hello;
 use secrecy::SecretString;
+use tokio::sync::watch;
 
 pub use link::{Link, LinkError};
 
@@ -35,6 +36,9 @@ pub struct AgentConfig {
     /// How long one claim waits on the server for a job (a revoked token or a server gone
     /// is noticed at the latest after this long).
     pub poll_secs: u64,
+    /// At shutdown, how long running jobs may go on before they are stopped and handed back
+    /// to the queue (their cleanup and unlock steps still run).
+    pub shutdown_grace: Duration,
 }
 
 fn hostname() -> String {
@@ -66,15 +70,24 @@ async fn register(link: &Link, hello: &Hello) -> Result<(), String> {
     }
 }
 
-/// One slot: claims and runs jobs, one at a time, until a fatal error.
-async fn slot(link: Arc<Link>, hello: Arc<Hello>) -> Result<(), String> {
+/// One slot: claims and runs jobs, one at a time, until a fatal error or `stop`.
+async fn slot(
+    link: Arc<Link>,
+    hello: Arc<Hello>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> Result<(), String> {
     let mut wait = Duration::from_millis(500);
     loop {
-        match link.claim().await {
+        let claimed = tokio::select! {
+            c = link.claim() => c,
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        };
+        match claimed {
             Ok(Some(ticket)) => {
                 wait = Duration::from_millis(500);
-                tracing::info!(job = ticket.job, kind = %ticket.kind, attempt = ticket.attempt, "job claimed");
-                job::run(link.clone(), ticket).await;
+                tracing::info!(job = ticket.job, kind = %ticket.kind(), attempt = ticket.attempt, "job claimed");
+                job::run(link.clone(), ticket, stop.clone(), grace).await;
             }
             Ok(None) => wait = Duration::from_millis(500),
             // The server forgot this agent (its metadata was recreated): introduce it again.
@@ -84,7 +97,10 @@ async fn slot(link: Arc<Link>, hello: Arc<Hello>) -> Result<(), String> {
                     "claiming a job: {e}; trying again in {:.1} s",
                     wait.as_secs_f64()
                 );
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|v| *v) => return Ok(()),
+                }
                 wait = (wait * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(format!("agent `{}`: {e}", hello.name)),
@@ -92,8 +108,14 @@ async fn slot(link: Arc<Link>, hello: Arc<Hello>) -> Result<(), String> {
     }
 }
 
-/// Runs the agent until a fatal error (its token refused, say).
-pub async fn run(config: AgentConfig, token: SecretString) -> Result<(), String> {
+/// Runs the agent until a fatal error (its token refused, say), or until `stop` is raised:
+/// then it claims nothing more, lets running jobs go on for the grace period, stops the
+/// rest (their cleanup and unlock steps run) and hands them back to the queue.
+pub async fn run(
+    config: AgentConfig,
+    token: SecretString,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
     if config.name.is_empty()
         || !config
             .name
@@ -122,7 +144,12 @@ pub async fn run(config: AgentConfig, token: SecretString) -> Result<(), String>
     tracing::info!(agent = %config.name, labels = ?config.labels, "agent registered");
     let mut slots = tokio::task::JoinSet::new();
     for _ in 0..hello.slots {
-        slots.spawn(slot(link.clone(), hello.clone()));
+        slots.spawn(slot(
+            link.clone(),
+            hello.clone(),
+            stop.clone(),
+            config.shutdown_grace,
+        ));
     }
     while let Some(r) = slots.join_next().await {
         match r {

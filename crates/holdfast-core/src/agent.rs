@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::job::JobKind;
 use crate::plan::PlanSpec;
 use crate::{InputError, SourceSpec};
 
@@ -124,24 +125,68 @@ pub struct RestoreTicket {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ticket {
     pub job: i64,
-    /// `backup`, `restore` or `prune`.
-    pub kind: String,
     pub attempt: u32,
     pub max_attempts: u32,
     /// Renew the lease (heartbeat) well within this many milliseconds.
     pub lease_ms: u64,
-    /// The plan, with its hooks, retention and retry settings (none for prune jobs).
-    pub plan: Option<PlanSpec>,
+    /// The repository the job writes to (backups) or reads from (restores, prunes).
     pub repository: RepoTicket,
-    /// Backups of a plan with a copy endpoint: that endpoint's repository.
-    #[serde(default)]
-    pub copy_repository: Option<RepoTicket>,
-    /// Backups: the source; restores: the target.
-    pub source: Option<SourceTicket>,
-    pub restore: Option<RestoreTicket>,
     /// Earlier attempts of this job that started their lifecycle but never ran their cleanup
     /// and unlock steps (their agent died): run those first.
     pub cleanup_first: Vec<u32>,
+    /// What to do: one variant per job kind, each with exactly what that kind needs.
+    pub work: Work,
+}
+
+/// The kind-specific part of a [`Ticket`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Work {
+    Backup {
+        /// The plan, with its hooks, retention and retry settings.
+        plan: PlanSpec,
+        source: SourceTicket,
+        /// A plan with a copy endpoint: that endpoint's repository (opened, or created, by
+        /// the agent in its copy step).
+        #[serde(default)]
+        copy_repository: Option<RepoTicket>,
+    },
+    Restore {
+        /// The plan whose restore point this is (its restore hooks and step retries).
+        plan: PlanSpec,
+        /// The target to restore into.
+        target: SourceTicket,
+        restore: RestoreTicket,
+    },
+    Prune,
+}
+
+impl Ticket {
+    pub fn kind(&self) -> JobKind {
+        match self.work {
+            Work::Backup { .. } => JobKind::Backup,
+            Work::Restore { .. } => JobKind::Restore,
+            Work::Prune => JobKind::Prune,
+        }
+    }
+
+    /// The plan of a backup or restore.
+    pub fn plan(&self) -> Option<&PlanSpec> {
+        match &self.work {
+            Work::Backup { plan, .. } | Work::Restore { plan, .. } => Some(plan),
+            Work::Prune => None,
+        }
+    }
+
+    /// A backup's source, or a restore's target.
+    pub fn source(&self) -> Option<&SourceTicket> {
+        match &self.work {
+            Work::Backup { source, .. } => Some(source),
+            Work::Restore { target, .. } => Some(target),
+            Work::Prune => None,
+        }
+    }
 }
 
 /// Progress, renewing the lease (`POST .../heartbeat`).
@@ -168,22 +213,12 @@ pub struct LogLines {
     pub lines: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum StepState {
-    Running,
-    Succeeded,
-    Failed,
-}
-
-impl StepState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-        }
+crate::job::word_enum! {
+    /// Where a lifecycle step is.
+    StepState {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
     }
 }
 

@@ -7,16 +7,86 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-    /// A schedule fire that found the plan's previous backup still queued or running.
-    Skipped,
+/// Defines a fieldless enum stored and sent as a lowercase word: `as_str`, `parse`, `ALL`,
+/// `Display`, `FromStr` (its error names the accepted words) and serde in that form.
+macro_rules! word_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vm])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $word),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::job::UnknownWord;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s).ok_or_else(|| $crate::job::UnknownWord {
+                    what: stringify!($name),
+                    got: s.chars().take(40).collect(),
+                    expected: Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use word_enum;
+
+/// A word that names no value of a [`JobKind`], [`JobState`] or [`Trigger`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{got}`; one of: {expected}")]
+pub struct UnknownWord {
+    pub what: &'static str,
+    pub got: String,
+    pub expected: String,
+}
+
+word_enum! {
+    /// What a job does.
+    JobKind {
+        /// Dumps a plan's source into its endpoint (then applies its retention and copy).
+        Backup = "backup",
+        /// Restores a restore point into a source.
+        Restore = "restore",
+        /// Frees the space of forgotten restore points in an endpoint's repository.
+        Prune = "prune",
+    }
+}
+
+word_enum! {
+    /// Where a job is in its life.
+    JobState {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        /// A schedule fire that found the plan's previous backup still queued or running.
+        Skipped = "skipped",
+    }
 }
 
 impl JobState {
@@ -26,39 +96,15 @@ impl JobState {
             Self::Succeeded | Self::Failed | Self::Cancelled | Self::Skipped
         )
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Queued,
-            Self::Running,
-            Self::Succeeded,
-            Self::Failed,
-            Self::Cancelled,
-            Self::Skipped,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-            Self::Skipped => "skipped",
-        }
-    }
 }
 
-/// Why a job exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    Schedule,
-    Manual,
-    Retry,
+word_enum! {
+    /// Why a job exists.
+    Trigger {
+        Schedule = "schedule",
+        Manual = "manual",
+        Retry = "retry",
+    }
 }
 
 /// Something that happens to a job.

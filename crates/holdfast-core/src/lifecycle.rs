@@ -58,16 +58,18 @@ impl Step {
     }
 
     /// The steps a job of `kind` runs in order, then the ones that always run after them.
-    pub fn plan_for(kind: &str) -> (&'static [Step], &'static [Step]) {
+    pub fn plan_for(kind: crate::job::JobKind) -> (&'static [Step], &'static [Step]) {
         match kind {
-            "restore" => (
+            crate::job::JobKind::Restore => (
                 &[Step::PreRestoreLock, Step::Restore],
                 &[Step::RestoreCleanup, Step::PostRestoreUnlock],
             ),
-            _ => (
+            crate::job::JobKind::Backup => (
                 &[Step::PreBackupLock, Step::PreBackupCheck, Step::Backup],
                 &[Step::BackupCleanup, Step::PostBackupUnlock],
             ),
+            // A prune runs no hooks.
+            crate::job::JobKind::Prune => (&[], &[]),
         }
     }
 }
@@ -226,7 +228,7 @@ mod tests {
         for s in Step::ALL {
             assert_eq!(Step::parse(s.as_str()), Some(s));
         }
-        let (main, always) = Step::plan_for("backup");
+        let (main, always) = Step::plan_for(crate::job::JobKind::Backup);
         assert_eq!(
             main.iter()
                 .chain(always)
@@ -240,7 +242,7 @@ mod tests {
                 "post-backup-unlock"
             ]
         );
-        let (main, always) = Step::plan_for("restore");
+        let (main, always) = Step::plan_for(crate::job::JobKind::Restore);
         assert_eq!(main.len() + always.len(), 4);
     }
 

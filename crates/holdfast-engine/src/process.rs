@@ -18,16 +18,42 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::error::Error;
 use crate::repo::Gate;
 
-/// Environment variables of Holdfast's own that dump and restore tools never see.
-const INHERITED_SECRETS: [&str; 7] = [
-    "HOLDFAST_REPO_PASSWORD",
-    "HOLDFAST_SOURCE_PASSWORD",
-    "HOLDFAST_ADMIN_TOKEN",
-    "RESTIC_PASSWORD",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-];
+/// The variables of Holdfast's own environment that a child inherits: what locates the user,
+/// the tools and the locale. Everything else (API tokens, storage keys, repository passwords,
+/// whatever the operator exported for Holdfast) stays with Holdfast; a child gets on top only
+/// what is set for it on purpose ([`Cmd::env`], [`Cmd::secret_env`], [`Cmd::inherit`]).
+const INHERITED: [&str; 7] = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"];
+
+/// Whether a child inherits Holdfast's variable `key`: the [`INHERITED`] ones, `LC_*`, and
+/// those starting with one of `prefixes` (a tool's own settings, such as libpq's `PG*`).
+fn inherited(key: &OsStr, prefixes: &[&str]) -> bool {
+    let Some(k) = key.to_str() else { return false };
+    INHERITED.contains(&k) || k.starts_with("LC_") || prefixes.iter().any(|p| k.starts_with(p))
+}
+
+/// What a child process starts from: Holdfast's environment filtered by [`inherited`].
+pub fn inherited_env(prefixes: &[&str]) -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| inherited(k, prefixes))
+        .collect()
+}
+
+/// Kills the process group `pgid` (a hook and whatever it started) with SIGKILL, without a
+/// shell. A group id of 0 or 1 would mean the caller's own group or every process: refused.
+pub fn kill_group(pgid: u32) -> io::Result<()> {
+    let raw = i32::try_from(pgid)
+        .map_err(|_| io::Error::other(format!("no such process group {pgid}")))?;
+    if raw <= 1 {
+        return Err(io::Error::other(format!(
+            "refusing to signal process group {raw}"
+        )));
+    }
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(raw),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(io::Error::from)
+}
 
 /// How many of the last stderr lines of a tool are kept for error messages.
 const STDERR_TAIL_LINES: usize = 20;
@@ -40,6 +66,8 @@ pub struct Cmd {
     pub args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     secret_env: Vec<(String, SecretString)>,
+    /// Prefixes of Holdfast's own variables this tool also inherits (its own settings).
+    inherit: Vec<&'static str>,
     pub step: String,
     /// Output ending that means failure although the tool exits 0, and what it means.
     bad_ending: Option<(&'static str, &'static str)>,
@@ -74,6 +102,7 @@ impl Cmd {
             args: Vec::new(),
             env: Vec::new(),
             secret_env: Vec::new(),
+            inherit: Vec::new(),
             step: step.into(),
             bad_ending: None,
         }
@@ -110,6 +139,13 @@ impl Cmd {
         self
     }
 
+    /// Lets the tool inherit Holdfast's variables that start with `prefix`: its own
+    /// settings, such as libpq's `PGSSLMODE` or `PGPASSFILE`.
+    pub fn inherit(mut self, prefix: &'static str) -> Self {
+        self.inherit.push(prefix);
+        self
+    }
+
     pub fn with_step(mut self, step: impl Into<String>) -> Self {
         self.step = step.into();
         self
@@ -118,10 +154,10 @@ impl Cmd {
     pub fn to_command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args);
-        // Tools get their own secrets below, never Holdfast's.
-        for k in INHERITED_SECRETS {
-            c.env_remove(k);
-        }
+        // Tools start from a cleared environment: they get their own secrets below, never
+        // Holdfast's.
+        c.env_clear();
+        c.envs(inherited_env(&self.inherit));
         for (k, v) in &self.env {
             c.env(k, v);
         }

@@ -247,7 +247,7 @@ async fn drain(store: &Store, now: i64) -> usize {
     let mut n = 0;
     while let Some(j) = store.claim("bench", now, now + 60_000).await.unwrap() {
         let done = JobUpdate {
-            state: "succeeded".into(),
+            state: holdfast_core::job::JobState::Succeeded,
             attempt: j.attempt,
             run_after: None,
             error: None,

@@ -11,8 +11,10 @@ pub mod repository;
 pub mod scheduler;
 pub mod secrets;
 mod ui;
+pub mod worker;
 
 use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -55,6 +57,9 @@ pub struct ServerConfig {
     pub tick: Duration,
     /// Names this replica's embedded agent.
     pub replica: String,
+    /// At shutdown, how long the embedded agent lets running jobs finish before it hands
+    /// them back to the queue.
+    pub shutdown_grace: Duration,
 }
 
 /// Shared by every request handler and background task.
@@ -70,6 +75,10 @@ pub struct AppState {
     repos: Mutex<HashMap<String, (i64, Arc<Repo>)>>,
     /// One repository creation at a time.
     creating: tokio::sync::Mutex<()>,
+    /// The background loops, for `GET /api/v1/health`.
+    pub workers: worker::Workers,
+    /// Raised when the server shuts down: workers stop, waiting claims answer at once.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,6 +99,8 @@ impl AppState {
             internal_token_hash: None,
             repos: Mutex::default(),
             creating: tokio::sync::Mutex::new(()),
+            workers: worker::Workers::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -281,33 +292,93 @@ impl AppState {
     }
 }
 
-/// What the first start set up, for the operator to see once.
-async fn first_start(state: &AppState) -> Result<(), String> {
+/// Why `holdfast serve` could not start (or stopped), each with an exit code of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "cannot use the data directory {path}: {source}; check its owner and mode, or pick another with --data-dir"
+    )]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "server key {path}: {reason}; every replica needs the same readable key (--server-key-file)"
+    )]
+    ServerKey { path: PathBuf, reason: String },
+    #[error("cannot open the metadata store {url}: {source}")]
+    Store {
+        url: String,
+        #[source]
+        source: holdfast_store::StoreError,
+    },
+    #[error(
+        "cannot listen on {addr}: the address is in use (another holdfast serve?); stop that server or pick another address with --listen"
+    )]
+    AddressInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}; pick another with --listen")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("first start: {0}")]
+    FirstStart(String),
+    #[error("the HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+impl ServeError {
+    /// The process exit code `holdfast serve` ends with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::AddressInUse { .. } | Self::Listen { .. } => 30,
+            Self::Store { .. } => 31,
+            Self::ServerKey { .. } => 32,
+            Self::DataDir { .. } | Self::FirstStart(_) => 33,
+            Self::Http(_) => 34,
+        }
+    }
+}
+
+/// What the first start set up, for the operator to see once (the binary prints it).
+#[derive(Debug, Default)]
+pub struct FirstStart {
+    /// The admin token made at this start; `None` when there was one already, or it came from
+    /// `HOLDFAST_ADMIN_TOKEN` (`from_env` then).
+    pub admin_token: Option<String>,
+    pub admin_token_from_env: bool,
+    /// The `local` endpoint created at this start: its repository and password file.
+    pub local_endpoint: Option<(PathBuf, PathBuf)>,
+}
+
+/// What the first start set up.
+async fn first_start(state: &AppState) -> Result<FirstStart, String> {
     let store = &state.store;
     let now = state.now();
+    let mut done = FirstStart::default();
     if store.tokens().await.map_err(|e| e.to_string())?.is_empty()
         && store
             .set_setting_once("admin-token", "created")
             .await
             .map_err(|e| e.to_string())?
     {
-        let (token, shown) = match &state.config.admin_token {
-            Some(t) => (t.clone(), false),
-            None => (secrets::new_token(), true),
+        let token = match &state.config.admin_token {
+            Some(t) => {
+                done.admin_token_from_env = true;
+                t.clone()
+            }
+            None => {
+                let t = secrets::new_token();
+                done.admin_token = Some(t.clone());
+                t
+            }
         };
         store
             .insert_token("admin", &secrets::hash_token(&token), now)
             .await
             .map_err(|e| e.to_string())?;
-        if shown {
-            eprintln!(
-                "holdfast: first start. Admin API token (shown only now; keep it):\n\n    {token}\n"
-            );
-        } else {
-            eprintln!(
-                "holdfast: first start; the admin API token is the one in HOLDFAST_ADMIN_TOKEN"
-            );
-        }
     }
     if store
         .count(Kind::Endpoint)
@@ -363,104 +434,272 @@ async fn first_start(state: &AppState) -> Result<(), String> {
             .schedule_prune("local", &spec)
             .await
             .map_err(|e| e.to_string())?;
-        eprintln!(
-            "holdfast: created storage endpoint `local` at {}; its repository password is in {} \
-             (restic -r {} --password-file {} snapshots)",
-            dir.display(),
-            pw_file.display(),
-            dir.display(),
-            pw_file.display()
-        );
+        done.local_endpoint = Some((dir, pw_file));
+    }
+    Ok(done)
+}
+
+/// Makes `dir` private to the server's user (0700), creating it when missing.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Makes the SQLite database and its WAL and shared-memory files private (0600), creating the
+/// database file when missing: SQLite gives the files it creates the database file's mode.
+fn private_sqlite(db: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(db)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     Ok(())
 }
 
-/// Runs the server until the process is stopped.
-pub async fn serve(config: ServerConfig) -> Result<(), String> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot create the data directory {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
-    let key_file = config
-        .server_key_file
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("server.key"));
-    let server_key = secrets::load_or_create_key(&key_file)
-        .map_err(|e| format!("server key {}: {e}", key_file.display()))?;
-    let url = config
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("holdfast.db").display()));
-    let store = Store::open(&url).await.map_err(|e| {
-        format!(
-            "cannot open the metadata store {}: {e}",
-            holdfast_core::location::redact_url(&url)
-        )
-    })?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on {}: {e}; pick another with --listen",
-                config.listen
-            )
-        })?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let mut state = AppState::new(store, config, &server_key);
-    let embedded_token = (state.config.workers > 0).then(secrets::new_token);
-    state.internal_token_hash = embedded_token.as_deref().map(secrets::hash_token);
-    let state = Arc::new(state);
-    first_start(&state).await?;
+/// The scheduler's tick: fires due plans and prunes.
+struct Tick(Arc<AppState>);
 
-    let sched = state.clone();
-    tokio::spawn(async move {
-        loop {
-            let now = sched.now();
-            match scheduler::tick(&sched.store, now).await {
-                Ok(r) if !r.queued.is_empty() || !r.prunes.is_empty() => {
-                    sched.wake.notify_waiters()
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!("scheduler: {e}"),
-            }
-            let jitter = f64::from(secrets::random_bytes::<1>()[0]) / 256.0;
-            match scheduler::reap(&sched.store, now, jitter).await {
-                Ok(ids) if !ids.is_empty() => sched.wake.notify_waiters(),
-                Ok(_) => {}
-                Err(e) => tracing::error!("reaper: {e}"),
-            }
-            tokio::time::sleep(sched.config.tick).await;
-        }
-    });
-    if let Some(token) = embedded_token {
-        let mut local = addr;
-        if local.ip().is_unspecified() {
-            local.set_ip(match local {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let agent = holdfast_agent::AgentConfig {
-            server: format!("http://{local}"),
-            name: state.config.replica.clone(),
-            labels: state.config.agent_labels.clone(),
-            slots: u32::try_from(state.config.workers).unwrap_or(1),
-            poll_secs: 20,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = holdfast_agent::run(agent, SecretString::from(token)).await {
-                tracing::error!("the embedded agent stopped: {e}");
-            }
-        });
+impl worker::Worker for Tick {
+    fn name(&self) -> &'static str {
+        "scheduler"
     }
 
-    eprintln!("holdfast: listening on http://{addr}");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+    async fn step(&self) -> Result<Duration, String> {
+        let s = &self.0;
+        let r = scheduler::tick(&s.store, s.now())
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.queued.is_empty() || !r.prunes.is_empty() {
+            s.wake.notify_waiters();
+        }
+        Ok(s.config.tick)
+    }
+}
+
+/// The reaper: takes back jobs whose worker stopped renewing its lease.
+struct Reaper(Arc<AppState>);
+
+impl worker::Worker for Reaper {
+    fn name(&self) -> &'static str {
+        "reaper"
+    }
+
+    async fn step(&self) -> Result<Duration, String> {
+        let s = &self.0;
+        let jitter = f64::from(secrets::random_bytes::<1>()[0]) / 256.0;
+        let ids = scheduler::reap(&s.store, s.now(), jitter)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !ids.is_empty() {
+            s.wake.notify_waiters();
+        }
+        Ok(s.config.tick)
+    }
+}
+
+/// The embedded agent, over loopback. At shutdown it stops claiming and hands its running
+/// jobs back (after the grace period), so nothing is left running without a lease.
+struct EmbeddedAgent {
+    config: holdfast_agent::AgentConfig,
+    token: SecretString,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl worker::Worker for EmbeddedAgent {
+    fn name(&self) -> &'static str {
+        "embedded-agent"
+    }
+
+    async fn step(&self) -> Result<Duration, String> {
+        holdfast_agent::run(self.config.clone(), self.token.clone(), self.stop.clone()).await?;
+        Ok(Duration::ZERO)
+    }
+
+    fn graceful(&self) -> bool {
+        true
+    }
+}
+
+/// A built server: its store opened and migrated, its address bound, its first start done;
+/// nothing runs until [`Server::run_until_stopped`].
+pub struct Server {
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    embedded_token: Option<String>,
+    first_start: FirstStart,
+}
+
+impl Server {
+    pub async fn build(config: ServerConfig) -> Result<Self, ServeError> {
+        private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let key_file = config
+            .server_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("server.key"));
+        let server_key =
+            secrets::load_or_create_key(&key_file).map_err(|reason| ServeError::ServerKey {
+                path: key_file.clone(),
+                reason: reason.to_string(),
+            })?;
+        let url = match &config.database_url {
+            Some(u) => u.clone(),
+            None => {
+                let db = config.data_dir.join("holdfast.db");
+                private_sqlite(&db).map_err(|source| ServeError::DataDir {
+                    path: db.clone(),
+                    source,
+                })?;
+                format!("sqlite://{}", db.display())
+            }
+        };
+        let store = Store::open(&url)
+            .await
+            .map_err(|source| ServeError::Store {
+                url: holdfast_core::location::redact_url(&url),
+                source,
+            })?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::AddrInUse => ServeError::AddressInUse {
+                    addr: config.listen,
+                },
+                _ => ServeError::Listen {
+                    addr: config.listen,
+                    source,
+                },
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let mut state = AppState::new(store, config, &server_key);
+        let embedded_token = (state.config.workers > 0).then(secrets::new_token);
+        state.internal_token_hash = embedded_token.as_deref().map(secrets::hash_token);
+        let state = Arc::new(state);
+        let first_start = first_start(&state).await.map_err(ServeError::FirstStart)?;
+        Ok(Self {
+            state,
+            listener,
+            addr,
+            embedded_token,
+            first_start,
         })
+    }
+
+    /// The address the API listens on (the port the OS picked for `:0`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn first_start(&self) -> &FirstStart {
+        &self.first_start
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully: the embedded agent stops
+    /// claiming and hands its running jobs back (finishing them if they end within the grace
+    /// period), in-flight requests finish, and the workers stop.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Self {
+            state,
+            listener,
+            addr,
+            embedded_token,
+            ..
+        } = self;
+        let stop = state.stopping.subscribe();
+        let workers = &state.workers;
+        let mut loops = vec![
+            workers.spawn(
+                Tick(state.clone()),
+                worker::Restart::default(),
+                stop.clone(),
+            ),
+            workers.spawn(
+                Reaper(state.clone()),
+                worker::Restart::default(),
+                stop.clone(),
+            ),
+        ];
+        let mut agent = None;
+        if let Some(token) = embedded_token {
+            let mut local = addr;
+            if local.ip().is_unspecified() {
+                local.set_ip(match local {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            let config = holdfast_agent::AgentConfig {
+                server: format!("http://{local}"),
+                name: state.config.replica.clone(),
+                labels: state.config.agent_labels.clone(),
+                slots: u32::try_from(state.config.workers).unwrap_or(1),
+                poll_secs: 20,
+                shutdown_grace: state.config.shutdown_grace,
+            };
+            agent = Some(workers.spawn(
+                EmbeddedAgent {
+                    config,
+                    token: SecretString::from(token),
+                    stop: stop.clone(),
+                },
+                worker::Restart::default(),
+                stop.clone(),
+            ));
+        }
+        tracing::info!("listening on http://{addr}");
+        // The HTTP server stops accepting only after the embedded agent has handed its jobs
+        // back over it.
+        let (http_stop_tx, http_stop) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(
+            axum::serve(listener, api::router(state.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.await;
+                })
+                .into_future(),
+        );
+        shutdown.await;
+        tracing::info!("shutting down: handing running jobs back");
+        state.stopping.send_replace(true);
+        if let Some(a) = agent {
+            let _ = a.await;
+        }
+        let _ = http_stop_tx.send(());
+        for l in loops.drain(..) {
+            let _ = l.await;
+        }
+        match http.await {
+            Ok(r) => r.map_err(ServeError::Http),
+            Err(e) => Err(ServeError::Http(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Runs the server until `shutdown` resolves.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    Server::build(config)
+        .await?
+        .run_until_stopped(shutdown)
         .await
-        .map_err(|e| format!("HTTP server failed: {e}"))
 }

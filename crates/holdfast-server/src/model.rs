@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use holdfast_core::agent::StepState;
+use holdfast_core::job::{JobKind, JobState, Trigger};
 use holdfast_core::plan::{FieldError, PlanSpec, valid_name};
 use holdfast_core::{RepoLocation, SourceKind, SourceSpec};
 use serde::{Deserialize, Serialize};
@@ -436,7 +438,7 @@ pub struct PlanView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobSummary {
     pub id: i64,
-    pub state: String,
+    pub state: JobState,
     pub finished_at: Option<String>,
     pub error: Option<String>,
 }
@@ -460,14 +462,11 @@ pub struct JobParams {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobView {
     pub id: i64,
-    /// `backup`, `restore` or `prune`.
-    pub kind: String,
+    pub kind: JobKind,
     pub plan: Option<String>,
     pub endpoint: Option<String>,
-    /// `schedule`, `manual` or `retry`.
-    pub trigger: String,
-    /// `queued`, `running`, `succeeded`, `failed`, `cancelled` or `skipped`.
-    pub state: String,
+    pub trigger: Trigger,
+    pub state: JobState,
     pub attempt: i64,
     pub max_attempts: i64,
     /// The schedule slot this job is for.
@@ -513,11 +512,11 @@ impl JobView {
         let p: JobParams = serde_json::from_str(&j.params).unwrap_or_default();
         Self {
             id: j.id,
-            kind: j.kind.clone(),
+            kind: j.kind,
             plan: j.plan.clone(),
             endpoint: j.endpoint.clone(),
-            trigger: j.trigger.clone(),
-            state: j.state.clone(),
+            trigger: j.trigger,
+            state: j.state,
             attempt: j.attempt,
             max_attempts: j.max_attempts,
             scheduled_for: j.fire_at.map(rfc3339),
@@ -548,7 +547,7 @@ impl JobView {
     /// The view with the running job's rate, as of `now`.
     pub fn at(j: &holdfast_store::Job, now: i64) -> Self {
         let mut v = Self::new(j);
-        if j.state == "running"
+        if j.state == JobState::Running
             && let Some(s) = j.started_at
             && now > s
         {
@@ -561,9 +560,9 @@ impl JobView {
 /// The copy of a backup to the plan's copy endpoint.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CopyView {
-    /// running, succeeded or failed. A failed copy leaves the backup itself in place; the next
-    /// backup copies what is missing.
-    pub state: String,
+    /// A failed copy leaves the backup itself in place; the next backup copies what is
+    /// missing.
+    pub state: StepState,
     pub tries: i64,
     /// What was copied, or why the copy failed.
     pub detail: Option<String>,
@@ -578,7 +577,7 @@ impl CopyView {
             .filter(|s| s.step == holdfast_core::lifecycle::COPY)
             .max_by_key(|s| (s.attempt, s.try_no))?;
         Some(Self {
-            state: last.state.clone(),
+            state: last.state,
             tries: last.try_no,
             detail: last.detail.clone(),
             finished_at: last.finished_at.map(rfc3339),
@@ -594,8 +593,7 @@ pub struct StepView {
     /// attempt whose cleanup and unlock are done; `copy` the copy to the plan's copy endpoint.
     pub step: String,
     pub try_no: i64,
-    /// running, succeeded or failed.
-    pub state: String,
+    pub state: StepState,
     pub agent: String,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -608,7 +606,7 @@ impl StepView {
             attempt: s.attempt,
             step: s.step.clone(),
             try_no: s.try_no,
-            state: s.state.clone(),
+            state: s.state,
             agent: s.agent.clone(),
             started_at: rfc3339(s.started_at),
             finished_at: s.finished_at.map(rfc3339),

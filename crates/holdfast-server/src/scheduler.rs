@@ -3,24 +3,24 @@
 //! statements make sure each fire and each take-back happens once.
 
 use holdfast_core::Schedule;
-use holdfast_core::job::{Event, JobState, transition};
+use holdfast_core::job::{Backoff, Event, JobKind, JobState, Next, Trigger, transition};
 use holdfast_core::plan::PlanSpec;
-use holdfast_store::{FireOutcome, JobUpdate, NewJob, Store, StoreError};
+use holdfast_store::{FireOutcome, Job, JobUpdate, NewJob, Store, StoreError};
 use jiff::Timestamp;
 
 use crate::model::{JobParams, StoredEndpoint};
 
 /// A backup job for `spec`.
-pub fn backup_job(spec: &PlanSpec, trigger: &str, fire_at: Option<i64>, now: i64) -> NewJob {
+pub fn backup_job(spec: &PlanSpec, trigger: Trigger, fire_at: Option<i64>, now: i64) -> NewJob {
     let params = JobParams {
         backoff: spec.retry,
         ..JobParams::default()
     };
     NewJob {
-        kind: "backup".into(),
+        kind: JobKind::Backup,
         plan: Some(spec.name.clone()),
         endpoint: Some(spec.endpoint.clone()),
-        trigger: trigger.into(),
+        trigger,
         max_attempts: i64::from(spec.retry.attempts.max(1)),
         params: serde_json::to_string(&params).expect("params serialize"),
         fire_at,
@@ -38,13 +38,13 @@ pub struct TickReport {
 }
 
 /// A prune of `endpoint`'s repository.
-pub fn prune_job(endpoint: &str, trigger: &str, fire_at: Option<i64>, now: i64) -> NewJob {
-    let backoff = holdfast_core::job::Backoff::default();
+pub fn prune_job(endpoint: &str, trigger: Trigger, fire_at: Option<i64>, now: i64) -> NewJob {
+    let backoff = Backoff::default();
     NewJob {
-        kind: "prune".into(),
+        kind: JobKind::Prune,
         plan: None,
         endpoint: Some(endpoint.into()),
-        trigger: trigger.into(),
+        trigger,
         max_attempts: i64::from(backoff.attempts.max(1)),
         params: serde_json::to_string(&JobParams {
             backoff,
@@ -92,7 +92,7 @@ pub async fn tick(store: &Store, now: i64) -> Result<TickReport, StoreError> {
         let next = sched
             .next_after(now_ts)
             .map(|z| z.timestamp().as_millisecond());
-        let job = backup_job(&spec, "schedule", Some(fire_at), now);
+        let job = backup_job(&spec, Trigger::Schedule, Some(fire_at), now);
         let store = store.clone();
         fires.spawn(async move {
             let outcome = store.fire(&plan.name, expected, next, &job, now).await;
@@ -119,7 +119,7 @@ pub async fn tick(store: &Store, now: i64) -> Result<TickReport, StoreError> {
             .prune()
             .and_then(|s| s.next_after(now_ts))
             .map(|z| z.timestamp().as_millisecond());
-        let job = prune_job(&ep.name, "schedule", Some(expected), now);
+        let job = prune_job(&ep.name, Trigger::Schedule, Some(expected), now);
         if let Some(id) = store
             .fire_prune(&ep.name, expected, next, &job, now)
             .await?
@@ -138,7 +138,15 @@ fn collect(
     report: &mut TickReport,
 ) -> Result<(), StoreError> {
     let Some(joined) = joined else { return Ok(()) };
-    let (plan, outcome) = joined.expect("a fire does not panic");
+    let (plan, outcome) = match joined {
+        Ok(x) => x,
+        // A fire that panicked took no slot (its transaction was dropped): the next tick
+        // tries it again. The other plans of this tick go on.
+        Err(e) => {
+            tracing::error!("a scheduled fire failed: {e}");
+            return Ok(());
+        }
+    };
     match outcome? {
         FireOutcome::Queued(id) => {
             tracing::info!(%plan, job = id, "scheduled backup queued");
@@ -153,46 +161,69 @@ fn collect(
     Ok(())
 }
 
+/// The retry policy of job `j`: the one it was queued with, its attempts as stored.
+pub(crate) fn backoff_of(j: &Job) -> Backoff {
+    let params: JobParams = serde_json::from_str(&j.params).unwrap_or_default();
+    Backoff {
+        attempts: u32::try_from(j.max_attempts).unwrap_or(1),
+        ..params.backoff
+    }
+}
+
+/// `at` plus `secs` seconds, in Unix ms, saturating instead of overflowing.
+pub(crate) fn after_secs(at: i64, secs: u64) -> i64 {
+    at.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
+}
+
+/// What the store writes for a transition `next` decided at `now`.
+pub(crate) fn update(
+    next: Next,
+    now: i64,
+    snapshot_id: Option<String>,
+    bytes: (i64, i64),
+) -> JobUpdate {
+    JobUpdate {
+        state: next.state,
+        attempt: i64::from(next.attempt),
+        run_after: next.retry_in_secs.map(|s| after_secs(now, s)),
+        error: next.error,
+        snapshot_id,
+        bytes_read: bytes.0,
+        bytes_written: bytes.1,
+        now,
+    }
+}
+
 /// Takes back running jobs whose lease expired before `now`: back to the queue after a
-/// backoff (attempt + 1), or failed when out of attempts. Returns the jobs taken back.
+/// backoff (attempt + 1), or failed when out of attempts; cancelled when a cancel was
+/// requested. Returns the jobs taken back.
 pub async fn reap(store: &Store, now: i64, jitter: f64) -> Result<Vec<i64>, StoreError> {
     let mut out = Vec::new();
     for j in store.expired(now).await? {
-        let params: JobParams = serde_json::from_str(&j.params).unwrap_or_default();
-        let mut backoff = params.backoff;
-        backoff.attempts = u32::try_from(j.max_attempts).unwrap_or(1);
         let attempt = u32::try_from(j.attempt).unwrap_or(1);
-        let Ok(next) = transition(
-            JobState::Running,
-            attempt,
-            &Event::LeaseExpired,
-            &backoff,
-            jitter,
-        ) else {
+        let event = if j.cancel_requested {
+            Event::Cancelled
+        } else {
+            Event::LeaseExpired
+        };
+        let Ok(next) = transition(JobState::Running, attempt, &event, &backoff_of(&j), jitter)
+        else {
             continue;
         };
-        let c = JobUpdate {
-            state: next.state.as_str().into(),
-            attempt: i64::from(next.attempt),
-            run_after: next.retry_in_secs.map(|s| now + s as i64 * 1000),
-            error: next.error.clone(),
-            snapshot_id: None,
-            bytes_read: j.bytes_read,
-            bytes_written: j.bytes_written,
-            now,
+        let what = match next.state {
+            JobState::Queued => format!(
+                "attempt {} queued in {} s",
+                next.attempt,
+                next.retry_in_secs.unwrap_or(0)
+            ),
+            JobState::Cancelled => "the job is cancelled, as requested".into(),
+            _ => "no attempts left".into(),
         };
+        let c = update(next, now, None, (j.bytes_read, j.bytes_written));
         if store.take_back(&j, &c).await? {
             let line = format!(
-                "attempt {attempt} lost: agent {} stopped renewing its lease; {}",
+                "attempt {attempt} lost: agent {} stopped renewing its lease; {what}",
                 j.lease_owner.as_deref().unwrap_or("?"),
-                match next.state {
-                    JobState::Queued => format!(
-                        "attempt {} queued in {} s",
-                        next.attempt,
-                        next.retry_in_secs.unwrap_or(0)
-                    ),
-                    _ => "no attempts left".into(),
-                }
             );
             store.append_log(j.id, now, &line).await?;
             tracing::warn!(job = j.id, "{line}");

@@ -16,6 +16,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use holdfast_core::Schedule;
+use holdfast_core::job::JobState;
 use holdfast_core::plan::PlanSpec;
 use holdfast_store::{Job, JobFilter, Kind};
 use maud::{DOCTYPE, Markup, html};
@@ -312,8 +313,10 @@ async fn dashboard(
             let health = match (&last, spec.paused) {
                 (_, true) => Health::Paused,
                 (None, _) => Health::New,
-                (Some(j), _) if j.state == "failed" => Health::Failing,
-                (Some(j), _) if matches!(j.state.as_str(), "running" | "queued") => Health::Running,
+                (Some(j), _) if j.state == JobState::Failed => Health::Failing,
+                (Some(j), _) if matches!(j.state, JobState::Running | JobState::Queued) => {
+                    Health::Running
+                }
                 _ => {
                     let stale = match (last_success, interval_ms) {
                         (Some(at), Some(i)) => now_ms - at > 2 * i,
@@ -430,7 +433,7 @@ fn pager(at: usize, pages: usize) -> Markup {
 }
 
 async fn run_now(State(s): State<Arc<AppState>>, Path(name): Path<String>, _: Posted) -> Response {
-    match crate::api::resources::run_plan(State(s.clone()), Path(name)).await {
+    match crate::api::plans::run_plan(State(s.clone()), Path(name)).await {
         Ok((_, axum::Json(j))) => Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response(),
         Err(e) => error_page(StatusCode::CONFLICT, &e.to_string()),
     }
@@ -452,7 +455,7 @@ async fn jobs(
 ) -> Response {
     let filter = JobFilter {
         plan: q.plan.clone().filter(|p| !p.is_empty()),
-        state: q.state.clone().filter(|p| !p.is_empty()),
+        state: q.state.as_deref().and_then(JobState::parse),
         kind: None,
         before: q.before,
         limit: PAGE as i64,
@@ -463,7 +466,7 @@ async fn jobs(
     };
     let extra = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("plan", filter.plan.as_deref().unwrap_or_default())
-        .append_pair("state", filter.state.as_deref().unwrap_or_default())
+        .append_pair("state", filter.state.map_or("", JobState::as_str))
         .finish();
     page(
         "Jobs",
@@ -474,10 +477,9 @@ async fn jobs(
                 label { "Plan " input name="plan" value=(filter.plan.clone().unwrap_or_default()); }
                 label { "State "
                     select name="state" {
-                        @for st in ["", "queued", "running", "succeeded", "failed", "cancelled", "skipped"] {
-                            option value=(st) selected[filter.state.as_deref() == Some(st)] {
-                                (if st.is_empty() { "any" } else { st })
-                            }
+                        option value="" selected[filter.state.is_none()] { "any" }
+                        @for st in JobState::ALL {
+                            option value=(st) selected[filter.state == Some(*st)] { (st) }
                         }
                     }
                 }
@@ -522,10 +524,6 @@ fn bytes(n: i64) -> String {
     }
 }
 
-fn finished(state: &str) -> bool {
-    holdfast_core::job::JobState::parse(state).is_some_and(|s| s.is_final())
-}
-
 async fn job(State(s): State<Arc<AppState>>, sess: Session, Path(id): Path<i64>) -> Response {
     let (j, steps, log) = match tokio::try_join!(
         s.store.must_job(id),
@@ -541,12 +539,12 @@ async fn job(State(s): State<Arc<AppState>>, sess: Session, Path(id): Path<i64>)
         Some(&sess),
         html! {
             h1 { "Job #" (j.id) " · " (j.kind) @if let Some(p) = &j.plan { " of plan " (p) } }
-            div #job data-id=(j.id) data-after=(last_log) data-live=(!finished(&j.state)) {
+            div #job data-id=(j.id) data-after=(last_log) data-live=(!j.state.is_final()) {
                 p { "State: " span #state class={"badge " (j.state)} { (j.state) }
                     " · attempt " (j.attempt) " of " (j.max_attempts) }
                 p { "Read " span #read { (bytes(j.bytes_read)) } ", added to the repository "
                     span #written { (bytes(j.bytes_written)) } " " span #rate {} }
-                progress #progress max="1" value=(if finished(&j.state) { "1" } else { "0" }) {}
+                progress #progress max="1" value=(if j.state.is_final() { "1" } else { "0" }) {}
                 @if let Some(e) = &j.error { p.error #error role="alert" { (e) } }
                 @if let Some(snap) = &j.snapshot_id { p { "Restore point " code #snapshot { (snap) } } }
             }
@@ -605,7 +603,7 @@ async fn job_events(
         events.push(Ok(Event::default()
             .event("job")
             .data(serde_json::to_string(&view).unwrap_or_default())));
-        if finished(&j.state) {
+        if j.state.is_final() {
             c.done = true;
         } else {
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use holdfast_core::Schedule;
+use holdfast_core::job::{JobKind, JobState, Trigger};
 use holdfast_server::scheduler::{reap, tick};
-use holdfast_store::{JobFilter, JobUpdate, Kind, NewResource, PlanCols, Store};
+use holdfast_store::testing::TestDb as Db;
+use holdfast_store::{JobFilter, JobUpdate, Kind, NewResource, PlanCols, Store, on_both_stores};
 use jiff::Timestamp;
 
 fn ms(s: &str) -> i64 {
@@ -14,73 +16,6 @@ fn ms(s: &str) -> i64 {
 
 fn iso(ms: i64) -> String {
     Timestamp::from_millisecond(ms).unwrap().to_string()
-}
-
-/// A metadata database of the test's own, removed afterwards.
-struct Db {
-    url: String,
-    pg_name: Option<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn psql(sql: &str) {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qAtc",
-            sql,
-        ])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Db {
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self {
-            url: format!("sqlite://{}", dir.path().join("holdfast.db").display()),
-            pg_name: None,
-            _dir: Some(dir),
-        }
-    }
-
-    fn postgres() -> Self {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let name = format!(
-            "hf_sched_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        );
-        psql(&format!("DROP DATABASE IF EXISTS {name}"));
-        psql(&format!("CREATE DATABASE {name}"));
-        Self {
-            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-            pg_name: Some(name),
-            _dir: None,
-        }
-    }
-
-    async fn store(&self) -> Store {
-        Store::open(&self.url).await.unwrap()
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Some(n) = &self.pg_name {
-            psql(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"));
-        }
-    }
 }
 
 /// A plan (with the source and endpoint rows it refers to) whose next fire is the schedule's
@@ -143,7 +78,7 @@ async fn jobs(store: &Store, plan: &str) -> Vec<holdfast_store::Job> {
 async fn finish_all(store: &Store, now: i64) {
     while let Some(j) = store.claim("test-worker", now, now + 1000).await.unwrap() {
         let done = JobUpdate {
-            state: "succeeded".into(),
+            state: JobState::Succeeded,
             attempt: j.attempt,
             run_after: None,
             error: None,
@@ -183,8 +118,8 @@ async fn missed_fires_after_downtime_run_once(db: Db) {
     assert_eq!(j.len(), 1);
     assert_eq!(iso(j[0].fire_at.unwrap()), "2026-05-01T13:00:00Z");
     assert_eq!(
-        (j[0].trigger.as_str(), j[0].state.as_str()),
-        ("schedule", "queued")
+        (j[0].trigger, j[0].state),
+        (Trigger::Schedule, JobState::Queued)
     );
     // Ticking again before 14:00 fires nothing.
     let r = tick(&s, ms("2026-05-01T13:59:59Z")).await.unwrap();
@@ -255,7 +190,7 @@ async fn a_fire_while_the_last_backup_runs_is_recorded_as_skipped(db: Db) {
     let r = tick(&s, ms("2026-06-01T02:00:00Z")).await.unwrap();
     assert!(r.queued.is_empty());
     let skipped = s.must_job(r.skipped[0]).await.unwrap();
-    assert_eq!(skipped.state, "skipped");
+    assert_eq!(skipped.state, JobState::Skipped);
     assert!(
         skipped.error.unwrap().contains(&format!("job {running}")),
         "the skip names the job in the way"
@@ -291,7 +226,7 @@ async fn two_replicas_make_exactly_one_job_per_fire(db: Db) {
     let mut per_fire: BTreeMap<(String, i64), usize> = BTreeMap::new();
     for i in 0..20 {
         for j in jobs(&a, &format!("plan-{i}")).await {
-            assert_eq!(j.state, "succeeded", "job {} of {:?}", j.id, j.plan);
+            assert_eq!(j.state, JobState::Succeeded, "job {} of {:?}", j.id, j.plan);
             *per_fire
                 .entry((j.plan.unwrap(), j.fire_at.unwrap()))
                 .or_default() += 1;
@@ -319,8 +254,8 @@ async fn an_expired_lease_requeues_then_gives_up(db: Db) {
     assert_eq!(reap(&s, now + 31_000, 0.0).await.unwrap(), [id]);
     let j = s.must_job(id).await.unwrap();
     assert_eq!(
-        (j.state.as_str(), j.attempt, j.trigger.as_str()),
-        ("queued", 2, "retry")
+        (j.state, j.attempt, j.trigger),
+        (JobState::Queued, 2, Trigger::Retry)
     );
     assert_eq!(
         j.run_after,
@@ -330,7 +265,7 @@ async fn an_expired_lease_requeues_then_gives_up(db: Db) {
     assert!(j.error.unwrap().contains("lease expired"));
     // The dead worker's late report is refused: another attempt owns the job now.
     let late = JobUpdate {
-        state: "succeeded".into(),
+        state: JobState::Succeeded,
         attempt: 1,
         run_after: None,
         error: None,
@@ -352,7 +287,7 @@ async fn an_expired_lease_requeues_then_gives_up(db: Db) {
     assert_eq!(j.attempt, 2);
     assert_eq!(reap(&s, later + 2_000, 0.0).await.unwrap(), [id]);
     let j = s.must_job(id).await.unwrap();
-    assert_eq!(j.state, "failed");
+    assert_eq!(j.state, JobState::Failed);
     assert!(j.error.unwrap().contains("gave up after 2 attempts"));
     let log: Vec<String> = s
         .log(id, 0, 100)
@@ -383,7 +318,7 @@ async fn prune_fires_on_the_endpoint_schedule_and_waits_for_backups(db: Db) {
         .await
         .unwrap()
         .expect("the backup is claimed");
-    assert_eq!(backup.kind, "backup");
+    assert_eq!(backup.kind, JobKind::Backup);
     let before = tick(&store, sunday - 1).await.unwrap();
     assert!(before.prunes.is_empty());
     let replica = db.store().await;
@@ -399,7 +334,7 @@ async fn prune_fires_on_the_endpoint_schedule_and_waits_for_backups(db: Db) {
         "the prune must wait for the running backup into its endpoint"
     );
     let done = JobUpdate {
-        state: "succeeded".into(),
+        state: JobState::Succeeded,
         attempt: 1,
         run_after: None,
         error: None,
@@ -414,7 +349,7 @@ async fn prune_fires_on_the_endpoint_schedule_and_waits_for_backups(db: Db) {
         .await
         .unwrap()
         .expect("the prune runs once the backup is done");
-    assert_eq!((prune.kind.as_str(), prune.id), ("prune", prunes[0]));
+    assert_eq!((prune.kind, prune.id), (JobKind::Prune, prunes[0]));
     assert_eq!(prune.endpoint.as_deref(), Some("x"));
 
     // While it runs, the plan's next backup is queued but not started.
@@ -433,20 +368,7 @@ async fn prune_fires_on_the_endpoint_schedule_and_waits_for_backups(db: Db) {
         .claim("w1", monday + 1, monday + 60_000)
         .await
         .unwrap();
-    assert_eq!(next.map(|j| j.kind), Some("backup".into()));
-}
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() { super::$name(super::Db::sqlite()).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() { super::$name(super::Db::postgres()).await })*
-        }
-    };
+    assert_eq!(next.map(|j| j.kind), Some(JobKind::Backup));
 }
 
 on_both_stores!(

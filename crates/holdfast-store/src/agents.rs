@@ -1,10 +1,11 @@
 //! Agents and the lifecycle steps they record for each job.
 
+use holdfast_core::agent::StepState;
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
-use sqlx::Row;
 
 use crate::jobs::{JOB_COLUMNS, job};
+use crate::row::{all, col, word};
 use crate::{Job, Result, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,8 +25,7 @@ pub struct StepRow {
     pub attempt: i64,
     pub step: String,
     pub try_no: i64,
-    /// `running`, `succeeded` or `failed`.
-    pub state: String,
+    pub state: StepState,
     pub agent: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -82,18 +82,17 @@ impl Store {
             q = q.bind(n);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(|r| AgentRow {
-                name: r.get(0),
-                labels: r.get(1),
-                version: r.get(2),
-                hostname: r.get(3),
-                slots: r.get(4),
-                registered_at: r.get(5),
-                last_seen: r.get(6),
+        Ok(all(&rows, |r| {
+            Ok(AgentRow {
+                name: col(r, "name")?,
+                labels: col(r, "labels")?,
+                version: col(r, "version")?,
+                hostname: col(r, "hostname")?,
+                slots: col(r, "slots")?,
+                registered_at: col(r, "registered_at")?,
+                last_seen: col(r, "last_seen")?,
             })
-            .collect())
+        })?)
     }
 
     /// Notes that the agent was heard from; false when it is not registered.
@@ -113,7 +112,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(all(&rows, |r| Ok((col(r, "id")?, col(r, "lease_owner")?)))?)
     }
 
     /// Up to `limit` jobs that could be claimed now, oldest first. The caller picks one it
@@ -129,7 +128,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(job).collect())
+        Ok(all(&rows, job)?)
     }
 
     /// Claims job `id` for `owner` if it is still queued and runnable; `None` when another
@@ -154,12 +153,12 @@ impl Store {
             .bind(now)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(job))
+        Ok(row.as_ref().map(job).transpose()?)
     }
 
     /// Records a step starting (a new row) or ending (its row updated).
     pub async fn record_step(&self, job_id: i64, s: &StepRow) -> Result<()> {
-        if s.state != "running" {
+        if s.state != StepState::Running {
             let r = sqlx::query(
                 "UPDATE job_steps SET state = $5, finished_at = $6, detail = $7
                  WHERE job_id = $1 AND attempt = $2 AND step = $3 AND try_no = $4 AND state = 'running'",
@@ -168,7 +167,7 @@ impl Store {
             .bind(s.attempt)
             .bind(&s.step)
             .bind(s.try_no)
-            .bind(&s.state)
+            .bind(s.state.as_str())
             .bind(s.finished_at)
             .bind(&s.detail)
             .execute(&self.pool)
@@ -185,7 +184,7 @@ impl Store {
         .bind(s.attempt)
         .bind(&s.step)
         .bind(s.try_no)
-        .bind(&s.state)
+        .bind(s.state.as_str())
         .bind(&s.agent)
         .bind(s.started_at)
         .bind(s.finished_at)
@@ -204,19 +203,18 @@ impl Store {
         .bind(job_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| StepRow {
-                attempt: r.get(0),
-                step: r.get(1),
-                try_no: r.get(2),
-                state: r.get(3),
-                agent: r.get(4),
-                started_at: r.get(5),
-                finished_at: r.get(6),
-                detail: r.get(7),
+        Ok(all(&rows, |r| {
+            Ok(StepRow {
+                attempt: col(r, "attempt")?,
+                step: col(r, "step")?,
+                try_no: col(r, "try_no")?,
+                state: word(r, "state")?,
+                agent: col(r, "agent")?,
+                started_at: col(r, "started_at")?,
+                finished_at: col(r, "finished_at")?,
+                detail: col(r, "detail")?,
             })
-            .collect())
+        })?)
     }
 
     /// Appends several log lines to a job at once.

@@ -3,11 +3,12 @@
 //! is put back by whichever replica notices first. Every step is one conditional statement, so
 //! two replicas (or a worker and a reaper) never both win.
 
+use holdfast_core::job::{JobKind, JobState, Trigger};
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
-use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::row::{all, col, flag_col, word};
 use crate::{Dialect, Result, Store, StoreError};
 
 pub(crate) const JOB_COLUMNS: &str = "id, kind, plan, endpoint, trigger, state, attempt, max_attempts, params, fire_at, created_at, run_after, \
@@ -16,15 +17,12 @@ pub(crate) const JOB_COLUMNS: &str = "id, kind, plan, endpoint, trigger, state, 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Job {
     pub id: i64,
-    /// `backup` or `restore`.
-    pub kind: String,
+    pub kind: JobKind,
     pub plan: Option<String>,
     /// The storage endpoint the job writes to or reads from.
     pub endpoint: Option<String>,
-    /// `schedule`, `manual` or `retry`.
-    pub trigger: String,
-    /// `queued`, `running`, `succeeded`, `failed`, `cancelled` or `skipped`.
-    pub state: String,
+    pub trigger: Trigger,
+    pub state: JobState,
     pub attempt: i64,
     pub max_attempts: i64,
     /// JSON the server defines (retry policy, restore target).
@@ -45,39 +43,40 @@ pub struct Job {
     pub error: Option<String>,
 }
 
-pub(crate) fn job(r: &AnyRow) -> Job {
-    Job {
-        id: r.get(0),
-        kind: r.get(1),
-        plan: r.get(2),
-        endpoint: r.get(3),
-        trigger: r.get(4),
-        state: r.get(5),
-        attempt: r.get(6),
-        max_attempts: r.get(7),
-        params: r.get(8),
-        fire_at: r.get(9),
-        created_at: r.get(10),
-        run_after: r.get(11),
-        started_at: r.get(12),
-        finished_at: r.get(13),
-        lease_owner: r.get(14),
-        lease_expires: r.get(15),
-        cancel_requested: r.get::<i64, _>(16) != 0,
-        bytes_read: r.get(17),
-        bytes_written: r.get(18),
-        snapshot_id: r.get(19),
-        error: r.get(20),
-    }
+/// A job row (selected with [`JOB_COLUMNS`]), read by column name.
+pub(crate) fn job(r: &AnyRow) -> std::result::Result<Job, sqlx::Error> {
+    Ok(Job {
+        id: col(r, "id")?,
+        kind: word(r, "kind")?,
+        plan: col(r, "plan")?,
+        endpoint: col(r, "endpoint")?,
+        trigger: word(r, "trigger")?,
+        state: word(r, "state")?,
+        attempt: col(r, "attempt")?,
+        max_attempts: col(r, "max_attempts")?,
+        params: col(r, "params")?,
+        fire_at: col(r, "fire_at")?,
+        created_at: col(r, "created_at")?,
+        run_after: col(r, "run_after")?,
+        started_at: col(r, "started_at")?,
+        finished_at: col(r, "finished_at")?,
+        lease_owner: col(r, "lease_owner")?,
+        lease_expires: col(r, "lease_expires")?,
+        cancel_requested: flag_col(r, "cancel_requested")?,
+        bytes_read: col(r, "bytes_read")?,
+        bytes_written: col(r, "bytes_written")?,
+        snapshot_id: col(r, "snapshot_id")?,
+        error: col(r, "error")?,
+    })
 }
 
 /// A job to insert.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    pub kind: String,
+    pub kind: JobKind,
     pub plan: Option<String>,
     pub endpoint: Option<String>,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub max_attempts: i64,
     pub params: String,
     pub fire_at: Option<i64>,
@@ -100,7 +99,7 @@ pub enum FireOutcome {
 /// The end of an attempt: the job's new state, as `holdfast_core::job::transition` decided.
 #[derive(Debug, Clone)]
 pub struct JobUpdate {
-    pub state: String,
+    pub state: JobState,
     pub attempt: i64,
     /// For a job back in the queue: when it may be claimed again.
     pub run_after: Option<i64>,
@@ -115,8 +114,8 @@ pub struct JobUpdate {
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub plan: Option<String>,
-    pub state: Option<String>,
-    pub kind: Option<String>,
+    pub state: Option<JobState>,
+    pub kind: Option<JobKind>,
     /// Only jobs with a smaller id (the next page).
     pub before: Option<i64>,
     pub limit: i64,
@@ -133,20 +132,20 @@ impl Store {
     async fn insert_job_in(
         conn: &mut sqlx::AnyConnection,
         new: &NewJob,
-        state: &str,
+        state: JobState,
         error: Option<&str>,
         now: i64,
     ) -> std::result::Result<i64, sqlx::Error> {
         let sql = format!(
             "INSERT INTO jobs (kind, plan, trigger, state, attempt, max_attempts, params, fire_at, created_at, run_after, error, finished_at, endpoint)
              VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10, {}, $11) RETURNING id",
-            if state == "queued" { "NULL" } else { "$8" }
+            if state == JobState::Queued { "NULL" } else { "$8" }
         );
         let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(&new.kind)
+            .bind(new.kind.as_str())
             .bind(&new.plan)
-            .bind(&new.trigger)
-            .bind(state)
+            .bind(new.trigger.as_str())
+            .bind(state.as_str())
             .bind(new.max_attempts)
             .bind(&new.params)
             .bind(new.fire_at)
@@ -156,7 +155,7 @@ impl Store {
             .bind(&new.endpoint)
             .fetch_one(&mut *conn)
             .await?;
-        Ok(row.get(0))
+        col(&row, "id")
     }
 
     /// The queued or running backup of `plan`, if any.
@@ -170,7 +169,7 @@ impl Store {
         .bind(plan)
         .fetch_optional(&mut *conn)
         .await?;
-        Ok(row.map(|r| r.get(0)))
+        row.map(|r| col(&r, "id")).transpose()
     }
 
     /// Fires a plan's schedule slot: moves `next_fire_at` from `expected` to `next` and queues
@@ -201,10 +200,11 @@ impl Store {
         let outcome = match Self::busy_in(&mut tx, plan).await? {
             Some(busy) => {
                 let why = format!("skipped: job {busy} of this plan was still queued or running");
-                let id = Self::insert_job_in(&mut tx, job, "skipped", Some(&why), now).await;
+                let id =
+                    Self::insert_job_in(&mut tx, job, JobState::Skipped, Some(&why), now).await;
                 id.map(|job| FireOutcome::Skipped { job, busy })
             }
-            None => Self::insert_job_in(&mut tx, job, "queued", None, now)
+            None => Self::insert_job_in(&mut tx, job, JobState::Queued, None, now)
                 .await
                 .map(FireOutcome::Queued),
         };
@@ -253,15 +253,12 @@ impl Store {
             .bind(now)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    crate::resources::from_row(crate::Kind::Endpoint, r),
-                    r.get(6),
-                )
-            })
-            .collect())
+        Ok(all(&rows, |r| {
+            Ok((
+                crate::resources::from_row(crate::Kind::Endpoint, r)?,
+                col(r, "next_prune_at")?,
+            ))
+        })?)
     }
 
     /// Fires an endpoint's prune slot: moves `next_prune_at` from `expected` to `next` and
@@ -296,7 +293,7 @@ impl Store {
         .await?;
         let id = match pending {
             Some(_) => None,
-            None => Some(Self::insert_job_in(&mut tx, job, "queued", None, now).await?),
+            None => Some(Self::insert_job_in(&mut tx, job, JobState::Queued, None, now).await?),
         };
         tx.commit().await?;
         Ok(id)
@@ -305,7 +302,7 @@ impl Store {
     /// Queues a job.
     pub async fn enqueue(&self, job: &NewJob, now: i64) -> Result<i64> {
         let mut conn = self.pool.acquire().await?;
-        Ok(Self::insert_job_in(&mut conn, job, "queued", None, now).await?)
+        Ok(Self::insert_job_in(&mut conn, job, JobState::Queued, None, now).await?)
     }
 
     /// Queues a backup of the job's plan, unless another backup of it is queued or running:
@@ -327,7 +324,7 @@ impl Store {
                 return Ok(Err(busy));
             }
         }
-        let id = Self::insert_job_in(&mut tx, job, "queued", None, now).await?;
+        let id = Self::insert_job_in(&mut tx, job, JobState::Queued, None, now).await?;
         tx.commit().await?;
         Ok(Ok(id))
     }
@@ -338,7 +335,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(job))
+        Ok(row.as_ref().map(job).transpose()?)
     }
 
     pub async fn must_job(&self, id: i64) -> Result<Job> {
@@ -357,14 +354,14 @@ impl Store {
             format!(" AND {col} ${n}")
         };
         let mut text_args = Vec::new();
-        for (col, v) in [
-            ("plan =", &f.plan),
-            ("state =", &f.state),
-            ("kind =", &f.kind),
+        for (column, v) in [
+            ("plan =", f.plan.clone()),
+            ("state =", f.state.map(|s| s.as_str().to_string())),
+            ("kind =", f.kind.map(|k| k.as_str().to_string())),
         ] {
             if let Some(v) = v {
-                sql += &arg(col);
-                text_args.push(v.clone());
+                sql += &arg(column);
+                text_args.push(v);
             }
         }
         if f.before.is_some() {
@@ -379,11 +376,11 @@ impl Store {
             q = q.bind(b);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(job).collect())
+        Ok(all(&rows, job)?)
     }
 
     /// The plan's newest backup job (skipped fires aside), or its newest in `state`.
-    pub async fn last_job(&self, plan: &str, state: Option<&str>) -> Result<Option<Job>> {
+    pub async fn last_job(&self, plan: &str, state: Option<JobState>) -> Result<Option<Job>> {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE plan = $1 AND kind = 'backup' {} ORDER BY id DESC LIMIT 1",
             if state.is_some() {
@@ -394,9 +391,13 @@ impl Store {
         );
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(plan);
         if let Some(s) = state {
-            q = q.bind(s);
+            q = q.bind(s.as_str());
         }
-        Ok(q.fetch_optional(&self.pool).await?.as_ref().map(job))
+        Ok(q.fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(job)
+            .transpose()?)
     }
 
     /// For every plan with backups: its newest backup job (skips aside) and when its newest
@@ -414,7 +415,7 @@ impl Store {
         let sql = format!(
             "SELECT {cols}, (SELECT s.finished_at FROM jobs s
                  WHERE s.plan = p.name AND s.kind = 'backup' AND s.state = 'succeeded'
-                 ORDER BY s.id DESC LIMIT 1)
+                 ORDER BY s.id DESC LIMIT 1) AS last_success
              FROM plans p JOIN jobs j ON j.id = (SELECT l.id FROM jobs l
                  WHERE l.plan = p.name AND l.kind = 'backup' AND l.state <> 'skipped'
                  ORDER BY l.id DESC LIMIT 1)"
@@ -422,11 +423,10 @@ impl Store {
         let rows = sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
-        let n = JOB_COLUMNS.split(',').count();
         let mut out = std::collections::HashMap::new();
         for row in &rows {
-            let j = job(row);
-            let ok: Option<i64> = row.try_get(n)?;
+            let j = job(row)?;
+            let ok: Option<i64> = col(row, "last_success")?;
             if let Some(plan) = j.plan.clone() {
                 out.insert(plan, (j, ok));
             }
@@ -455,7 +455,7 @@ impl Store {
             .bind(now)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(job))
+        Ok(row.as_ref().map(job).transpose()?)
     }
 
     /// Renews `owner`'s lease and records progress. Returns whether a cancel was requested, or
@@ -479,23 +479,25 @@ impl Store {
         .bind(bytes_written)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.get::<i64, _>(0) != 0))
+        Ok(row.map(|r| flag_col(&r, "cancel_requested")).transpose()?)
     }
 
-    /// Ends `owner`'s attempt: finished, or back in the queue for a retry. False when the
+    /// Ends `owner`'s attempt: finished, or back in the queue for a retry. A job whose cancel
+    /// was requested never goes back to the queue: it ends `cancelled` instead. False when the
     /// lease was lost meanwhile (another attempt owns the job now).
     pub async fn finish(&self, id: i64, owner: &str, c: &JobUpdate) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE jobs SET state = $3, attempt = $4, run_after = COALESCE($5, run_after), error = $6,
+            "UPDATE jobs SET state = CASE WHEN $3 = 'queued' AND cancel_requested <> 0 THEN 'cancelled' ELSE $3 END,
+                 attempt = $4, run_after = COALESCE($5, run_after), error = $6,
                  snapshot_id = $7, bytes_read = $8, bytes_written = $9,
-                 finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE $10 END,
-                 trigger = CASE WHEN $3 = 'queued' THEN 'retry' ELSE trigger END,
+                 finished_at = CASE WHEN $3 = 'queued' AND cancel_requested = 0 THEN NULL ELSE $10 END,
+                 trigger = CASE WHEN $3 = 'queued' AND cancel_requested = 0 THEN 'retry' ELSE trigger END,
                  lease_owner = NULL, lease_expires = NULL
              WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
         )
         .bind(id)
         .bind(owner)
-        .bind(&c.state)
+        .bind(c.state.as_str())
         .bind(c.attempt)
         .bind(c.run_after)
         .bind(&c.error)
@@ -517,24 +519,25 @@ impl Store {
             .bind(now)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(job).collect())
+        Ok(all(&rows, job)?)
     }
 
     /// Takes back an expired job `j` (as [`Store::expired`] returned it), if its lease is still
     /// the one seen then (same owner and expiry): back to the queue, or failed when out of
-    /// attempts.
+    /// attempts; `cancelled` when a cancel was requested.
     pub async fn take_back(&self, j: &Job, c: &JobUpdate) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE jobs SET state = $4, attempt = $5, run_after = COALESCE($6, run_after), error = $7,
-                 finished_at = CASE WHEN $4 = 'queued' THEN NULL ELSE $8 END,
-                 trigger = CASE WHEN $4 = 'queued' THEN 'retry' ELSE trigger END,
+            "UPDATE jobs SET state = CASE WHEN $4 = 'queued' AND cancel_requested <> 0 THEN 'cancelled' ELSE $4 END,
+                 attempt = $5, run_after = COALESCE($6, run_after), error = $7,
+                 finished_at = CASE WHEN $4 = 'queued' AND cancel_requested = 0 THEN NULL ELSE $8 END,
+                 trigger = CASE WHEN $4 = 'queued' AND cancel_requested = 0 THEN 'retry' ELSE trigger END,
                  lease_owner = NULL, lease_expires = NULL
              WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND lease_expires = $3",
         )
         .bind(j.id)
         .bind(&j.lease_owner)
         .bind(j.lease_expires)
-        .bind(&c.state)
+        .bind(c.state.as_str())
         .bind(c.attempt)
         .bind(c.run_after)
         .bind(&c.error)
@@ -576,13 +579,12 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| LogLine {
-                id: r.get(0),
-                at: r.get(1),
-                line: r.get(2),
+        Ok(all(&rows, |r| {
+            Ok(LogLine {
+                id: col(r, "id")?,
+                at: col(r, "at")?,
+                line: col(r, "line")?,
             })
-            .collect())
+        })?)
     }
 }

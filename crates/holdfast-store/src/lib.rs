@@ -11,12 +11,17 @@ mod agents;
 mod jobs;
 mod migrate;
 mod resources;
+mod row;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Row};
+
+use crate::row::{all, col};
 
 pub use agents::{AgentRow, StepRow};
 pub use jobs::{FireOutcome, Job, JobFilter, JobUpdate, LogLine, NewJob};
@@ -140,7 +145,7 @@ impl Store {
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
+        Ok(row.map(|r| col(&r, "value")).transpose()?)
     }
 
     /// Sets `key` unless it is set; returns whether this call set it (the first replica wins).
@@ -167,7 +172,7 @@ impl Store {
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.get::<i64, _>(0))
+        Ok(col(&row, "id")?)
     }
 
     /// The live (not revoked) token with this hash: its id and name.
@@ -176,7 +181,9 @@ impl Store {
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))))
+        Ok(row
+            .map(|r| Ok::<_, sqlx::Error>((col(&r, "id")?, col(&r, "name")?)))
+            .transpose()?)
     }
 
     /// Every token: (id, name, created_at, revoked_at).
@@ -184,10 +191,14 @@ impl Store {
         let rows = sqlx::query("SELECT id, name, created_at, revoked_at FROM tokens ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect())
+        Ok(all(&rows, |r| {
+            Ok((
+                col(r, "id")?,
+                col(r, "name")?,
+                col(r, "created_at")?,
+                col(r, "revoked_at")?,
+            ))
+        })?)
     }
 
     /// Revokes a token; false when there is no live token with that id.

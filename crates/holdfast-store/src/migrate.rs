@@ -3,7 +3,7 @@
 //! replicas starting together from migrating at once.
 
 use sqlx::AssertSqlSafe;
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 
 use crate::{Dialect, Result, Store};
 
@@ -41,10 +41,10 @@ pub(crate) async fn run(store: &Store) -> Result<()> {
         )))
         .execute(&mut *conn)
         .await?;
-        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM holdfast_schema")
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM holdfast_schema")
             .fetch_one(&mut *conn)
-            .await?
-            .get(0);
+            .await?;
+        let current: i64 = crate::row::col(&row, "v")?;
         for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
             tracing::info!(version, "applying metadata schema migration");
             let mut tx = conn.begin().await?;

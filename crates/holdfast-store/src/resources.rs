@@ -3,9 +3,9 @@
 //! scheduler reads.
 
 use sqlx::AssertSqlSafe;
-use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::row::{all, col, flag_col};
 use crate::{Result, Store, StoreError, flag};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,21 +77,24 @@ pub struct NewResource {
     pub plan: Option<PlanCols>,
 }
 
-pub(crate) fn from_row(kind: Kind, r: &AnyRow) -> Resource {
-    Resource {
-        name: r.get(0),
-        spec: r.get(1),
-        secrets: r.get(2),
-        version: r.get(3),
-        created_at: r.get(4),
-        updated_at: r.get(5),
-        plan: (kind == Kind::Plan).then(|| PlanCols {
-            source: r.get(6),
-            endpoint: r.get(7),
-            paused: r.get::<i64, _>(8) != 0,
-            next_fire_at: r.get(9),
-        }),
-    }
+pub(crate) fn from_row(kind: Kind, r: &AnyRow) -> Result<Resource, sqlx::Error> {
+    Ok(Resource {
+        name: col(r, "name")?,
+        spec: col(r, "spec")?,
+        secrets: col(r, "secrets")?,
+        version: col(r, "version")?,
+        created_at: col(r, "created_at")?,
+        updated_at: col(r, "updated_at")?,
+        plan: match kind {
+            Kind::Plan => Some(PlanCols {
+                source: col(r, "source")?,
+                endpoint: col(r, "endpoint")?,
+                paused: flag_col(r, "paused")?,
+                next_fire_at: col(r, "next_fire_at")?,
+            }),
+            _ => None,
+        },
+    })
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -113,7 +116,7 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| from_row(kind, &r)))
+        Ok(row.map(|r| from_row(kind, &r)).transpose()?)
     }
 
     /// Like [`Store::get`], but a missing resource is an error.
@@ -134,15 +137,15 @@ impl Store {
         let rows = sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(|r| from_row(kind, r)).collect())
+        Ok(all(&rows, |r| from_row(kind, r))?)
     }
 
     pub async fn count(&self, kind: Kind) -> Result<i64> {
-        let sql = format!("SELECT COUNT(*) FROM {}", kind.table());
-        Ok(sqlx::query(AssertSqlSafe(sql))
+        let sql = format!("SELECT COUNT(*) AS n FROM {}", kind.table());
+        let row = sqlx::query(AssertSqlSafe(sql))
             .fetch_one(&self.pool)
-            .await?
-            .get(0))
+            .await?;
+        Ok(col(&row, "n")?)
     }
 
     pub async fn create(&self, kind: Kind, new: &NewResource, now: i64) -> Result<Resource> {
@@ -276,19 +279,17 @@ impl Store {
             });
         }
         if kind != Kind::Plan {
-            let col = if kind == Kind::Source {
+            let column = if kind == Kind::Source {
                 "source"
             } else {
                 "endpoint"
             };
-            let sql = format!("SELECT name FROM plans WHERE {col} = $1 ORDER BY name");
-            let users: Vec<String> = sqlx::query(AssertSqlSafe(sql))
+            let sql = format!("SELECT name FROM plans WHERE {column} = $1 ORDER BY name");
+            let rows = sqlx::query(AssertSqlSafe(sql))
                 .bind(name)
                 .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .await?;
+            let users: Vec<String> = all(&rows, |r| col(r, "name"))?;
             if !users.is_empty() {
                 return Err(StoreError::InUse {
                     kind: kind.noun(),
@@ -358,6 +359,6 @@ impl Store {
             .bind(now)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(|r| from_row(Kind::Plan, r)).collect())
+        Ok(all(&rows, |r| from_row(Kind::Plan, r))?)
     }
 }

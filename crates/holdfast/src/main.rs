@@ -196,6 +196,10 @@ struct AgentArgs {
     /// Seconds one long-poll for a job waits on the server.
     #[arg(long, default_value_t = 20, hide = true)]
     poll_secs: u64,
+    /// On SIGTERM or Ctrl-C, seconds running jobs may go on before they are stopped and
+    /// handed back to the queue (their cleanup and unlock steps still run).
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_secs: u64,
 }
 
 fn agent(args: AgentArgs) -> Result<(), Error> {
@@ -206,13 +210,37 @@ fn agent(args: AgentArgs) -> Result<(), Error> {
         labels: args.labels.into_iter().collect(),
         slots: args.slots.max(1),
         poll_secs: args.poll_secs,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(holdfast_agent::run(config, token))
-        .map_err(Error::Other)
+    rt.block_on(async {
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            stop_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        holdfast_agent::run(config, token, stop).await
+    })
+    .map_err(Error::Other)
+}
+
+/// Resolves at SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -255,6 +283,10 @@ struct ServeArgs {
     /// Milliseconds between scheduler ticks.
     #[arg(long, default_value_t = 1000, hide = true)]
     tick_ms: u64,
+    /// On SIGTERM or Ctrl-C, seconds the embedded agent's running jobs may go on before they
+    /// are stopped and handed back to the queue (their cleanup and unlock steps still run).
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_secs: u64,
 }
 
 fn data_dir() -> std::path::PathBuf {
@@ -267,7 +299,9 @@ fn data_dir() -> std::path::PathBuf {
     base.join("holdfast")
 }
 
-fn serve(args: ServeArgs) -> Result<(), Error> {
+/// Runs the server until SIGTERM or Ctrl-C; its errors have exit codes of their own (30 the
+/// address, 31 the metadata store, 32 the server key, 33 the data directory).
+fn serve(args: ServeArgs) -> ExitCode {
     let data_dir = args.data_dir.unwrap_or_else(data_dir);
     let admin_token = std::env::var("HOLDFAST_ADMIN_TOKEN")
         .ok()
@@ -287,13 +321,54 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
         poll: std::time::Duration::from_millis(1000),
         tick: std::time::Duration::from_millis(args.tick_ms.max(10)),
         replica: format!("{host}:{}", std::process::id()),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(holdfast_server::serve(config))
-        .map_err(Error::Other)
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("holdfast: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = rt.block_on(async {
+        let server = holdfast_server::Server::build(config).await?;
+        print_first_start(server.first_start(), server.addr());
+        eprintln!("holdfast: listening on http://{}", server.addr());
+        server.run_until_stopped(stop_signal()).await
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// What the first start set up, on its own and clearly (not among log lines).
+fn print_first_start(f: &holdfast_server::FirstStart, addr: std::net::SocketAddr) {
+    if let Some(token) = &f.admin_token {
+        eprintln!(
+            "\nholdfast: first start. The admin API token (shown only now; keep it safe):\n\n    \
+             {token}\n\nSign in at http://{addr}/ with it, or send it as `Authorization: Bearer \
+             TOKEN`. Create more tokens with POST /api/v1/tokens.\n"
+        );
+    } else if f.admin_token_from_env {
+        eprintln!("holdfast: first start; the admin API token is the one in HOLDFAST_ADMIN_TOKEN");
+    }
+    if let Some((dir, pw_file)) = &f.local_endpoint {
+        eprintln!(
+            "holdfast: created storage endpoint `local` at {}; its repository password is in {} \
+             (restic -r {} --password-file {} snapshots)",
+            dir.display(),
+            pw_file.display(),
+            dir.display(),
+            pw_file.display()
+        );
+    }
 }
 
 fn main() -> ExitCode {
@@ -314,6 +389,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .init();
+    let cli = match cli {
+        Cli {
+            command: Command::Serve(args),
+            ..
+        } => return serve(*args),
+        cli => cli,
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -434,7 +516,13 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
     };
     match cli.command {
-        Command::Serve(args) => serve(*args)?,
+        // `main` runs `serve` apart: it has exit codes of its own.
+        Command::Serve(args) => {
+            let code = serve(*args);
+            if code != ExitCode::SUCCESS {
+                return Err(Error::Other("the server stopped with an error".into()));
+            }
+        }
         Command::Agent(args) => agent(args)?,
         Command::Apply(args) => declare::apply(args, quiet)?,
         Command::Export(args) => declare::export(args)?,

@@ -51,7 +51,9 @@ impl Mysql {
 
     /// A client tool with the connection options; the password goes in `MYSQL_PWD`.
     fn tool(&self, program: PathBuf, step: &str) -> Cmd {
-        let mut c = Cmd::new(program, step).secret_env("MYSQL_PWD", self.addr.password.as_ref());
+        let mut c = Cmd::new(program, step)
+            .inherit("MYSQL_")
+            .secret_env("MYSQL_PWD", self.addr.password.as_ref());
         if !self.addr.host.is_empty() {
             c = c
                 .arg(format!("--host={}", self.addr.host))

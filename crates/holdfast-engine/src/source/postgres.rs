@@ -55,7 +55,8 @@ impl Postgres {
 
     /// A libpq tool with the connection in its environment (never on its command line).
     fn tool(&self, program: PathBuf, step: &str, database: &str) -> Cmd {
-        let mut c = Cmd::new(program, step);
+        // libpq's own settings (PGSSLMODE, PGPASSFILE, ...) pass; the connection is ours.
+        let mut c = Cmd::new(program, step).inherit("PG");
         if !self.addr.host.is_empty() {
             c = c.env("PGHOST", &self.addr.host);
         }

@@ -11,19 +11,31 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use holdfast_core::agent::{
-    Finish, Heartbeat, HeartbeatReply, Hello, LogLines, Outcome, RestoreTicket, StepReport, Ticket,
-    labels_match,
+    Finish, Heartbeat, HeartbeatReply, Hello, LogLines, Outcome, RestoreTicket, StepReport,
+    StepState, Ticket, Work, labels_match,
 };
-use holdfast_core::job::{Event, JobState, transition};
+use holdfast_core::job::{Event, JobKind, JobState, transition};
 use holdfast_core::lifecycle::{COPY, RELEASED, Step};
 use holdfast_core::plan::PlanSpec;
 use holdfast_store::{AgentRow, Job, JobUpdate, Kind, StepRow};
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, Body, ErrorBody};
 use crate::AppState;
 use crate::model::*;
+
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_agents, register_agent))
+        .routes(routes!(claim))
+        .routes(routes!(heartbeat))
+        .routes(routes!(log))
+        .routes(routes!(step))
+        .routes(routes!(finish))
+}
 
 /// An agent counts as online when it was heard from this recently (its long-polls return at
 /// least every 20 s).
@@ -55,7 +67,7 @@ fn agent_view(a: &AgentRow, running: &[(i64, String)], now: i64) -> AgentView {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+#[utoipa::path(get, path = "/agents", tag = "agents",
     description = "Every agent that registered: its labels, version, when it was last heard from, and the jobs it runs now.",
     responses((status = 200, body = [AgentView])))]
 pub async fn list_agents(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<AgentView>>> {
@@ -70,7 +82,7 @@ pub async fn list_agents(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<A
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = Hello,
+#[utoipa::path(post, path = "/agents", tag = "agents", request_body = Hello,
     description = "An agent registers (again, after a restart or with new labels).",
     responses((status = 200, body = AgentView), (status = 422, body = ErrorBody)))]
 pub async fn register_agent(
@@ -115,55 +127,78 @@ pub struct ClaimQuery {
     wait: Option<u64>,
 }
 
-/// The labels a job's source asks of its agent (none: any agent).
-async fn selector(s: &AppState, j: &Job) -> BTreeMap<String, String> {
-    let source = match j.kind.as_str() {
-        "backup" => match &j.plan {
-            Some(p) => s
+/// What a job asks of the agent that runs it.
+enum Selector {
+    /// The labels of the job's source (none: any agent).
+    Labels(BTreeMap<String, String>),
+    /// There is no job to run any more (its plan or source is gone): claiming it fails it
+    /// with the reason, without a secret leaving the server.
+    Gone,
+}
+
+/// The labels job `j`'s source asks of its agent. An error when they cannot be known (a
+/// stored spec that does not read, a store error): such a job goes to no agent, since a
+/// label-restricted job, with its secrets, must never go to the wrong one.
+async fn selector(s: &AppState, j: &Job) -> Result<Selector, String> {
+    let source = match j.kind {
+        JobKind::Backup => {
+            let Some(p) = &j.plan else {
+                return Ok(Selector::Gone);
+            };
+            let Some(r) = s
                 .store
                 .get(Kind::Plan, p)
                 .await
-                .ok()
-                .flatten()
-                .and_then(|r| serde_json::from_str::<PlanSpec>(&r.spec).ok())
-                .map(|p| p.source),
-            None => None,
-        },
-        "restore" => serde_json::from_str::<JobParams>(&j.params)
-            .ok()
-            .and_then(|p| p.target_source),
-        _ => None,
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(Selector::Gone);
+            };
+            serde_json::from_str::<PlanSpec>(&r.spec)
+                .map_err(|e| format!("stored plan `{p}` is unreadable: {e}"))?
+                .source
+        }
+        JobKind::Restore => serde_json::from_str::<JobParams>(&j.params)
+            .map_err(|e| format!("the restore's stored parameters are unreadable: {e}"))?
+            .target_source
+            .ok_or("the restore names no target source")?,
+        // A prune touches no source; it runs on any agent.
+        JobKind::Prune => return Ok(Selector::Labels(BTreeMap::new())),
     };
-    let Some(source) = source else {
-        return BTreeMap::new();
-    };
-    s.store
+    let Some(r) = s
+        .store
         .get(Kind::Source, &source)
         .await
-        .ok()
-        .flatten()
-        .and_then(|r| serde_json::from_str::<StoredSource>(&r.spec).ok())
-        .map(|st| st.labels)
-        .unwrap_or_default()
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(Selector::Gone);
+    };
+    let stored: StoredSource = serde_json::from_str(&r.spec)
+        .map_err(|e| format!("stored source `{source}` is unreadable: {e}"))?;
+    Ok(Selector::Labels(stored.labels))
 }
 
-/// Everything the agent needs for job `j`.
+/// The plan a job names, read from the store.
+async fn job_plan(s: &AppState, j: &Job) -> ApiResult<PlanSpec> {
+    let p = j
+        .plan
+        .as_deref()
+        .ok_or_else(|| ApiError::Internal(format!("{} job {} names no plan", j.kind, j.id)))?;
+    let r = s
+        .store
+        .get(Kind::Plan, p)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("plan `{p}` was deleted")))?;
+    serde_json::from_str(&r.spec)
+        .map_err(|e| ApiError::Internal(format!("stored plan `{p}` is unreadable: {e}")))
+}
+
+/// Everything the agent needs for job `j`. Reads only the store (no storage I/O: a slow or
+/// unreachable repository must never hold up the claim of a job already marked as taken).
 async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
-    let plan = match &j.plan {
-        Some(p) => {
-            let r = s
-                .store
-                .get(Kind::Plan, p)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("plan `{p}` was deleted")))?;
-            Some(
-                serde_json::from_str::<PlanSpec>(&r.spec)
-                    .map_err(|e| ApiError::Internal(format!("stored plan is unreadable: {e}")))?,
-            )
-        }
-        None => None,
+    let plan = match j.kind {
+        JobKind::Backup | JobKind::Restore => Some(job_plan(s, j).await?),
+        JobKind::Prune => None,
     };
-    let params: JobParams = serde_json::from_str(&j.params).unwrap_or_default();
     let endpoint = j
         .endpoint
         .clone()
@@ -171,46 +206,48 @@ async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
         .ok_or_else(|| ApiError::Internal(format!("job {} names no endpoint", j.id)))?;
     let ep = s.store.must_get(Kind::Endpoint, &endpoint).await?;
     let compression = plan.as_ref().map(|p| p.compression);
-    if j.kind == "backup" {
-        s.ensure_repository(&ep, compression).await;
-    }
     let repository = s.repo_ticket(&ep, compression)?;
-    let copy_repository = match plan.as_ref().and_then(|p| p.copy.as_ref()) {
-        Some(c) if j.kind == "backup" => {
-            let ep = s.store.must_get(Kind::Endpoint, &c.endpoint).await?;
-            s.ensure_repository(&ep, compression).await;
-            Some(s.repo_ticket(&ep, compression)?)
+    let work = match (j.kind, plan) {
+        (JobKind::Backup, Some(plan)) => {
+            let src = s.store.must_get(Kind::Source, &plan.source).await?;
+            let copy_repository = match &plan.copy {
+                Some(c) => {
+                    let ep = s.store.must_get(Kind::Endpoint, &c.endpoint).await?;
+                    Some(s.repo_ticket(&ep, compression)?)
+                }
+                None => None,
+            };
+            Work::Backup {
+                source: s.source_ticket(&src, None)?,
+                copy_repository,
+                plan,
+            }
         }
-        _ => None,
-    };
-    let (source, restore) = match j.kind.as_str() {
-        "backup" => {
-            let name = plan
-                .as_ref()
-                .map(|p| p.source.clone())
-                .ok_or_else(|| ApiError::Internal("a backup job without a plan".into()))?;
-            let src = s.store.must_get(Kind::Source, &name).await?;
-            (Some(s.source_ticket(&src, None)?), None)
-        }
-        "restore" => {
+        (JobKind::Restore, Some(plan)) => {
+            let params: JobParams = serde_json::from_str(&j.params).map_err(|e| {
+                ApiError::Internal(format!(
+                    "the restore's stored parameters are unreadable: {e}"
+                ))
+            })?;
             let name = params
                 .target_source
-                .clone()
                 .ok_or_else(|| ApiError::Internal("a restore job without a target".into()))?;
             let src = s.store.must_get(Kind::Source, &name).await?;
-            let point = params.restore_point.clone().ok_or_else(|| {
+            let restore_point = params.restore_point.ok_or_else(|| {
                 ApiError::Internal("a restore job without a restore point".into())
             })?;
-            (
-                Some(s.source_ticket(&src, params.database.clone())?),
-                Some(RestoreTicket {
-                    restore_point: point,
+            Work::Restore {
+                target: s.source_ticket(&src, params.database)?,
+                restore: RestoreTicket {
+                    restore_point,
                     create: params.create,
                     force: params.force,
-                }),
-            )
+                },
+                plan,
+            }
         }
-        _ => (None, None),
+        (JobKind::Prune, _) => Work::Prune,
+        (kind, None) => return Err(ApiError::Internal(format!("a {kind} job without a plan"))),
     };
     // Attempts that started their lifecycle and never released it: their agent died.
     let steps = s.store.steps(j.id).await?;
@@ -228,18 +265,42 @@ async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
     }
     Ok(Ticket {
         job: j.id,
-        kind: j.kind.clone(),
         attempt: u32::try_from(j.attempt).unwrap_or(1),
         max_attempts: u32::try_from(j.max_attempts).unwrap_or(1),
         lease_ms: s.config.lease.as_millis() as u64,
-        plan,
         repository,
-        copy_repository,
-        source,
-        restore,
         cleanup_first,
+        work,
     })
 }
+
+/// Makes sure a backup's repository exists before its job is handed out, so that two agents
+/// never create it at once. Bounded in time and outside the job's lease: storage that is slow
+/// or down here (it may be reachable from the agents only) delays nothing; the agent then
+/// opens or creates it itself.
+async fn prepare_repository(s: &AppState, j: &Job) {
+    if j.kind != JobKind::Backup {
+        return;
+    }
+    let (Some(name), Ok(plan)) = (&j.endpoint, job_plan(s, j).await) else {
+        return;
+    };
+    let Ok(Some(ep)) = s.store.get(Kind::Endpoint, name).await else {
+        return;
+    };
+    let prepare = s.ensure_repository(&ep, Some(plan.compression));
+    if tokio::time::timeout(PREPARE_TIMEOUT, prepare)
+        .await
+        .is_err()
+    {
+        tracing::warn!(endpoint = %name, job = j.id,
+            "the endpoint's repository did not answer the server within {} s; the agent opens it itself",
+            PREPARE_TIMEOUT.as_secs());
+    }
+}
+
+/// How long the server tries to open (or create) a repository before handing out its job.
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Claims the oldest runnable job this agent's labels allow.
 async fn claim_for(
@@ -248,12 +309,18 @@ async fn claim_for(
     labels: &BTreeMap<String, String>,
 ) -> ApiResult<Option<Ticket>> {
     loop {
-        let now = s.now();
         let mut claimed = None;
-        for j in s.store.claim_candidates(now, 50).await? {
-            if !labels_match(&selector(s, &j).await, labels) {
-                continue;
+        for j in s.store.claim_candidates(s.now(), 50).await? {
+            match selector(s, &j).await {
+                Ok(Selector::Labels(want)) if !labels_match(&want, labels) => continue,
+                Ok(_) => {}
+                Err(why) => {
+                    tracing::error!(job = j.id, "job not handed to any agent: {why}");
+                    continue;
+                }
             }
+            prepare_repository(s, &j).await;
+            let now = s.now();
             let lease = now + s.config.lease.as_millis() as i64;
             if let Some(job) = s.store.claim_job(j.id, agent, now, lease).await? {
                 claimed = Some(job);
@@ -266,10 +333,11 @@ async fn claim_for(
             // The job cannot run anywhere (its plan or source is gone, a secret unreadable):
             // fail it with the reason and look for another.
             Err(e) => {
+                let now = s.now();
                 let reason = format!("cannot start: {e}");
                 s.store.append_log(job.id, now, &reason).await?;
                 let c = JobUpdate {
-                    state: "failed".into(),
+                    state: JobState::Failed,
                     attempt: job.attempt,
                     run_after: None,
                     error: Some(reason),
@@ -284,7 +352,7 @@ async fn claim_for(
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{name}/claim", tag = "agents", params(ClaimQuery),
+#[utoipa::path(post, path = "/agents/{name}/claim", tag = "agents", params(ClaimQuery),
     description = "Long-polls for a job whose source labels the agent carries. 200 with the job's ticket (secrets included), or 204 when none came within `wait` seconds.",
     responses((status = 200, body = Ticket), (status = 204), (status = 404, body = ErrorBody)))]
 pub async fn claim(
@@ -300,7 +368,11 @@ pub async fn claim(
     })?;
     let labels: BTreeMap<String, String> = serde_json::from_str(&agent.labels).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(20).min(60));
+    let mut stopping = s.stopping.subscribe();
     loop {
+        if *stopping.borrow_and_update() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
         let woken = s.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
@@ -316,6 +388,8 @@ pub async fn claim(
         tokio::select! {
             _ = woken => {}
             _ = tokio::time::sleep(s.config.poll.min(deadline - now)) => {}
+            // The server is shutting down: no more jobs from this replica.
+            _ = stopping.wait_for(|v| *v) => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
     }
 }
@@ -331,7 +405,7 @@ fn lost(id: i64, agent: &str) -> ApiError {
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{name}/jobs/{id}/heartbeat", tag = "agents", request_body = Heartbeat,
+#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/heartbeat", tag = "agents", request_body = Heartbeat,
     description = "Renews the job's lease and records progress. 409 when the lease is lost: stop the job.",
     responses((status = 200, body = HeartbeatReply), (status = 409, body = ErrorBody)))]
 pub async fn heartbeat(
@@ -359,7 +433,7 @@ pub async fn heartbeat(
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{name}/jobs/{id}/log", tag = "agents", request_body = LogLines,
+#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/log", tag = "agents", request_body = LogLines,
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn log(
     State(s): State<Arc<AppState>>,
@@ -387,7 +461,7 @@ pub async fn log(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{name}/jobs/{id}/steps", tag = "agents", request_body = StepReport,
+#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/steps", tag = "agents", request_body = StepReport,
     description = "Records a lifecycle step starting or ending.",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn step(
@@ -404,7 +478,7 @@ pub async fn step(
         ));
     }
     let now = s.now();
-    let running = r.state == holdfast_core::agent::StepState::Running;
+    let running = r.state == StepState::Running;
     s.store
         .record_step(
             id,
@@ -412,7 +486,7 @@ pub async fn step(
                 attempt: i64::from(r.attempt),
                 step: r.step,
                 try_no: i64::from(r.try_no),
-                state: r.state.as_str().into(),
+                state: r.state,
                 agent: name,
                 started_at: now,
                 finished_at: (!running).then_some(now),
@@ -423,7 +497,7 @@ pub async fn step(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{name}/jobs/{id}/finish", tag = "agents", request_body = Finish,
+#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/finish", tag = "agents", request_body = Finish,
     description = "Ends the agent's attempt. The server decides what follows: done, or back in the queue after a backoff, or failed when out of attempts.",
     responses((status = 200, body = JobView), (status = 409, body = ErrorBody)))]
 pub async fn finish(
@@ -433,15 +507,14 @@ pub async fn finish(
 ) -> ApiResult<Json<JobView>> {
     let id = job_id(&id)?;
     let job = s.store.must_job(id).await?;
-    if job.state != "running" || job.lease_owner.as_deref() != Some(name.as_str()) {
+    if job.state != JobState::Running || job.lease_owner.as_deref() != Some(name.as_str()) {
         return Err(lost(id, &name));
     }
-    let params: JobParams = serde_json::from_str(&job.params).unwrap_or_default();
-    let mut backoff = params.backoff;
-    backoff.attempts = u32::try_from(job.max_attempts).unwrap_or(1);
     let event = match f.outcome {
         Outcome::Succeeded => Event::Succeeded,
+        // A failure after a cancel was asked for ends the job, never retries it.
         Outcome::Cancelled => Event::Cancelled,
+        Outcome::Failed if job.cancel_requested => Event::Cancelled,
         Outcome::Failed => Event::Failed {
             transient: f.transient,
             reason: f
@@ -452,8 +525,14 @@ pub async fn finish(
     };
     let attempt = u32::try_from(job.attempt).unwrap_or(1);
     let jitter = f64::from(crate::secrets::random_bytes::<1>()[0]) / 256.0;
-    let next = transition(JobState::Running, attempt, &event, &backoff, jitter)
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let next = transition(
+        JobState::Running,
+        attempt,
+        &event,
+        &crate::scheduler::backoff_of(&job),
+        jitter,
+    )
+    .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let now = s.now();
     let line = match (&next.state, &next.error) {
         (JobState::Succeeded, _) => "succeeded".to_string(),
@@ -467,20 +546,20 @@ pub async fn finish(
         (st, None) => st.as_str().to_string(),
     };
     s.store.append_log(id, now, &line).await?;
-    let c = JobUpdate {
-        state: next.state.as_str().into(),
-        attempt: i64::from(next.attempt),
-        run_after: next.retry_in_secs.map(|x| now + x as i64 * 1000),
-        error: next.error,
-        snapshot_id: f.snapshot_id,
-        bytes_read: f.bytes_read as i64,
-        bytes_written: f.bytes_written as i64,
+    let requeued = next.state == JobState::Queued;
+    let c = crate::scheduler::update(
+        next,
         now,
-    };
+        f.snapshot_id,
+        (
+            i64::try_from(f.bytes_read).unwrap_or(i64::MAX),
+            i64::try_from(f.bytes_written).unwrap_or(i64::MAX),
+        ),
+    );
     if !s.store.finish(id, &name, &c).await? {
         return Err(lost(id, &name));
     }
-    if next.state == JobState::Queued {
+    if requeued {
         s.wake.notify_waiters();
     }
     Ok(Json(JobView::new(&s.store.must_job(id).await?)))

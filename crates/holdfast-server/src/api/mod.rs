@@ -1,8 +1,13 @@
 //! The REST API under `/api/v1`: routing, authentication, errors, and the OpenAPI document.
 
 pub(crate) mod agents;
+pub(crate) mod endpoints;
 pub(crate) mod jobs;
-pub(crate) mod resources;
+pub(crate) mod plans;
+mod resources;
+pub(crate) mod restores;
+pub(crate) mod sources;
+pub(crate) mod tokens;
 
 use std::sync::Arc;
 
@@ -11,13 +16,15 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use holdfast_core::plan::FieldError;
 use holdfast_store::StoreError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 
@@ -28,6 +35,9 @@ pub struct ErrorBody {
     pub error: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
+    /// For a 500: the id under which the server logged the cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -58,10 +68,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => Self::NotFound(e.to_string()),
             StoreError::Exists { .. } | StoreError::InUse { .. } => Self::Conflict(e.to_string()),
             StoreError::VersionMismatch { .. } => Self::Precondition(e.to_string()),
-            StoreError::Db(_) => {
-                tracing::error!("{e}");
-                Self::Internal(e.to_string())
-            }
+            StoreError::Db(_) => Self::Internal(e.to_string()),
         }
     }
 }
@@ -114,12 +121,31 @@ impl std::fmt::Display for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let error = self.to_string();
+        // The cause of a 500 (a database's error text, say) goes to the log only; the client
+        // gets the id to find it there.
+        let (error, request_id) = match &self {
+            Self::Internal(cause) => {
+                let id = hex::encode(crate::secrets::random_bytes::<8>());
+                tracing::error!(request_id = %id, "internal error: {cause}");
+                (
+                    format!(
+                        "internal server error; the server's log has the cause under request id {id}"
+                    ),
+                    Some(id),
+                )
+            }
+            _ => (self.to_string(), None),
+        };
         let fields = match self {
             Self::Invalid(fields) => fields,
             _ => vec![],
         };
-        let mut resp = (status, axum::Json(ErrorBody { error, fields })).into_response();
+        let body = ErrorBody {
+            error,
+            fields,
+            request_id,
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -240,16 +266,48 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.count(holdfast_store::Kind::Plan).await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("metadata store unavailable: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => {
+            tracing::error!("healthz: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metadata store unavailable\n",
+            )
+                .into_response()
+        }
     }
 }
 
+/// The server's health: its metadata store and its background workers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or why the metadata store cannot be read.
+    pub store: String,
+    pub workers: Vec<crate::worker::WorkerStatus>,
+}
+
+#[utoipa::path(get, path = "/health", tag = "health",
+    description = "The metadata store and every background worker (scheduler, reaper, embedded agent): runs, last run, last error, restarts. `/healthz` (no token) answers only ok or 503.",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let (status, store) = match state.store.count(holdfast_store::Kind::Plan).await {
+        Ok(_) => (StatusCode::OK, "ok".to_string()),
+        Err(e) => {
+            tracing::error!("health: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the metadata store cannot be read (the server's log has the cause)".to_string(),
+            )
+        }
+    };
+    let body = Health {
+        store,
+        workers: state.workers.status(),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
 async fn openapi_json() -> Response {
-    axum::Json(ApiDoc::openapi()).into_response()
+    axum::Json(openapi()).into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -268,93 +326,50 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The document's frame: its title, the bearer scheme and the shared schemas. Its paths come
+/// from the routers themselves ([`api_routes`]), so each route is declared once.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Holdfast API", description = "Backups of databases into restic-format repositories: storage endpoints, sources, plans, jobs, restore points and restores."),
     modifiers(&BearerAuth),
     security(("token" = [])),
-    paths(
-        resources::list_endpoints, resources::create_endpoint, resources::get_endpoint,
-        resources::put_endpoint, resources::delete_endpoint, resources::test_endpoint,
-        resources::prune_endpoint,
-        resources::list_sources, resources::create_source, resources::get_source,
-        resources::put_source, resources::delete_source,
-        resources::list_plans, resources::create_plan, resources::get_plan,
-        resources::put_plan, resources::delete_plan, resources::pause_plan,
-        resources::resume_plan, resources::run_plan,
-        jobs::list_jobs, jobs::get_job, jobs::job_log, jobs::cancel_job,
-        jobs::restore_points, jobs::create_restore,
-        jobs::list_tokens, jobs::create_token, jobs::revoke_token,
-        agents::list_agents, agents::register_agent, agents::claim, agents::heartbeat,
-        agents::log, agents::step, agents::finish,
-    ),
     components(schemas(ErrorBody, FieldError))
 )]
-pub struct ApiDoc;
+struct ApiDoc;
+
+/// Every documented route under `/api/v1`, with its OpenAPI entry.
+fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .merge(endpoints::router())
+        .merge(sources::router())
+        .merge(plans::router())
+        .merge(jobs::router())
+        .merge(restores::router())
+        .merge(tokens::router())
+        .merge(agents::router())
+        .routes(routes!(health))
+}
+
+/// The API's OpenAPI 3.1 document, built from the routers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi())
+            .nest("/api/v1", api_routes())
+            .into_openapi()
+    })
+    .clone()
+}
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
+    let api = api_routes()
         .route("/openapi.json", get(openapi_json))
-        .route(
-            "/endpoints",
-            get(resources::list_endpoints).post(resources::create_endpoint),
-        )
-        .route(
-            "/endpoints/{name}",
-            get(resources::get_endpoint)
-                .put(resources::put_endpoint)
-                .delete(resources::delete_endpoint),
-        )
-        .route("/endpoints/{name}/test", post(resources::test_endpoint))
-        .route("/endpoints/{name}/prune", post(resources::prune_endpoint))
-        .route(
-            "/sources",
-            get(resources::list_sources).post(resources::create_source),
-        )
-        .route(
-            "/sources/{name}",
-            get(resources::get_source)
-                .put(resources::put_source)
-                .delete(resources::delete_source),
-        )
-        .route(
-            "/plans",
-            get(resources::list_plans).post(resources::create_plan),
-        )
-        .route(
-            "/plans/{name}",
-            get(resources::get_plan)
-                .put(resources::put_plan)
-                .delete(resources::delete_plan),
-        )
-        .route("/plans/{name}/pause", post(resources::pause_plan))
-        .route("/plans/{name}/resume", post(resources::resume_plan))
-        .route("/plans/{name}/run", post(resources::run_plan))
-        .route("/jobs", get(jobs::list_jobs))
-        .route("/jobs/{id}", get(jobs::get_job))
-        .route("/jobs/{id}/log", get(jobs::job_log))
-        .route("/jobs/{id}/cancel", post(jobs::cancel_job))
-        .route("/restore-points", get(jobs::restore_points))
-        .route("/restores", post(jobs::create_restore))
-        .route("/tokens", get(jobs::list_tokens).post(jobs::create_token))
-        .route("/tokens/{id}", axum::routing::delete(jobs::revoke_token))
-        .route(
-            "/agents",
-            get(agents::list_agents).post(agents::register_agent),
-        )
-        .route("/agents/{name}/claim", post(agents::claim))
-        .route(
-            "/agents/{name}/jobs/{id}/heartbeat",
-            post(agents::heartbeat),
-        )
-        .route("/agents/{name}/jobs/{id}/log", post(agents::log))
-        .route("/agents/{name}/jobs/{id}/steps", post(agents::step))
-        .route("/agents/{name}/jobs/{id}/finish", post(agents::finish))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    let (api, _) = OpenApiRouter::new().nest("/api/v1", api).split_for_parts();
     Router::new()
         .route("/healthz", get(healthz))
-        .nest("/api/v1", api)
+        .merge(api)
         .merge(crate::ui::router())
         .with_state(state)
 }

@@ -266,7 +266,7 @@ pub async fn create_endpoint(
     let v = endpoint_json(&f, f.get("name").map_or("", String::as_str));
     let r = match parse_input(v) {
         Ok(input) => outcome(
-            crate::api::resources::save_endpoint(&s, false, input, None, &HeaderMap::new()).await,
+            crate::api::endpoints::save_endpoint(&s, false, input, None, &HeaderMap::new()).await,
             "/ui/endpoints",
         ),
         Err(e) => Err(e),
@@ -351,7 +351,7 @@ pub async fn save_endpoint(
 ) -> Response {
     let r = match parse_input(endpoint_json(&f, &name)) {
         Ok(input) => outcome(
-            crate::api::resources::save_endpoint(&s, false, input, Some(&name), &HeaderMap::new())
+            crate::api::endpoints::save_endpoint(&s, false, input, Some(&name), &HeaderMap::new())
                 .await,
             "/ui/endpoints",
         ),
@@ -368,7 +368,7 @@ pub async fn test_endpoint(
     Path(name): Path<String>,
     Posted { sess, .. }: Posted,
 ) -> Response {
-    match crate::api::resources::test_endpoint(State(s.clone()), Path(name.clone())).await {
+    match crate::api::endpoints::test_endpoint(State(s.clone()), Path(name.clone())).await {
         Ok(Json(report)) => {
             endpoints_page(&s, &sess, &Fields::new(), &[], Some((name, report))).await
         }
@@ -444,7 +444,7 @@ pub async fn create_source(
         "password": opt(&f, "password"), "command": opt(&f, "command")});
     let r = match parse_input(v) {
         Ok(input) => outcome(
-            crate::api::resources::save_source(&s, false, input, None, &HeaderMap::new()).await,
+            crate::api::sources::save_source(&s, false, input, None, &HeaderMap::new()).await,
             "/ui/sources",
         ),
         Err(e) => Err(e),
@@ -549,8 +549,7 @@ pub async fn create_plan(
                 "retention": keep});
             match parse_input::<PlanSpec>(v) {
                 Ok(spec) => outcome(
-                    crate::api::resources::save_plan(&s, false, spec, None, &HeaderMap::new())
-                        .await,
+                    crate::api::plans::save_plan(&s, false, spec, None, &HeaderMap::new()).await,
                     &format!("/ui/plans/{name}"),
                 ),
                 Err(e) => Err(e),
@@ -628,9 +627,9 @@ async fn plan_page(
         return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
     };
     let spec: PlanSpec = serde_json::from_str(&r.spec).unwrap_or_else(|_| unreachable!());
-    let points = crate::api::jobs::restore_points(
+    let points = crate::api::restores::restore_points(
         State(s.clone()),
-        Ok(Query(crate::api::jobs::RestorePointQuery {
+        Ok(Query(crate::api::restores::RestorePointQuery {
             plan: Some(name.to_string()),
             endpoint: None,
         })),
@@ -715,10 +714,12 @@ pub async fn restore(
         "create": f.get("create").is_some_and(|v| v == "true"),
         "force": f.get("force").is_some_and(|v| v == "true")});
     let r = match parse_input(v) {
-        Ok(input) => match crate::api::jobs::create_restore(State(s.clone()), Body(input)).await {
-            Ok((_, Json(j))) => Ok(Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response()),
-            Err(e) => outcome::<()>(Err(e), ""),
-        },
+        Ok(input) => {
+            match crate::api::restores::create_restore(State(s.clone()), Body(input)).await {
+                Ok((_, Json(j))) => Ok(Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response()),
+                Err(e) => outcome::<()>(Err(e), ""),
+            }
+        }
         Err(e) => Err(e),
     };
     match r {
@@ -734,9 +735,9 @@ pub async fn restore(
 /// Pause or resume a plan (`paused` says which).
 async fn set_paused(s: Arc<AppState>, name: String, paused: bool) -> Response {
     let r = if paused {
-        crate::api::resources::pause_plan(State(s.clone()), Path(name.clone())).await
+        crate::api::plans::pause_plan(State(s.clone()), Path(name.clone())).await
     } else {
-        crate::api::resources::resume_plan(State(s.clone()), Path(name.clone())).await
+        crate::api::plans::resume_plan(State(s.clone()), Path(name.clone())).await
     };
     match r {
         Ok(_) => Redirect::to(&format!("/ui/plans/{name}")).into_response(),

@@ -1,5 +1,5 @@
 //! `holdfast serve` as users run it: the real binary on a loopback port, driven over HTTP with
-//! curl, backing up and restoring the machine's real PostgreSQL, with its metadata in SQLite or
+//! reqwest, backing up and restoring the machine's real PostgreSQL, with its metadata in SQLite or
 //! in a PostgreSQL database of the test's own.
 
 use std::io::{BufRead, BufReader};
@@ -36,7 +36,18 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(data: &std::path::Path, meta: &Meta, extra: &[&str]) -> Self {
+        Self::start_with_env(data, meta, extra, &[])
+    }
+
+    /// A server whose process has `env` in its environment too.
+    pub(crate) fn start_with_env(
+        data: &std::path::Path,
+        meta: &Meta,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        c.envs(env.iter().copied());
         c.args(["serve", "--tick-ms", "100"]);
         if !extra.contains(&"--listen") {
             c.args(["--listen", "127.0.0.1:0"]);
@@ -82,7 +93,8 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
-    /// (status, JSON body) of one API call.
+    /// (status, JSON body) of one API call, over one HTTP client kept by the test process
+    /// (no `curl` process per call).
     pub(crate) fn call_as(
         &self,
         token: Option<&str>,
@@ -91,31 +103,32 @@ impl Server {
         body: Option<&Value>,
         headers: &[&str],
     ) -> (u16, Value) {
-        let mut c = Command::new("curl");
-        c.args([
-            "-s",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "Content-Type: application/json",
-        ]);
+        static HTTP: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+        let http = HTTP.get_or_init(|| {
+            reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap()
+        });
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = http
+            .request(method, format!("{}{path}", self.url))
+            .header("Content-Type", "application/json");
         if let Some(t) = token {
-            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+            req = req.bearer_auth(t);
         }
         for h in headers {
-            c.args(["-H", h]);
+            let (k, v) = h.split_once(':').unwrap();
+            req = req.header(k.trim(), v.trim());
         }
         if let Some(b) = body {
-            c.args(["--data-binary", &b.to_string()]);
+            req = req.body(b.to_string());
         }
-        c.arg(format!("{}{path}", self.url));
-        let out = c.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
-        (code.trim().parse().unwrap_or(0), json)
+        let resp = req.send().unwrap();
+        let code = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (code, json)
     }
 
     pub(crate) fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -146,6 +159,25 @@ impl Server {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; its exit code.
+    pub(crate) fn terminate(&mut self) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop on SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -1,0 +1,279 @@
+//! `/api/v1/plans`: what to back up where and when (create, read, replace with If-Match,
+//! delete), pause, resume and run now.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use holdfast_core::Schedule;
+use holdfast_core::job::{JobState, Trigger};
+use holdfast_core::plan::{FieldError, PlanSpec};
+use holdfast_store::{Kind, NewResource, PlanCols, Resource};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::resources::{WriteOpts, invalid, name_matches, parse, spec_json, upsert};
+use super::{ApiError, ApiResult, Body, ErrorBody, if_match, tagged};
+use crate::AppState;
+use crate::model::*;
+
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_plans, create_plan))
+        .routes(routes!(get_plan, put_plan, delete_plan))
+        .routes(routes!(pause_plan))
+        .routes(routes!(resume_plan))
+        .routes(routes!(run_plan))
+}
+
+fn zoned_rfc3339(z: &jiff::Zoned) -> String {
+    z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
+}
+
+pub(crate) async fn plan_view(s: &AppState, r: &Resource, detail: bool) -> ApiResult<PlanView> {
+    let mut spec: PlanSpec = parse(r)?;
+    let cols = r.plan.as_ref().expect("plans have plan columns");
+    spec.paused = cols.paused;
+    let next_runs = match (cols.paused, Schedule::parse(&spec.schedule, &spec.timezone)) {
+        (false, Ok(sched)) => {
+            let now = jiff::Timestamp::from_millisecond(s.now()).unwrap_or_default();
+            sched.upcoming(now, 5).iter().map(zoned_rfc3339).collect()
+        }
+        _ => vec![],
+    };
+    let (last_job, last_success) = if detail {
+        let last = s.store.last_job(&r.name, None).await?;
+        let ok = s.store.last_job(&r.name, Some(JobState::Succeeded)).await?;
+        (
+            last.map(|j| JobSummary {
+                id: j.id,
+                state: j.state,
+                finished_at: j.finished_at.map(rfc3339),
+                error: j.error,
+            }),
+            ok.and_then(|j| j.finished_at).map(rfc3339),
+        )
+    } else {
+        (None, None)
+    };
+    Ok(PlanView {
+        spec,
+        next_runs,
+        last_job,
+        last_success,
+        version: r.version,
+        created_at: rfc3339(r.created_at),
+        updated_at: rfc3339(r.updated_at),
+    })
+}
+
+#[utoipa::path(get, path = "/plans", tag = "plans",
+    responses((status = 200, body = [PlanView])))]
+pub async fn list_plans(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<PlanView>>> {
+    let rows = s.store.list(Kind::Plan).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(plan_view(&s, r, false).await?);
+    }
+    Ok(Json(out))
+}
+
+/// Validates a plan, including that its source and endpoint exist, and works out when it
+/// fires next.
+async fn plan_cols(s: &AppState, spec: &PlanSpec, old: Option<&Resource>) -> ApiResult<PlanCols> {
+    let mut errs = spec.validate();
+    if !spec.source.trim().is_empty() && s.store.get(Kind::Source, &spec.source).await?.is_none() {
+        errs.push(FieldError {
+            field: "source".into(),
+            reason: format!("no source named `{}`; create it first", spec.source),
+        });
+    }
+    if !spec.endpoint.trim().is_empty()
+        && s.store.get(Kind::Endpoint, &spec.endpoint).await?.is_none()
+    {
+        errs.push(FieldError {
+            field: "endpoint".into(),
+            reason: format!("no endpoint named `{}`; create it first", spec.endpoint),
+        });
+    }
+    if let Some(c) = &spec.copy
+        && !c.endpoint.trim().is_empty()
+        && c.endpoint != spec.endpoint
+        && s.store.get(Kind::Endpoint, &c.endpoint).await?.is_none()
+    {
+        errs.push(FieldError {
+            field: "copy.endpoint".into(),
+            reason: format!("no endpoint named `{}`; create it first", c.endpoint),
+        });
+    }
+    invalid(errs)?;
+    let sched = Schedule::parse(&spec.schedule, &spec.timezone)
+        .map_err(|e| ApiError::field("schedule", e.to_string()))?;
+    // An edit that keeps the schedule keeps a pending fire (e.g. one missed during downtime).
+    let unchanged = old.and_then(|o| {
+        let prev: PlanSpec = serde_json::from_str(&o.spec).ok()?;
+        let cols = o.plan.as_ref()?;
+        (prev.schedule == spec.schedule && prev.timezone == spec.timezone && !cols.paused)
+            .then_some(cols.next_fire_at)
+    });
+    let next_fire_at = if spec.paused {
+        None
+    } else if let Some(keep) = unchanged {
+        keep
+    } else {
+        let now = jiff::Timestamp::from_millisecond(s.now()).unwrap_or_default();
+        sched
+            .next_after(now)
+            .map(|z| z.timestamp().as_millisecond())
+    };
+    Ok(PlanCols {
+        source: spec.source.clone(),
+        endpoint: spec.endpoint.clone(),
+        paused: spec.paused,
+        next_fire_at,
+    })
+}
+
+pub(crate) async fn save_plan(
+    s: &AppState,
+    dry_run: bool,
+    spec: PlanSpec,
+    path_name: Option<&str>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    if let Some(p) = path_name {
+        name_matches(p, &spec.name)?;
+    }
+    let existing = s.store.get(Kind::Plan, &spec.name).await?;
+    let cols = plan_cols(s, &spec, existing.as_ref()).await?;
+    let new = NewResource {
+        name: spec.name.clone(),
+        spec: spec_json(&spec),
+        secrets: None,
+        plan: Some(cols),
+    };
+    let (status, r) = upsert(
+        s,
+        Kind::Plan,
+        &new,
+        path_name,
+        existing.as_ref(),
+        headers,
+        dry_run,
+    )
+    .await?;
+    Ok(tagged(status, r.version, plan_view(s, &r, true).await?))
+}
+
+#[utoipa::path(post, path = "/plans", tag = "plans", request_body = PlanSpec,
+    responses((status = 201, body = PlanView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_plan(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Body(spec): Body<PlanSpec>,
+) -> ApiResult<Response> {
+    save_plan(&s, false, spec, None, &headers).await
+}
+
+#[utoipa::path(get, path = "/plans/{name}", tag = "plans",
+    responses((status = 200, body = PlanView), (status = 404, body = ErrorBody)))]
+pub async fn get_plan(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let r = s.store.must_get(Kind::Plan, &name).await?;
+    Ok(tagged(
+        StatusCode::OK,
+        r.version,
+        plan_view(&s, &r, true).await?,
+    ))
+}
+
+#[utoipa::path(put, path = "/plans/{name}", tag = "plans", params(WriteOpts), request_body = PlanSpec,
+    responses((status = 200, body = PlanView), (status = 201, body = PlanView), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_plan(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(opts): Query<WriteOpts>,
+    headers: HeaderMap,
+    Body(spec): Body<PlanSpec>,
+) -> ApiResult<Response> {
+    save_plan(&s, opts.dry_run, spec, Some(&name), &headers).await
+}
+
+#[utoipa::path(delete, path = "/plans/{name}", tag = "plans",
+    description = "Deletes the plan; its jobs and its backups in the repository stay.",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_plan(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    s.store
+        .delete(Kind::Plan, &name, if_match(&headers)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_paused(s: &AppState, name: &str, paused: bool) -> ApiResult<Response> {
+    let r = s.store.must_get(Kind::Plan, name).await?;
+    let spec: PlanSpec = parse(&r)?;
+    let next = if paused {
+        None
+    } else {
+        // Fires missed while paused do not run: the plan fires at its next time from now.
+        let now = jiff::Timestamp::from_millisecond(s.now()).unwrap_or_default();
+        Schedule::parse(&spec.schedule, &spec.timezone)
+            .ok()
+            .and_then(|sc| sc.next_after(now))
+            .map(|z| z.timestamp().as_millisecond())
+    };
+    let r = s.store.set_paused(name, paused, next, s.now()).await?;
+    Ok(tagged(
+        StatusCode::OK,
+        r.version,
+        plan_view(s, &r, true).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/plans/{name}/pause", tag = "plans",
+    responses((status = 200, body = PlanView), (status = 404, body = ErrorBody)))]
+pub async fn pause_plan(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    set_paused(&s, &name, true).await
+}
+
+#[utoipa::path(post, path = "/plans/{name}/resume", tag = "plans",
+    responses((status = 200, body = PlanView), (status = 404, body = ErrorBody)))]
+pub async fn resume_plan(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    set_paused(&s, &name, false).await
+}
+
+#[utoipa::path(post, path = "/plans/{name}/run", tag = "plans",
+    description = "Queues a backup now. Refused (409) while another backup of the plan is queued or running.",
+    responses((status = 202, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn run_plan(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let r = s.store.must_get(Kind::Plan, &name).await?;
+    let spec: PlanSpec = parse(&r)?;
+    let job = crate::scheduler::backup_job(&spec, Trigger::Manual, None, s.now());
+    match s.store.enqueue_unless_busy(&job, s.now()).await? {
+        Ok(id) => {
+            s.wake.notify_waiters();
+            let j = s.store.must_job(id).await?;
+            Ok((StatusCode::ACCEPTED, Json(JobView::new(&j))))
+        }
+        Err(busy) => Err(ApiError::Conflict(format!(
+            "plan `{name}` already has backup job {busy} queued or running; wait for it or cancel it"
+        ))),
+    }
+}
