@@ -9,9 +9,9 @@
 //! Secrets (repository password, storage keys, database passwords) live only in memory, and
 //! reach child processes only through their environment.
 
-pub mod hook;
-pub mod job;
-pub mod link;
+mod hook;
+mod job;
+mod link;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use holdfast_core::agent::Hello;
 use secrecy::SecretString;
 use tokio::sync::watch;
 
-pub use link::{Link, LinkError};
+use link::{Link, LinkError};
 
 /// How an agent runs.
 #[derive(Debug, Clone)]

@@ -71,8 +71,30 @@ pub enum Error {
     #[error("repository {repo} has errors: {detail}")]
     CheckFailed { repo: String, detail: String },
 
+    /// The backup writer failed at its own work (encryption, compression, verification,
+    /// serialisation): not the user's input, not the storage.
+    #[error("backup writer: {what}: {source}")]
+    Writer {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("{0}")]
     Other(String),
+}
+
+impl Error {
+    /// A writer failure: what it was doing, and why (its cause is kept as the source).
+    pub(crate) fn writer(
+        what: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Writer {
+            what: what.into(),
+            source: cause.into(),
+        }
+    }
 }
 
 fn stderr_suffix(s: &str) -> String {
@@ -123,7 +145,7 @@ impl Error {
     /// The process exit code the CLI uses for this error. Stable: scripts may rely on it.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Other(_) => 1,
+            Self::Other(_) | Self::Writer { .. } => 1,
             Self::Input(_) => 2,
             Self::RepoNotFound { .. } => 10,
             Self::RepoExists { .. } => 11,

@@ -174,7 +174,7 @@ struct Storage {
 }
 
 fn operator(cfg: &RepoConfig) -> Result<Storage, Error> {
-    let (repository, options, keyfile) = Repo::backend_options(cfg)?;
+    let (repository, options, keyfile) = cfg.backend_options()?;
     let (scheme, options): (String, BTreeMap<String, String>) = match &cfg.location {
         RepoLocation::Local(p) => (
             "fs".into(),

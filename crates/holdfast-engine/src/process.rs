@@ -164,6 +164,9 @@ impl Cmd {
         for (k, v) in &self.secret_env {
             c.env(k, v.expose_secret());
         }
+        // Each tool leads a process group of its own, so that stopping it stops whatever it
+        // started too (a `cmd:` source's shell and its children).
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
         c
     }
 
@@ -211,6 +214,7 @@ impl Cmd {
         match self.spawn(Stdio::null(), Stdio::piped()) {
             Ok((mut child, stderr)) => {
                 let stdout = child.stdout.take().expect("stdout is piped");
+                gate.started(child.id());
                 Ok(ChildReader {
                     child,
                     stdout,
@@ -325,8 +329,20 @@ pub struct ChildReader {
 }
 
 impl ChildReader {
+    /// Stops the tool and whatever it started.
+    fn kill(&mut self) {
+        let _ = kill_group(self.child.id());
+        let _ = self.child.kill();
+    }
+
+    /// Reaps the tool, telling the gate first that its process group is gone.
+    fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.gate.ended(self.child.id());
+        self.child.wait()
+    }
+
     fn finish(&mut self) -> io::Result<()> {
-        let status = self.child.wait()?;
+        let status = self.wait()?;
         let stderr = self
             .stderr
             .take()
@@ -384,7 +400,7 @@ impl ChildReader {
             return Ok(0);
         }
         if self.gate.is_failed() {
-            let _ = self.child.kill();
+            self.kill();
             return Err(io::Error::other("backup aborted: another stream failed"));
         }
         match self.stdout.read(buf) {
@@ -408,7 +424,7 @@ impl ChildReader {
                     status: format!("reading its output failed: {e}"),
                     stderr: String::new(),
                 });
-                let _ = self.child.kill();
+                self.kill();
                 Err(e)
             }
         }
@@ -425,8 +441,8 @@ impl Drop for ChildReader {
                 status: EARLY_STOP.into(),
                 stderr: String::new(),
             });
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.kill();
+            let _ = self.wait();
         }
     }
 }

@@ -5,13 +5,13 @@
 //! **Architecture invariant:** this is the only crate that serves HTTP. It reads and writes
 //! metadata only through `holdfast-store`, and moves data only through `holdfast-engine`.
 
-pub mod api;
-pub mod model;
-pub mod repository;
+mod api;
+mod model;
+mod repository;
 pub mod scheduler;
-pub mod secrets;
+mod secrets;
 mod ui;
-pub mod worker;
+mod worker;
 
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};

@@ -4,7 +4,7 @@
 
 use holdfast_core::SourceKind;
 
-use super::{BackupOptions, BackupSet, RestoreOptions, SourceDriver, Stream, base_meta, file_name};
+use super::{BackupOptions, BackupSet, RestoreOptions, SourceDriver, base_meta, file_name};
 use crate::error::Result;
 use crate::process::Cmd;
 use crate::repo::{SnapshotInfo, SnapshotReader};
@@ -35,18 +35,14 @@ impl SourceDriver for CommandSource {
                 .unwrap_or("sh")
                 .to_string(),
         );
-        Ok(BackupSet {
-            source_name: format!("cmd:{}", self.name),
-            label: format!("command:{}", self.name),
-            dir: "command".into(),
-            hostname: None,
-            streams: vec![Stream {
-                name: file_name(&self.name),
-                cmd: self.cmd(format!("command `{}`", self.command)),
-            }],
+        Ok(BackupSet::one_stream(
+            format!("cmd:{}", self.name),
+            format!("command:{}", self.name),
+            "command".into(),
+            file_name(&self.name),
+            self.cmd(format!("command `{}`", self.command)),
             meta,
-            keepalive: None,
-        })
+        ))
     }
 
     fn restore(

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use holdfast_core::SourceKind;
 
 use super::{
-    BackupOptions, BackupSet, RestoreOptions, SourceDriver, Stream, base_meta, ensure_empty_dir,
-    feed, file_name,
+    BackupOptions, BackupSet, RestoreOptions, SourceDriver, base_meta, ensure_empty_dir, feed_each,
+    file_name,
 };
 use crate::error::{Error, Result};
 use crate::process::{Cmd, tool_version, which};
@@ -52,18 +52,14 @@ impl SourceDriver for Folder {
             .arg("--directory")
             .arg(&self.path)
             .arg(".");
-        Ok(BackupSet {
-            source_name: format!("file://{}", self.path.display()),
-            label: format!("folder:{}", self.path.display()),
-            dir: file_name(&base),
-            hostname: None,
-            streams: vec![Stream {
-                name: format!("{}.tar", file_name(&base)),
-                cmd,
-            }],
+        Ok(BackupSet::one_stream(
+            format!("file://{}", self.path.display()),
+            format!("folder:{}", self.path.display()),
+            file_name(&base),
+            format!("{}.tar", file_name(&base)),
+            cmd,
             meta,
-            keepalive: None,
-        })
+        ))
     }
 
     fn restore(
@@ -82,10 +78,6 @@ impl SourceDriver for Folder {
             ])
             .arg("--directory")
             .arg(&self.path);
-        let target = format!("file://{}", self.path.display());
-        for (path, _) in files.files() {
-            feed(files, path, &cmd, &target)?;
-        }
-        Ok(())
+        feed_each(files, &cmd, &format!("file://{}", self.path.display()))
     }
 }

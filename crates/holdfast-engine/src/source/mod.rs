@@ -44,6 +44,28 @@ pub struct BackupSet {
     pub keepalive: Option<Box<dyn Send>>,
 }
 
+impl BackupSet {
+    /// A snapshot of one stream: the file `file` in the directory `dir`, dumped by `cmd`.
+    pub(crate) fn one_stream(
+        source_name: String,
+        label: String,
+        dir: String,
+        file: String,
+        cmd: Cmd,
+        meta: SnapshotMeta,
+    ) -> Self {
+        Self {
+            source_name,
+            dir,
+            label,
+            hostname: None,
+            streams: vec![Stream { name: file, cmd }],
+            meta,
+            keepalive: None,
+        }
+    }
+}
+
 /// Options for a backup.
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
@@ -250,6 +272,14 @@ pub(crate) fn feed(files: &SnapshotReader, path: &str, cmd: &Cmd, target: &str) 
     let mut w = cmd.spawn_writer(target)?;
     let res = files.dump(path, &mut w);
     w.finish_after(res)
+}
+
+/// Feeds each file of the snapshot, in order, into a run of its own of `cmd`.
+pub(crate) fn feed_each(files: &SnapshotReader, cmd: &Cmd, target: &str) -> Result<()> {
+    for (path, _) in files.files() {
+        feed(files, path, cmd, target)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn base_meta(kind: SourceKind, layout: &str, opts: &BackupOptions) -> SnapshotMeta {

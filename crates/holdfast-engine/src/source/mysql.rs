@@ -6,7 +6,7 @@ use holdfast_core::SourceKind;
 use holdfast_core::location::DbAddr;
 
 use super::{
-    BackupOptions, BackupSet, RestoreOptions, SourceDriver, Stream, base_meta, feed, file_name,
+    BackupOptions, BackupSet, RestoreOptions, SourceDriver, base_meta, feed_each, file_name,
 };
 use crate::error::{Error, Result};
 use crate::process::{Cmd, Failure, tool_version, which};
@@ -152,18 +152,14 @@ impl SourceDriver for Mysql {
             ])
             .arg("--")
             .arg(db);
-        Ok(BackupSet {
-            source_name: self.name(),
-            label: format!("mysql:{}/{db}", self.host_port()),
-            dir: file_name(db),
-            hostname: None,
-            streams: vec![Stream {
-                name: format!("{}.sql", file_name(db)),
-                cmd,
-            }],
+        Ok(BackupSet::one_stream(
+            self.name(),
+            format!("mysql:{}/{db}", self.host_port()),
+            file_name(db),
+            format!("{}.sql", file_name(db)),
+            cmd,
             meta,
-            keepalive: None,
-        })
+        ))
     }
 
     fn restore(
@@ -184,17 +180,13 @@ impl SourceDriver for Mysql {
                 other?;
             }
         }
-        let target = self.name();
-        for (path, _) in files.files() {
-            let cmd = self
-                .tool(
-                    Self::find(&["mariadb", "mysql"])?,
-                    "mariadb (loading the dump)",
-                )
-                .args(["--batch", "--default-character-set=utf8mb4"])
-                .arg(format!("--database={db}"));
-            feed(files, path, &cmd, &target)?;
-        }
-        Ok(())
+        let cmd = self
+            .tool(
+                Self::find(&["mariadb", "mysql"])?,
+                "mariadb (loading the dump)",
+            )
+            .args(["--batch", "--default-character-set=utf8mb4"])
+            .arg(format!("--database={db}"));
+        feed_each(files, &cmd, &self.name())
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use holdfast_core::SourceKind;
 
 use super::{
-    BackupOptions, BackupSet, RestoreOptions, SourceDriver, Stream, base_meta, feed, file_name,
+    BackupOptions, BackupSet, RestoreOptions, SourceDriver, base_meta, feed_each, file_name,
 };
 use crate::error::{Error, Result};
 use crate::process::{Cmd, tool_version, which};
@@ -73,18 +73,14 @@ impl SourceDriver for Sqlite {
             "the database file is damaged and could not be read completely; \
              check it with `sqlite3 FILE 'PRAGMA integrity_check'`",
         );
-        Ok(BackupSet {
-            source_name: self.name(),
-            label: format!("sqlite:{}", self.path.display()),
-            dir: file_name(&stem),
-            hostname: None,
-            streams: vec![Stream {
-                name: format!("{}.sql", file_name(&stem)),
-                cmd,
-            }],
+        Ok(BackupSet::one_stream(
+            self.name(),
+            format!("sqlite:{}", self.path.display()),
+            file_name(&stem),
+            format!("{}.sql", file_name(&stem)),
+            cmd,
             meta,
-            keepalive: None,
-        })
+        ))
     }
 
     /// Loads the dump into a new file next to the target and renames it into place only when
@@ -108,12 +104,9 @@ impl SourceDriver for Sqlite {
         let cmd = Cmd::new(Self::sqlite3()?, "sqlite3 (loading the dump)")
             .arg("-bail")
             .arg(&tmp);
-        let target = self.name();
-        for (path, _) in files.files() {
-            if let Err(e) = feed(files, path, &cmd, &target) {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
+        if let Err(e) = feed_each(files, &cmd, &self.name()) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
         // A replaced database's write-ahead log must not be replayed onto the new file.
         for suffix in ["-wal", "-shm"] {

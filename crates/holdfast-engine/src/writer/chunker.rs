@@ -33,18 +33,23 @@ pub struct Params {
 
 impl Params {
     /// Refuses what rustic_core would refuse, and what the chunker cannot do.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |why: String| {
+            Err(crate::Error::Other(format!(
+                "the repository's chunker settings: {why}"
+            )))
+        };
         if !self.avg.is_power_of_two() {
-            return Err(format!("chunk size {} is not a power of two", self.avg));
+            return bad(format!("chunk size {} is not a power of two", self.avg));
         }
         if self.min > self.avg || self.max < self.avg || self.min < WINDOW {
-            return Err(format!(
+            return bad(format!(
                 "chunk sizes min {} / avg {} / max {} are out of order",
                 self.min, self.avg, self.max
             ));
         }
         if degree(self.poly) < 8 {
-            return Err(format!("chunker polynomial {:#x} is too small", self.poly));
+            return bad(format!("chunker polynomial {:#x} is too small", self.poly));
         }
         Ok(())
     }

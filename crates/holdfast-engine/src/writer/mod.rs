@@ -107,8 +107,7 @@ fn chunk_params(config: &ConfigFile) -> Result<Params> {
         min: config.chunk_min_size(),
         max: config.chunk_max_size(),
     };
-    p.validate()
-        .map_err(|e| Error::Other(format!("the repository's chunker settings: {e}")))?;
+    p.validate()?;
     Ok(p)
 }
 
@@ -242,8 +241,7 @@ pub(crate) fn write_snapshot(
     let mut seen = known_trees;
     for (id, bytes) in &trees {
         if seen.insert(Id::new(*id)) {
-            let b = seal_blob(&crypto, zc.as_mut(), *id, BlobType::Tree, bytes, verify)
-                .map_err(Error::Other)?;
+            let b = seal_blob(&crypto, zc.as_mut(), *id, BlobType::Tree, bytes, verify)?;
             summary.tree_blobs += 1;
             summary.data_added_trees += bytes.len() as u64;
             summary.data_added_trees_packed += b.data.len() as u64;
@@ -251,7 +249,7 @@ pub(crate) fn write_snapshot(
         }
     }
     if !tree_pack.is_empty() {
-        let p = tree_pack.finish(&crypto).map_err(Error::Other)?;
+        let p = tree_pack.finish(&crypto)?;
         let entry = p.index_entry();
         write(be, FileType::Pack, p.id, p.bytes, gate)?;
         packs.push(entry);
@@ -273,7 +271,7 @@ pub(crate) fn write_snapshot(
     snap.summary = Some(summary);
     let json = serde_json::to_vec(&snap)
         .map_err(|e| Error::Other(format!("serialising the snapshot: {e}")))?;
-    let (id, bytes) = seal_file(&crypto, zstd, &json).map_err(Error::Other)?;
+    let (id, bytes) = seal_file(&crypto, zstd, &json)?;
     write(be, FileType::Snapshot, id, bytes, gate)?;
     snap.id = Id::new(id).into();
     Ok(snap)
@@ -364,7 +362,7 @@ fn write_index(
     };
     let json = serde_json::to_vec(&index)
         .map_err(|e| Error::Other(format!("serialising the index: {e}")))?;
-    let (id, bytes) = seal_file(crypto, zstd, &json).map_err(Error::Other)?;
+    let (id, bytes) = seal_file(crypto, zstd, &json)?;
     write(be, FileType::Index, id, bytes, gate)
 }
 
@@ -456,7 +454,7 @@ fn seal_worker(
                     return;
                 }
             }
-            Err(e) => gate.fail(Error::Other(e)),
+            Err(e) => gate.fail(e),
         }
     }
 }
@@ -473,7 +471,7 @@ fn packer(
     let finish = |pb: PackBuilder| match pb.finish(crypto) {
         Ok(p) => tx.send(p).is_ok(),
         Err(e) => {
-            gate.fail(Error::Other(e));
+            gate.fail(e);
             true
         }
     };

@@ -11,6 +11,8 @@ use rustic_core::jiff::Timestamp;
 use rustic_core::repofile::{BlobType, IndexBlob, IndexPack, MasterKey, PackId};
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, Result};
+
 /// A blob or file id: SHA-256 of the plaintext (blobs) or of the stored bytes (files).
 pub type RawId = [u8; 32];
 
@@ -37,9 +39,9 @@ impl Crypto {
     }
 
     /// Appends `plain`, encrypted, to `out`.
-    pub fn seal_into(&self, out: &mut Vec<u8>, plain: &[u8]) -> Result<(), String> {
+    pub fn seal_into(&self, out: &mut Vec<u8>, plain: &[u8]) -> Result<()> {
         let mut iv = [0u8; 16];
-        getrandom::fill(&mut iv).map_err(|e| format!("no random numbers for an IV: {e}"))?;
+        getrandom::fill(&mut iv).map_err(|e| Error::writer("drawing an IV", e.to_string()))?;
         let start = out.len();
         out.reserve(plain.len() + 32);
         out.extend_from_slice(&iv);
@@ -47,28 +49,28 @@ impl Crypto {
         let tag = self
             .cipher
             .encrypt_in_place_detached((&iv).into(), &[], &mut out[start + 16..])
-            .map_err(|e| format!("encryption failed: {e}"))?;
+            .map_err(|e| Error::writer("encrypting", e.to_string()))?;
         out.extend_from_slice(&tag);
         Ok(())
     }
 
-    pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(plain.len() + 32);
         self.seal_into(&mut out, plain)?;
         Ok(out)
     }
 
     /// Checks the MAC and decrypts (for the extra verification before upload).
-    pub fn open(&self, data: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn open(&self, data: &[u8]) -> Result<Vec<u8>> {
         if data.len() < 32 {
-            return Err("encrypted data is too short".into());
+            return Err(Error::writer("decrypting", "encrypted data is too short"));
         }
         let (iv, rest) = data.split_at(16);
         let (ct, tag) = rest.split_at(rest.len() - 16);
         let mut out = ct.to_vec();
         self.cipher
             .decrypt_in_place_detached(iv.into(), &[], &mut out, tag.into())
-            .map_err(|_| "MAC check failed".to_string())?;
+            .map_err(|_| Error::writer("decrypting", "the MAC check failed"))?;
         Ok(out)
     }
 }
@@ -92,16 +94,18 @@ pub fn seal_blob(
     tpe: BlobType,
     plain: &[u8],
     verify: bool,
-) -> Result<SealedBlob, String> {
+) -> Result<SealedBlob> {
     let (data, uncompressed) = match zstd {
         Some(z) => {
             let c = z
                 .compress(plain)
-                .map_err(|e| format!("compression failed: {e}"))?;
+                .map_err(|e| Error::writer("compressing", e))?;
             let len = u32::try_from(plain.len())
                 .ok()
                 .and_then(NonZeroU32::new)
-                .ok_or("a blob must be 1 byte to 4 GiB long")?;
+                .ok_or_else(|| {
+                    Error::writer("sealing a blob", "a blob must be 1 byte to 4 GiB long")
+                })?;
             (crypto.seal(&c)?, Some(len))
         }
         None => (crypto.seal(plain)?, None),
@@ -110,14 +114,14 @@ pub fn seal_blob(
         let back = crypto.open(&data)?;
         let back = match uncompressed {
             Some(len) => zstd::bulk::decompress(&back, len.get() as usize)
-                .map_err(|e| format!("decompression failed: {e}"))?,
+                .map_err(|e| Error::writer("decompressing for verification", e))?,
             None => back,
         };
         if back != plain {
-            return Err(
-                "verification failed: the blob did not decrypt and decompress to its data (memory or CPU fault?)"
-                    .into(),
-            );
+            return Err(Error::writer(
+                "verifying a blob",
+                "it did not decrypt and decompress to its data (memory or CPU fault?)",
+            ));
         }
     }
     Ok(SealedBlob {
@@ -179,7 +183,7 @@ impl PackBuilder {
     }
 
     /// Appends the encrypted header and its length; the pack's id is the SHA-256 of it all.
-    pub fn finish(mut self, crypto: &Crypto) -> Result<Pack, String> {
+    pub fn finish(mut self, crypto: &Crypto) -> Result<Pack> {
         let mut header = Vec::with_capacity(self.blobs.len() * 41);
         for b in &self.blobs {
             // Header entry types: 0 data, 1 tree, 2 compressed data, 3 compressed tree.
@@ -254,13 +258,12 @@ pub fn seal_file(
     crypto: &Crypto,
     zstd_level: Option<i32>,
     json: &[u8],
-) -> Result<(RawId, Vec<u8>), String> {
+) -> Result<(RawId, Vec<u8>)> {
     let data = match zstd_level {
         Some(level) => {
             let mut plain = vec![2u8];
             plain.extend_from_slice(
-                &zstd::bulk::compress(json, level)
-                    .map_err(|e| format!("compression failed: {e}"))?,
+                &zstd::bulk::compress(json, level).map_err(|e| Error::writer("compressing", e))?,
             );
             crypto.seal(&plain)?
         }

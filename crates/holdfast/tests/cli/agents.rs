@@ -22,7 +22,19 @@ struct Agent {
 
 impl Agent {
     fn start(s: &Server, name: &str, labels: &[&str], token: &str) -> Self {
+        Self::start_with_env(s, name, labels, token, &[])
+    }
+
+    /// An agent whose process has `env` in its environment too.
+    fn start_with_env(
+        s: &Server,
+        name: &str,
+        labels: &[&str],
+        token: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        c.envs(env.iter().copied());
         c.args([
             "agent",
             "--server",
@@ -680,4 +692,93 @@ fn a_pre_hook_can_hand_over_a_connection_and_hooks_can_replace_the_driver() {
         1,
         "the embedded agent: {agents}"
     );
+}
+
+/// Secrets of Holdfast's own, as an operator exports them for the server and the agents.
+const HOLDFASTS_SECRETS: [(&str, &str); 8] = [
+    ("HOLDFAST_REPO_PASSWORD", "repo-password-never-in-a-child"),
+    (
+        "HOLDFAST_STORAGE_PASSWORD",
+        "storage-password-never-in-a-child",
+    ),
+    (
+        "HOLDFAST_SOURCE_PASSWORD",
+        "source-password-never-in-a-child",
+    ),
+    ("AWS_ACCESS_KEY_ID", "AKIANEVERINACHILD"),
+    ("AWS_SECRET_ACCESS_KEY", "aws-secret-never-in-a-child"),
+    ("ST_KEY", "swift-key-never-in-a-child"),
+    ("OS_PASSWORD", "keystone-password-never-in-a-child"),
+    ("RESTIC_PASSWORD", "restic-password-never-in-a-child"),
+];
+
+/// The foundation issue's leak: hooks and dump tools inherited the agent's environment, API
+/// token and storage keys included. Each child now starts from a cleared environment with the
+/// basics and what Holdfast sets for it on purpose. Checked on the server's embedded agent and
+/// on a remote `holdfast agent`, each with every secret above (and its API token) in its
+/// environment: a hook and a dump tool write their environment to a file, the test reads it.
+#[test]
+fn hooks_and_dump_tools_see_none_of_holdfasts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        &Meta::Sqlite,
+        &["--agent-label", "site=near"],
+        &HOLDFASTS_SECRETS,
+    );
+    let token = s.ok("POST", "/api/v1/tokens", Some(&json!({"name": "remote"})))["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let remote = Agent::start_with_env(&s, "remote", &["site=far"], &token, &HOLDFASTS_SECRETS);
+    wait_agents(&s, &["remote"]);
+    for name in ["near", "far"] {
+        let labels = json!({ "site": name });
+        let out = dir.path().join(name);
+        std::fs::create_dir(&out).unwrap();
+        let dump = format!("env > {}/dump.env; echo payload", out.display());
+        s.ok(
+            "POST",
+            "/api/v1/sources",
+            Some(
+                &json!({"name": name, "kind": "command", "url": format!("cmd:{name}.txt"),
+                         "command": dump, "labels": labels}),
+            ),
+        );
+        s.ok(
+            "POST",
+            "/api/v1/plans",
+            Some(&json!({"name": name, "source": name, "endpoint": "local", "schedule": "@yearly",
+                "hooks": {"pre_backup_lock": {"run": format!("env > {}/hook.env", out.display())}}})),
+        );
+        let id = s.ok("POST", &format!("/api/v1/plans/{name}/run"), None)["id"]
+            .as_i64()
+            .unwrap();
+        let j = s.wait_job(id, finished);
+        assert_eq!(j["state"], "succeeded", "{j}\n{}", remote.log());
+        let ran_on = if name == "far" { "remote" } else { "embedded" };
+        assert_eq!(
+            j["steps"][0]["agent"] == "remote",
+            name == "far",
+            "{name} runs on the {ran_on} agent: {j}"
+        );
+        for file in ["hook.env", "dump.env"] {
+            let env = std::fs::read_to_string(out.join(file)).unwrap();
+            for (k, v) in HOLDFASTS_SECRETS.iter().copied().chain([
+                ("HOLDFAST_ADMIN_TOKEN", TOKEN),
+                ("HOLDFAST_TOKEN", token.as_str()),
+            ]) {
+                assert!(
+                    !env.contains(v) && !env.contains(&format!("{k}=")),
+                    "{name}/{file} sees {k}:\n{env}"
+                );
+            }
+            assert!(env.contains("PATH="), "{name}/{file} keeps PATH:\n{env}");
+        }
+        let hook = std::fs::read_to_string(out.join("hook.env")).unwrap();
+        assert!(
+            hook.contains(&format!("HOLDFAST_JOB_ID={id}\n")) && hook.contains("HOLDFAST_PLAN="),
+            "the hook still gets the job's context:\n{hook}"
+        );
+    }
 }

@@ -12,6 +12,7 @@ mod other_sources;
 mod postgres;
 mod repository;
 mod server;
+mod shutdown;
 mod storage;
 mod ui;
 mod writer;

@@ -1,0 +1,309 @@
+//! What Holdfast does with an open repository: backup, list and find snapshots, forget,
+//! copy to another repository, prune and check.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use holdfast_core::KeepPolicy;
+use rustic_core::jiff::{Span, Zoned};
+use rustic_core::repofile::{SnapshotFile, StringList};
+use rustic_core::{
+    CheckOptions, ForgetGroups, Grouped, KeepOptions, PruneOptions, SnapshotGroupCriterion,
+    SnapshotOptions,
+};
+use serde::Serialize;
+
+use super::{Gate, Repo, SnapshotInfo, SnapshotReader};
+use crate::error::{Error, Result};
+use crate::source::BackupSet;
+
+/// The result of a backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupOutcome {
+    pub snapshot: SnapshotInfo,
+}
+
+/// What a copy to another repository did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CopyReport {
+    /// (the snapshot here, its copy there) for each snapshot copied now.
+    pub copied: Vec<(String, String)>,
+    /// Copies of this plan's snapshots the other repository held before.
+    pub present: usize,
+}
+
+/// What `forget` decided.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ForgetReport {
+    pub kept: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Repo {
+    /// Streams every stream of `set` into one new snapshot. `gate` lets the caller watch the
+    /// bytes read; a fresh one is fine. No snapshot is written unless every stream succeeded.
+    pub fn backup(&self, set: BackupSet, gate: Arc<Gate>) -> Result<BackupOutcome> {
+        gate.expected.store(set.streams.len(), Ordering::SeqCst);
+        *self.gate.lock().unwrap() = gate.clone();
+
+        let mut snap_opts = SnapshotOptions::default()
+            .label(set.label.clone())
+            .description(serde_json::to_string_pretty(&set.meta).unwrap_or_default());
+        if let Some(host) = &set.hostname {
+            snap_opts = snap_opts.host(host.clone());
+        }
+        let mut snap = SnapshotFile::from_options(&snap_opts).map_err(|e| self.err(&e))?;
+        let tags: StringList = set
+            .meta
+            .tags()
+            .join(",")
+            .parse()
+            .map_err(|e| Error::Other(format!("snapshot tags: {e}")))?;
+        snap.add_tags(vec![tags]);
+
+        let inputs = set
+            .streams
+            .iter()
+            .map(|s| {
+                let (cmd, source_name, gate) =
+                    (s.cmd.clone(), set.source_name.clone(), gate.clone());
+                crate::writer::Input {
+                    name: s.name.clone(),
+                    open: Box::new(move || {
+                        cmd.spawn_reader(&source_name, gate)
+                            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>)
+                    }),
+                }
+            })
+            .collect();
+        let settings = crate::writer::Settings::for_config(self.repo.config());
+        let result = crate::writer::write_snapshot(
+            self.rustic(),
+            &self.write_backend(),
+            inputs,
+            &set.dir,
+            snap,
+            &gate,
+            settings,
+        );
+        drop(set.keepalive);
+        // Reset the shared gate so that later writes through this handle are not refused.
+        *self.gate.lock().unwrap() = Arc::new(Gate::default());
+        match result {
+            Ok(snap) if gate.may_write_snapshot() => Ok(BackupOutcome {
+                snapshot: SnapshotInfo::from_file(&snap),
+            }),
+            Ok(snap) => {
+                // Cannot happen while the gate guards snapshot writes; if it does, remove it.
+                let _ = self.repo.delete_snapshots(&[snap.id]);
+                Err(gate
+                    .take_failure()
+                    .unwrap_or_else(|| Error::Other("a stream ended early".into())))
+            }
+            // A stream that only "stopped early" was stopped because of `e`: report `e`.
+            Err(e) => Err(match gate.take_failure() {
+                Some(f) if !crate::process::is_early_stop(&f) => f,
+                _ => e,
+            }),
+        }
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let mut snaps = self.repo.get_all_snapshots().map_err(|e| self.err(&e))?;
+        snaps.sort_by(|a, b| a.time.cmp(&b.time));
+        Ok(snaps.iter().map(SnapshotInfo::from_file).collect())
+    }
+
+    /// Finds a snapshot by full id, unique id prefix, or `latest`.
+    pub fn find(&self, query: &str) -> Result<SnapshotInfo> {
+        let snaps = self.snapshots()?;
+        let not_found = || Error::SnapshotNotFound {
+            query: query.to_string(),
+            repo: self.name.clone(),
+        };
+        if query == "latest" {
+            return snaps.into_iter().last().ok_or_else(not_found);
+        }
+        let mut matches = snaps.into_iter().filter(|s| s.id.starts_with(query));
+        let first = matches.next().ok_or_else(not_found)?;
+        if matches.next().is_some() {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                format!("snapshot `{query}`"),
+                "matches more than one snapshot; give more characters of the id",
+            )));
+        }
+        Ok(first)
+    }
+
+    /// Opens a snapshot's files for reading.
+    pub fn reader(&self, snap: &SnapshotInfo) -> Result<SnapshotReader> {
+        let repo = self.clone_open()?.to_indexed().map_err(|e| self.err(&e))?;
+        let mut files = Vec::new();
+        let mut stack = vec![(String::new(), snap.tree)];
+        while let Some((prefix, tree)) = stack.pop() {
+            let tree = repo.get_tree(&tree).map_err(|e| self.err(&e))?;
+            for node in tree.nodes {
+                let path = format!("{prefix}{}", node.name().to_string_lossy());
+                if let Some(sub) = node.subtree {
+                    stack.push((format!("{path}/"), sub));
+                } else if node.is_file() {
+                    files.push((path, node));
+                }
+            }
+        }
+        files.sort_by(|a, b| std::path::Path::new(&a.0).cmp(std::path::Path::new(&b.0)));
+        Ok(SnapshotReader {
+            repo,
+            files,
+            repo_name: self.name.clone(),
+        })
+    }
+
+    /// Applies a keep policy to each group of snapshots (one group per label, i.e. per source)
+    /// and removes the rest. With `only_tag`, only snapshots carrying that tag (e.g.
+    /// `plan=shop-nightly`) are considered: other plans' backups are never touched. An empty
+    /// policy is refused: it would mean "keep nothing".
+    pub fn forget(
+        &self,
+        policy: &KeepPolicy,
+        dry_run: bool,
+        only_tag: Option<&str>,
+    ) -> Result<ForgetReport> {
+        policy.validate()?;
+        if policy.is_empty() {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                "forget",
+                "no keep rule given; pass at least one of --keep-last, --keep-hourly, \
+                 --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within",
+            )));
+        }
+        let keep = keep_options(policy)?;
+        let mut snaps = self.repo.get_all_snapshots().map_err(|e| self.err(&e))?;
+        if let Some(tag) = only_tag {
+            snaps.retain(|s| s.tags.iter().any(|t| t == tag));
+        }
+        let grouped = Grouped::from_items(
+            snaps,
+            SnapshotGroupCriterion::new()
+                .label(true)
+                .hostname(false)
+                .paths(false)
+                .tags(false),
+        );
+        let groups =
+            ForgetGroups::from_grouped_snapshots_with_retention(grouped, &keep, &Zoned::now())
+                .map_err(|e| self.err(&e))?;
+        let mut report = ForgetReport::default();
+        for g in &groups.0 {
+            for s in &g.items {
+                let id = s.snapshot.id.to_hex().to_string();
+                if s.keep {
+                    report.kept.push(id);
+                } else {
+                    report.removed.push(id);
+                }
+            }
+        }
+        let ids = groups.into_forget_ids();
+        if !dry_run && !ids.is_empty() {
+            self.repo.delete_snapshots(&ids).map_err(|e| self.err(&e))?;
+        }
+        Ok(report)
+    }
+
+    /// Copies each snapshot tagged `tag` that is newer than the newest copy in `dest` (older
+    /// ones are there already, or were removed by `dest`'s own retention); only blobs `dest`
+    /// lacks are sent. Copies keep their time, tags and metadata, under new ids.
+    pub fn copy_to(&self, dest: &Repo, tag: &str) -> Result<CopyReport> {
+        let tagged = |s: &SnapshotFile| s.tags.iter().any(|t| t == tag);
+        let there = |r: &Repo| -> Result<Vec<SnapshotFile>> {
+            let mut v = r.repo.get_all_snapshots().map_err(|e| r.err(&e))?;
+            v.retain(tagged);
+            Ok(v)
+        };
+        let before = there(dest)?;
+        let newest = before.iter().map(|s| s.time.clone()).max();
+        let mut todo = there(self)?;
+        todo.retain(|s| newest.as_ref().is_none_or(|n| s.time > *n));
+        if todo.is_empty() {
+            return Ok(CopyReport {
+                copied: vec![],
+                present: before.len(),
+            });
+        }
+        let src = self.clone_open()?.to_indexed().map_err(|e| self.err(&e))?;
+        let dst = dest
+            .clone_open()?
+            .to_indexed_ids()
+            .map_err(|e| dest.err(&e))?;
+        src.copy(&dst, todo.iter()).map_err(|e| dest.err(&e))?;
+        let after = there(dest)?;
+        let copied = todo
+            .iter()
+            .map(|s| {
+                let copy = after
+                    .iter()
+                    .find(|d| d.time == s.time && d.tree == s.tree)
+                    .map(|d| d.id.to_hex().to_string())
+                    .unwrap_or_default();
+                (s.id.to_hex().to_string(), copy)
+            })
+            .collect();
+        Ok(CopyReport {
+            copied,
+            present: before.len(),
+        })
+    }
+
+    /// Removes data no snapshot uses. With `instant`, unused packs go at once; otherwise they
+    /// are marked and removed by a later prune (safe while other backups run).
+    pub fn prune(&self, instant: bool) -> Result<()> {
+        let opts = PruneOptions::default().instant_delete(instant);
+        let plan = self.repo.prune_plan(&opts).map_err(|e| self.err(&e))?;
+        self.repo.prune(&opts, plan).map_err(|e| self.err(&e))
+    }
+
+    /// Checks the repository's structure, and with `read_data` every pack's content.
+    pub fn check(&self, read_data: bool) -> Result<()> {
+        let results = self
+            .repo
+            .check(CheckOptions::default().read_data(read_data))
+            .map_err(|e| self.err(&e))?;
+        if results.is_ok().is_ok() {
+            Ok(())
+        } else {
+            let errors: Vec<String> = results
+                .0
+                .iter()
+                .filter(|(level, _)| format!("{level:?}") == "Error")
+                .map(|(_, e)| e.to_string())
+                .collect();
+            Err(Error::CheckFailed {
+                repo: self.name.clone(),
+                detail: errors.join("; "),
+            })
+        }
+    }
+}
+
+fn keep_options(p: &KeepPolicy) -> Result<KeepOptions> {
+    let n = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    let mut k = KeepOptions::default()
+        .keep_last(n(p.last))
+        .keep_hourly(n(p.hourly))
+        .keep_daily(n(p.daily))
+        .keep_weekly(n(p.weekly))
+        .keep_monthly(n(p.monthly))
+        .keep_yearly(n(p.yearly));
+    if let Some(w) = &p.within {
+        let (y, mo, d, h) = holdfast_core::retention::parse_within(w)?;
+        let span = Span::new()
+            .years(i64::from(y))
+            .months(i64::from(mo))
+            .days(i64::from(d))
+            .hours(i64::from(h));
+        k = k.keep_within(Some(span));
+    }
+    Ok(k)
+}

@@ -1,0 +1,154 @@
+//! `holdfast serve` starting and stopping as an operator runs it: a port already taken, a
+//! SIGTERM in the middle of a backup, and what the data directory lets others read.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::server::{Meta, Server, TOKEN};
+
+#[test]
+fn serve_on_a_taken_port_exits_with_its_own_code_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .env("HOLDFAST_ADMIN_TOKEN", TOKEN)
+        .env_remove("HOLDFAST_DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "serve did not give up on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(30), "{stderr}");
+    assert!(
+        stderr.contains(&addr) && stderr.contains("in use") && stderr.contains("--listen"),
+        "the message names the address and what to do: {stderr}"
+    );
+}
+
+/// A `kill` (systemd's stop, a container's) while a backup runs: the embedded agent stops
+/// claiming, lets the job go on for the grace period, stops it (cleanup and unlock hooks run)
+/// and hands it back; the server exits 0 with nothing left running. The next start runs the
+/// job's next attempt to the end.
+#[test]
+fn sigterm_during_a_backup_hands_the_job_back_and_the_next_start_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--shutdown-grace-secs", "1"];
+    let mut s = Server::start(dir.path(), &Meta::Sqlite, &args);
+    let started = dir.path().join("started");
+    let unlocked = dir.path().join("unlocked");
+    // The first attempt hangs; the next one dumps at once.
+    let dump = format!(
+        "if [ -e {0} ]; then echo payload-after-restart; else touch {0}; sleep 600; fi",
+        started.display()
+    );
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "slow", "kind": "command", "url": "cmd:slow.txt", "command": dump})),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "slow", "source": "slow", "endpoint": "local", "schedule": "@yearly",
+            "retry": {"attempts": 3, "base_secs": 1, "cap_secs": 2},
+            "hooks": {"post_backup_unlock": {"run": format!("echo x >> {}", unlocked.display())}}}),
+        ),
+    );
+    let id = s.ok("POST", "/api/v1/plans/slow/run", None)["id"]
+        .as_i64()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the dump did not start:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let code = s.terminate();
+    let log = s.log();
+    assert_eq!(code, 0, "a stopped server exits 0:\n{log}");
+    assert!(
+        log.contains("handing running jobs back"),
+        "it says what it does:\n{log}"
+    );
+    // Nothing is left running, and nothing holds a lease.
+    let row = Command::new("sqlite3")
+        .arg(dir.path().join("holdfast.db"))
+        .arg(format!(
+            "SELECT state, attempt, COALESCE(lease_owner, '-') FROM jobs WHERE id = {id}"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&row.stdout).trim(),
+        "queued|2|-",
+        "the job is back in the queue for its next attempt:\n{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&unlocked).unwrap(),
+        "x\n",
+        "the unlock hook ran before the server stopped"
+    );
+
+    let s = Server::start(dir.path(), &Meta::Sqlite, &args);
+    let j = s.wait_job(id, |st| st != "queued" && st != "running");
+    assert_eq!(
+        (j["state"].as_str(), j["attempt"].as_i64()),
+        (Some("succeeded"), Some(2)),
+        "{j}"
+    );
+    let lines: Vec<&str> = j["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["line"].as_str())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("shut down before the job ended")),
+        "{lines:#?}"
+    );
+    let dump = s.restic(&[
+        "dump",
+        j["snapshot_id"].as_str().unwrap(),
+        "/command/slow.txt",
+    ]);
+    assert_eq!(dump, "payload-after-restart\n");
+}
+
+#[test]
+fn the_data_directory_and_metadata_are_private_to_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &Meta::Sqlite, &[]);
+    s.ok("GET", "/api/v1/plans", None);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for f in [
+        "holdfast.db",
+        "holdfast.db-wal",
+        "server.key",
+        "repository.password",
+    ] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+}
