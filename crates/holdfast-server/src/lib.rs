@@ -55,8 +55,9 @@ pub struct ServerConfig {
     pub poll: Duration,
     /// How often the scheduler looks for due plans and expired leases.
     pub tick: Duration,
-    /// Names this replica's embedded agent.
-    pub replica: String,
+    /// Names this replica's embedded agent; `None`: the name kept in `data_dir/agent.name`
+    /// (made at the first start from the host name), the same across restarts.
+    pub replica: Option<String>,
     /// At shutdown, how long the embedded agent lets running jobs finish before it hands
     /// them back to the queue.
     pub shutdown_grace: Duration,
@@ -446,6 +447,33 @@ fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// The embedded agent's name, kept in `file` so that it stays the same across restarts (a new
+/// name at each start would leave a trail of offline agents): the host's name and a random
+/// suffix, made at the first start.
+fn embedded_agent_name(file: &std::path::Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(file) {
+        Ok(name) if !name.trim().is_empty() => return Ok(name.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .take(60)
+        .collect();
+    let host = if host.is_empty() {
+        "holdfast".into()
+    } else {
+        host
+    };
+    let name = format!("{host}-{}", hex::encode(secrets::random_bytes::<3>()));
+    secrets::write_private(file, &format!("{name}\n"))?;
+    Ok(name)
+}
+
 /// Makes the SQLite database and its WAL and shared-memory files private (0600), creating the
 /// database file when missing: SQLite gives the files it creates the database file's mode.
 fn private_sqlite(db: &std::path::Path) -> std::io::Result<()> {
@@ -587,6 +615,17 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let mut config = config;
+        if config.replica.is_none() {
+            let file = config.data_dir.join("agent.name");
+            config.replica =
+                Some(
+                    embedded_agent_name(&file).map_err(|source| ServeError::DataDir {
+                        path: file.clone(),
+                        source,
+                    })?,
+                );
+        }
         let mut state = AppState::new(store, config, &server_key);
         let embedded_token = (state.config.workers > 0).then(secrets::new_token);
         state.internal_token_hash = embedded_token.as_deref().map(secrets::hash_token);
@@ -649,7 +688,7 @@ impl Server {
             }
             let config = holdfast_agent::AgentConfig {
                 server: format!("http://{local}"),
-                name: state.config.replica.clone(),
+                name: state.config.replica.clone().unwrap_or_default(),
                 labels: state.config.agent_labels.clone(),
                 slots: u32::try_from(state.config.workers).unwrap_or(1),
                 poll_secs: 20,

@@ -628,6 +628,8 @@ pub struct AgentView {
     pub last_seen: String,
     /// Heard from within the last minute.
     pub online: bool,
+    /// Not heard from for a day or more: probably gone; `DELETE /api/v1/agents/NAME` removes it.
+    pub stale: bool,
     /// The jobs it runs now.
     pub running_jobs: Vec<i64>,
 }

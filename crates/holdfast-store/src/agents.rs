@@ -95,6 +95,15 @@ impl Store {
         })?)
     }
 
+    /// Forgets an agent; false when it is not registered.
+    pub async fn delete_agent(&self, name: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM agents WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Notes that the agent was heard from; false when it is not registered.
     pub async fn touch_agent(&self, name: &str, now: i64) -> Result<bool> {
         let r = sqlx::query("UPDATE agents SET last_seen = $2 WHERE name = $1")

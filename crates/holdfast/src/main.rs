@@ -306,9 +306,6 @@ fn serve(args: ServeArgs) -> ExitCode {
     let admin_token = std::env::var("HOLDFAST_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "holdfast".into());
     let config = holdfast_server::ServerConfig {
         listen: args.listen,
         data_dir,
@@ -320,7 +317,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         lease: std::time::Duration::from_secs(args.lease_secs.max(1)),
         poll: std::time::Duration::from_millis(1000),
         tick: std::time::Duration::from_millis(args.tick_ms.max(10)),
-        replica: format!("{host}:{}", std::process::id()),
+        replica: None,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()

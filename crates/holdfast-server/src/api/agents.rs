@@ -30,6 +30,7 @@ use crate::model::*;
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list_agents, register_agent))
+        .routes(routes!(delete_agent))
         .routes(routes!(claim))
         .routes(routes!(heartbeat))
         .routes(routes!(log))
@@ -40,6 +41,10 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
 /// An agent counts as online when it was heard from this recently (its long-polls return at
 /// least every 20 s).
 const ONLINE_MS: i64 = 60_000;
+
+/// An agent not heard from for this long is shown as stale: probably gone for good (a
+/// machine replaced, a test agent); `DELETE /api/v1/agents/NAME` removes it.
+const STALE_MS: i64 = 24 * 60 * 60 * 1000;
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -59,6 +64,7 @@ fn agent_view(a: &AgentRow, running: &[(i64, String)], now: i64) -> AgentView {
         registered_at: rfc3339(a.registered_at),
         last_seen: rfc3339(a.last_seen),
         online: now - a.last_seen < ONLINE_MS,
+        stale: now - a.last_seen >= STALE_MS,
         running_jobs: running
             .iter()
             .filter(|(_, o)| *o == a.name)
@@ -127,10 +133,42 @@ pub struct ClaimQuery {
     wait: Option<u64>,
 }
 
+#[utoipa::path(delete, path = "/agents/{name}", tag = "agents",
+    description = "Forgets an agent (one that is gone for good). Refused while it runs jobs; an agent that comes back registers again.",
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_agent(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let running: Vec<i64> = s
+        .store
+        .running_owners()
+        .await?
+        .into_iter()
+        .filter(|(_, owner)| *owner == name)
+        .map(|(id, _)| id)
+        .collect();
+    if !running.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "agent `{name}` runs job(s) {running:?}; cancel them or wait until they end"
+        )));
+    }
+    if !s.store.delete_agent(&name).await? {
+        return Err(ApiError::NotFound(format!(
+            "agent `{name}` is not registered"
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// What a job asks of the agent that runs it.
 enum Selector {
     /// The labels of the job's source (none: any agent).
     Labels(BTreeMap<String, String>),
+    /// An unlabelled source on this host (a loopback address, or a local file or folder):
+    /// only the server's own embedded agent may run it, since on another agent the same URL
+    /// would mean another machine.
+    EmbeddedOnly,
     /// There is no job to run any more (its plan or source is gone): claiming it fails it
     /// with the reason, without a secret leaving the server.
     Gone,
@@ -174,7 +212,35 @@ async fn selector(s: &AppState, j: &Job) -> Result<Selector, String> {
     };
     let stored: StoredSource = serde_json::from_str(&r.spec)
         .map_err(|e| format!("stored source `{source}` is unreadable: {e}"))?;
+    if stored.labels.is_empty() && names_this_host(&stored) {
+        return Ok(Selector::EmbeddedOnly);
+    }
     Ok(Selector::Labels(stored.labels))
+}
+
+/// Whether a source's URL means "this machine": a loopback host, or a path (SQLite, folder).
+fn names_this_host(src: &StoredSource) -> bool {
+    match holdfast_core::SourceSpec::parse(&src.url, src.command.as_deref()) {
+        Ok(holdfast_core::SourceSpec::Postgres(a) | holdfast_core::SourceSpec::Mysql(a)) => {
+            is_loopback(&a.host)
+        }
+        Ok(holdfast_core::SourceSpec::Redis { host, .. }) => is_loopback(&host),
+        Ok(holdfast_core::SourceSpec::Sqlite { .. } | holdfast_core::SourceSpec::Folder { .. }) => {
+            true
+        }
+        Ok(holdfast_core::SourceSpec::Command { .. }) => false,
+        // A URL that does not parse runs nowhere useful; keep it on this host.
+        Err(_) => true,
+    }
+}
+
+/// `localhost`, 127.0.0.0/8, ::1, or no host at all (the local socket).
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.is_empty()
+        || h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The plan a job names, read from the store.
@@ -307,12 +373,14 @@ async fn claim_for(
     s: &AppState,
     agent: &str,
     labels: &BTreeMap<String, String>,
+    embedded: bool,
 ) -> ApiResult<Option<Ticket>> {
     loop {
         let mut claimed = None;
         for j in s.store.claim_candidates(s.now(), 50).await? {
             match selector(s, &j).await {
                 Ok(Selector::Labels(want)) if !labels_match(&want, labels) => continue,
+                Ok(Selector::EmbeddedOnly) if !embedded => continue,
                 Ok(_) => {}
                 Err(why) => {
                     tracing::error!(job = j.id, "job not handed to any agent: {why}");
@@ -357,6 +425,7 @@ async fn claim_for(
     responses((status = 200, body = Ticket), (status = 204), (status = 404, body = ErrorBody)))]
 pub async fn claim(
     State(s): State<Arc<AppState>>,
+    caller: Option<axum::Extension<super::Caller>>,
     Path(name): Path<String>,
     q: Result<Query<ClaimQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
@@ -369,6 +438,7 @@ pub async fn claim(
     let labels: BTreeMap<String, String> = serde_json::from_str(&agent.labels).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(20).min(60));
     let mut stopping = s.stopping.subscribe();
+    let embedded = caller.is_some_and(|c| c.0 == super::Caller::EmbeddedAgent);
     loop {
         if *stopping.borrow_and_update() {
             return Ok(StatusCode::NO_CONTENT.into_response());
@@ -377,7 +447,7 @@ pub async fn claim(
         tokio::pin!(woken);
         woken.as_mut().enable();
         s.store.touch_agent(&name, s.now()).await?;
-        if let Some(t) = claim_for(&s, &name, &labels).await? {
+        if let Some(t) = claim_for(&s, &name, &labels, embedded).await? {
             tracing::info!(agent = %name, job = t.job, attempt = t.attempt, "job handed to agent");
             return Ok(Json(t).into_response());
         }

@@ -242,7 +242,16 @@ pub fn tagged<T: Serialize>(status: StatusCode, version: i64, body: T) -> Respon
         .into_response()
 }
 
-async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Who is calling, as the auth layer found out (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// This replica's embedded agent, with the token it was given at this start.
+    EmbeddedAgent,
+    /// An API token of the store.
+    Token,
+}
+
+async fn auth(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -254,10 +263,14 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     };
     let hash = crate::secrets::hash_token(token);
     if state.internal_token_hash.as_deref() == Some(hash.as_str()) {
+        req.extensions_mut().insert(Caller::EmbeddedAgent);
         return next.run(req).await;
     }
     match state.store.token_by_hash(&hash).await {
-        Ok(Some(_)) => next.run(req).await,
+        Ok(Some(_)) => {
+            req.extensions_mut().insert(Caller::Token);
+            next.run(req).await
+        }
         Ok(None) => ApiError::Unauthorized.into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }

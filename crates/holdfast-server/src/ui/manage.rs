@@ -777,7 +777,7 @@ pub async fn agents(State(s): State<Arc<AppState>>, sess: Session) -> Response {
                 thead { tr { th { "Name" } th { "Labels" } th { "Version" } th { "Host" } th { "Slots" }
                              th { "Last seen" } th { "Running" } } }
                 tbody { @for a in &list {
-                    tr { td { (a.name) @if !a.online { " " span.badge.stale { "offline" } } }
+                    tr { td { (a.name) @if a.stale { " " span.badge.stale { "not seen for a day or more" } } @else if !a.online { " " span.badge.stale { "offline" } } }
                          td { @for (k, v) in &a.labels { code { (k) "=" (v) } " " } }
                          td { (a.version) } td { (a.hostname) } td { (a.slots) } td { (a.last_seen) }
                          td { @for j in &a.running_jobs { a href={"/ui/jobs/" (j)} { "#" (j) } " " } } }

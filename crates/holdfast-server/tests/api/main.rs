@@ -31,7 +31,7 @@ impl App {
             lease: Duration::from_secs(60),
             poll: Duration::from_millis(100),
             tick: Duration::from_millis(100),
-            replica: "test".into(),
+            replica: Some("test".into()),
             shutdown_grace: Duration::from_secs(1),
         };
         let server = Server::build(config).await.unwrap();

@@ -323,14 +323,17 @@ fn agents_take_the_jobs_their_labels_select_and_run_the_hooks_in_order() {
 fn cleanup_and_unlock_run_after_a_failure_a_timeout_and_a_cancel_and_steps_retry() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "0"]);
-    let agent = Agent::start(&s, "solo", &[], TOKEN);
+    // A remote agent runs a source on its own host (127.0.0.1) only when labels send it there.
+    let agent = Agent::start(&s, "solo", &["host=solo"], TOKEN);
     wait_agents(&s, &["solo"]);
     let db = PgDb::new();
     db.psql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000);");
     s.ok(
         "POST",
         "/api/v1/sources",
-        Some(&json!({"name": "db", "kind": "postgres", "url": db.url()})),
+        Some(
+            &json!({"name": "db", "kind": "postgres", "url": db.url(), "labels": {"host": "solo"}}),
+        ),
     );
     let trace = dir.path().join("trace");
     let t = json!({"run": tracer(&trace)});
@@ -781,4 +784,67 @@ fn hooks_and_dump_tools_see_none_of_holdfasts_secrets() {
             "the hook still gets the job's context:\n{hook}"
         );
     }
+}
+
+/// A source whose URL means "this machine" (127.0.0.1, a local path) and that has no labels
+/// runs on the server's own embedded agent only: a remote agent added later would read its own
+/// machine's database instead. With labels it goes where they say. Agents that are gone can be
+/// removed, but not while they run a job.
+#[test]
+fn unlabelled_sources_on_this_host_stay_on_the_embedded_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "0"]);
+    let remote = Agent::start(&s, "remote", &[], TOKEN);
+    wait_agents(&s, &["remote"]);
+    let db = PgDb::new();
+    db.psql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 100);");
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "local-db", "kind": "postgres", "url": db.url()})),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "p", "source": "local-db", "endpoint": "local", "schedule": "@yearly"}),
+        ),
+    );
+    let job = s.ok("POST", "/api/v1/plans/p/run", None);
+    let id = job["id"].as_i64().unwrap();
+    let queued_at: jiff::Timestamp = job["created_at"].as_str().unwrap().parse().unwrap();
+    // The remote agent polls (and is seen) every second: once it has been seen 3 s after the
+    // job was queued, it has walked the queue with the job in it more than once.
+    wait_for("the remote agent to poll with the job queued", || {
+        s.ok("GET", "/api/v1/agents", None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| {
+                a["name"] == "remote"
+                    && a["last_seen"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<jiff::Timestamp>()
+                        .unwrap()
+                        > queued_at + jiff::SignedDuration::from_secs(3)
+            })
+    });
+    let j = s.ok("GET", &format!("/api/v1/jobs/{id}"), None);
+    assert_eq!(j["state"], "queued", "{j}\n{}", remote.log());
+    // The remote agent is idle: it may be removed.
+    let (code, body) = s.call("DELETE", "/api/v1/agents/remote", None);
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = s.call("DELETE", "/api/v1/agents/remote", None);
+    assert_eq!(code, 404, "{body}");
+    drop(remote);
+
+    // The same server with its embedded agent runs it.
+    s.terminate();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "1"]);
+    let j = s.wait_job(id, finished);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let agents = s.ok("GET", "/api/v1/agents", None);
+    assert_eq!(agents.as_array().unwrap().len(), 1, "{agents}");
+    assert_eq!(j["steps"][0]["agent"], agents[0]["name"], "{j}");
 }

@@ -152,3 +152,39 @@ fn the_data_directory_and_metadata_are_private_to_the_server() {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
 }
+
+/// The embedded agent keeps its name across restarts (it was `host:PID`, so every restart left
+/// another offline agent behind).
+#[test]
+fn the_embedded_agent_keeps_its_name_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = |s: &Server| -> Vec<String> {
+        s.ok("GET", "/api/v1/agents", None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let wait_registered = |s: &Server| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let n = names(s);
+            if !n.is_empty() {
+                return n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agent registered:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut s = Server::start(dir.path(), &Meta::Sqlite, &[]);
+    let first = wait_registered(&s);
+    assert_eq!(s.terminate(), 0);
+    let s = Server::start(dir.path(), &Meta::Sqlite, &[]);
+    wait_registered(&s);
+    assert_eq!(names(&s), first, "one agent, the same name");
+}
