@@ -189,6 +189,9 @@ impl Default for StepRetry {
     }
 }
 
+/// The longest wait between two tries of a step: an hour.
+pub const MAX_STEP_WAIT_MS: u64 = 3_600_000;
+
 impl StepRetry {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
@@ -211,6 +214,15 @@ impl StepRetry {
             out.push((
                 "step_retry.base_ms".into(),
                 "must not be larger than cap_ms".into(),
+            ));
+        } else if self.cap_ms > MAX_STEP_WAIT_MS {
+            out.push((
+                "step_retry.cap_ms".into(),
+                format!(
+                    "{} is out of range: a step waits at most {MAX_STEP_WAIT_MS} ms (an hour) \
+                     between tries; the plan's `retry` is for longer waits",
+                    self.cap_ms
+                ),
             ));
         }
         out

@@ -212,17 +212,8 @@ impl PlanSpec {
                 format!("zstd level {l} is out of range; use 1 to 22, \"auto\" or \"off\""),
             );
         }
-        if self.retry.attempts == 0 {
-            bad(
-                "retry.attempts",
-                "must be at least 1 (1 means no retries)".into(),
-            );
-        }
-        if self.retry.cap_secs < self.retry.base_secs {
-            bad(
-                "retry.cap_secs",
-                format!("must be at least base_secs ({})", self.retry.base_secs),
-            );
+        for (field, reason) in retry_problems(&self.retry) {
+            bad(field, reason);
         }
         let copy_retention = self.copy.as_ref().and_then(|c| c.retention.as_ref());
         for (prefix, r) in [
@@ -243,6 +234,47 @@ impl PlanSpec {
         }
         errs
     }
+}
+
+/// The most attempts a plan's `retry` may ask for.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// The longest first wait between attempts: a day.
+pub const MAX_RETRY_BASE_SECS: u64 = 24 * 3600;
+/// The longest wait between attempts: a week. A job waiting longer blocks its plan (every
+/// later fire is skipped while it is queued).
+pub const MAX_RETRY_CAP_SECS: u64 = 7 * 24 * 3600;
+
+/// What is wrong with a plan's `retry`, as (field, reason).
+fn retry_problems(r: &Backoff) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if !(1..=MAX_ATTEMPTS).contains(&r.attempts) {
+        out.push((
+            "retry.attempts",
+            format!(
+                "{} is out of range: 1 to {MAX_ATTEMPTS} attempts in all (1 means no retries)",
+                r.attempts
+            ),
+        ));
+    }
+    if !(1..=MAX_RETRY_BASE_SECS).contains(&r.base_secs) {
+        out.push((
+            "retry.base_secs",
+            format!(
+                "{} is out of range: the first wait is 1 to {MAX_RETRY_BASE_SECS} seconds (a day)",
+                r.base_secs
+            ),
+        ));
+    } else if !(r.base_secs..=MAX_RETRY_CAP_SECS).contains(&r.cap_secs) {
+        out.push((
+            "retry.cap_secs",
+            format!(
+                "{} is out of range: the longest wait is base_secs ({}) to {MAX_RETRY_CAP_SECS} \
+                 seconds (7 days)",
+                r.cap_secs, r.base_secs
+            ),
+        ));
+    }
+    out
 }
 
 const NAME_RULE: &str =
@@ -303,6 +335,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("unknown field `cron`"), "{e}");
+    }
+
+    fn fields(p: &PlanSpec) -> Vec<String> {
+        p.validate().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn retries_are_bounded() {
+        let with_retry = |r: &str| {
+            plan(&format!(
+                r#"{{"name": "a", "source": "s", "endpoint": "e", "schedule": "@daily", "retry": {r}}}"#
+            ))
+            .unwrap()
+        };
+        // The values that once left a job queued for 18 million years, or retrying for ever.
+        let p = with_retry(
+            r#"{"attempts": 5, "base_secs": 18446744073709551615, "cap_secs": 18446744073709551615}"#,
+        );
+        let errs = p.validate();
+        assert_eq!(fields(&p), ["retry.base_secs"], "{errs:?}");
+        assert!(errs[0].reason.contains("86400"), "{errs:?}");
+        let p = with_retry(r#"{"attempts": 4294967295, "base_secs": 30, "cap_secs": 1800}"#);
+        assert_eq!(fields(&p), ["retry.attempts"]);
+        let p = with_retry(r#"{"attempts": 3, "base_secs": 30, "cap_secs": 18446744073709551615}"#);
+        let errs = p.validate();
+        assert_eq!(fields(&p), ["retry.cap_secs"], "{errs:?}");
+        assert!(errs[0].reason.contains("604800"), "{errs:?}");
+        for r in [
+            r#"{"attempts": 0, "base_secs": 30, "cap_secs": 1800}"#,
+            r#"{"attempts": 101, "base_secs": 30, "cap_secs": 1800}"#,
+            r#"{"attempts": 3, "base_secs": 0, "cap_secs": 1800}"#,
+            r#"{"attempts": 3, "base_secs": 60, "cap_secs": 30}"#,
+        ] {
+            assert_eq!(with_retry(r).validate().len(), 1, "{r} was accepted");
+        }
+        // The bounds themselves are fine, and so is the default.
+        let p = with_retry(r#"{"attempts": 100, "base_secs": 86400, "cap_secs": 604800}"#);
+        assert!(p.validate().is_empty(), "{:?}", p.validate());
+        let p = with_retry(r#"{"attempts": 1, "base_secs": 1, "cap_secs": 1}"#);
+        assert!(p.validate().is_empty(), "{:?}", p.validate());
+        assert!(retry_problems(&Backoff::default()).is_empty());
+        // A step's retries are bounded the same way.
+        let p = plan(
+            r#"{"name": "a", "source": "s", "endpoint": "e", "schedule": "@daily",
+                "step_retry": {"attempts": 3, "base_ms": 1000, "cap_ms": 18446744073709551615}}"#,
+        )
+        .unwrap();
+        assert_eq!(fields(&p), ["step_retry.cap_ms"]);
     }
 
     #[test]

@@ -482,6 +482,68 @@ fn the_api_names_bad_fields_and_guards_concurrent_edits_postgres_store() {
     the_api_names_bad_fields_and_guards_concurrent_edits(Meta::postgres());
 }
 
+/// Values that are well-formed but could never work are refused with a 422 naming the field:
+/// retries that would wait for ages or go on for ever.
+#[test]
+fn the_api_refuses_values_that_could_never_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "0"]);
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "files", "kind": "folder", "url": "file:///tmp"})),
+    );
+    let base = json!({"name": "p", "source": "files", "endpoint": "local", "schedule": "@daily"});
+    let refused = |path: &str, body: &Value| -> Vec<(String, String)> {
+        let (code, v) = s.call("POST", path, Some(body));
+        assert_eq!(code, 422, "{body} was accepted: {v}");
+        v["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let text = |k: &str| f[k].as_str().unwrap().to_string();
+                (text("field"), text("reason"))
+            })
+            .collect()
+    };
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+
+    let e = refused(
+        "/api/v1/plans",
+        &with(
+            "retry",
+            json!({"attempts": 5, "base_secs": u64::MAX, "cap_secs": u64::MAX}),
+        ),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "retry.base_secs");
+    assert!(e[0].1.contains("1 to 86400 seconds"), "{e:?}");
+    let e = refused(
+        "/api/v1/plans",
+        &with(
+            "retry",
+            json!({"attempts": u32::MAX, "base_secs": 30, "cap_secs": 1800}),
+        ),
+    );
+    assert_eq!(e[0].0, "retry.attempts", "{e:?}");
+    assert!(e[0].1.contains("1 to 100"), "{e:?}");
+    // Nothing was stored; the same plan with sane values is.
+    assert_eq!(s.call("GET", "/api/v1/plans/p", None).0, 404);
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(&with(
+            "retry",
+            json!({"attempts": 100, "base_secs": 86400, "cap_secs": 604800}),
+        )),
+    );
+}
+
 /// kill -9 the server with one job running and one queued: after a restart both complete, the
 /// dead attempt leaves no restore point, and the repository checks clean.
 #[test]
