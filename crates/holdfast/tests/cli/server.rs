@@ -483,7 +483,7 @@ fn the_api_names_bad_fields_and_guards_concurrent_edits_postgres_store() {
 }
 
 /// Values that are well-formed but could never work are refused with a 422 naming the field:
-/// retries that would wait for ages or go on for ever.
+/// retries that would wait for ages or go on for ever, schedules that never fire.
 #[test]
 fn the_api_refuses_values_that_could_never_work() {
     let dir = tempfile::tempdir().unwrap();
@@ -532,8 +532,24 @@ fn the_api_refuses_values_that_could_never_work() {
     );
     assert_eq!(e[0].0, "retry.attempts", "{e:?}");
     assert!(e[0].1.contains("1 to 100"), "{e:?}");
+
+    // The 30th of February: a plan that would never run, an endpoint never pruned.
+    let e = refused("/api/v1/plans", &with("schedule", json!("0 0 30 2 *")));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "schedule");
+    assert!(e[0].1.contains("never fires"), "{e:?}");
+    let e = refused(
+        "/api/v1/endpoints",
+        &json!({"name": "e", "kind": "local", "url": dir.path().join("e"),
+                "password": "pw", "prune_schedule": "0 4 30 2 *"}),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "prune_schedule");
+    assert!(e[0].1.contains("never fires"), "{e:?}");
+
     // Nothing was stored; the same plan with sane values is.
     assert_eq!(s.call("GET", "/api/v1/plans/p", None).0, 404);
+    assert_eq!(s.call("GET", "/api/v1/endpoints/e", None).0, 404);
     s.ok(
         "POST",
         "/api/v1/plans",
