@@ -277,6 +277,65 @@ fn retry_problems(r: &Backoff) -> Vec<(&'static str, String)> {
     out
 }
 
+/// The longest source or endpoint URL, in bytes.
+pub const MAX_URL_LEN: usize = 2048;
+/// Labels on one source, and the longest key and value, in bytes.
+pub const MAX_LABELS: usize = 32;
+pub const MAX_LABEL_KEY_LEN: usize = 63;
+pub const MAX_LABEL_VALUE_LEN: usize = 255;
+
+/// Why a URL is refused, if it is too long.
+pub fn url_too_long(url: &str) -> Option<String> {
+    (url.len() > MAX_URL_LEN).then(|| {
+        format!(
+            "is {} bytes; a URL may be at most {MAX_URL_LEN} bytes",
+            url.len()
+        )
+    })
+}
+
+/// What is wrong with a set of labels (source or agent), if anything.
+pub fn label_problems<'a>(
+    labels: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if labels.len() > MAX_LABELS {
+        out.push(format!(
+            "{} labels; at most {MAX_LABELS} are allowed",
+            labels.len()
+        ));
+        return out;
+    }
+    let shown = |s: &str| {
+        let mut end = s.len().min(40);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end < s.len() {
+            format!("`{}…`", &s[..end])
+        } else {
+            format!("`{s}`")
+        }
+    };
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > MAX_LABEL_KEY_LEN {
+            out.push(format!(
+                "label key {} is {} bytes; keys are 1 to {MAX_LABEL_KEY_LEN} bytes",
+                shown(k),
+                k.len()
+            ));
+        }
+        if v.len() > MAX_LABEL_VALUE_LEN {
+            out.push(format!(
+                "the value of label {} is {} bytes; values are at most {MAX_LABEL_VALUE_LEN} bytes",
+                shown(k),
+                v.len()
+            ));
+        }
+    }
+    out
+}
+
 const NAME_RULE: &str =
     "1 to 63 characters: lowercase letters, digits and `-`, starting with a letter";
 
@@ -383,6 +442,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fields(&p), ["step_retry.cap_ms"]);
+    }
+
+    #[test]
+    fn urls_and_labels_have_size_limits() {
+        assert_eq!(url_too_long(&"x".repeat(MAX_URL_LEN)), None);
+        let e = url_too_long(&"x".repeat(1 << 20)).unwrap();
+        assert!(e.contains("1048576 bytes") && e.contains("2048"), "{e}");
+
+        let labels = |pairs: Vec<(String, String)>| -> Vec<String> {
+            let m: std::collections::BTreeMap<String, String> = pairs.into_iter().collect();
+            label_problems(m.iter())
+        };
+        let ok = (0..MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".repeat(MAX_LABEL_VALUE_LEN)))
+            .collect::<Vec<_>>();
+        assert!(labels(ok).is_empty());
+        let many = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert!(labels(many)[0].contains("33 labels"));
+        let e = labels(vec![("k".repeat(64), "v".into())]);
+        assert!(
+            e.len() == 1 && e[0].contains("64 bytes") && e[0].contains('…'),
+            "{e:?}"
+        );
+        let e = labels(vec![(String::new(), "v".into())]);
+        assert!(e.len() == 1 && e[0].contains("1 to 63"), "{e:?}");
+        let e = labels(vec![("site".into(), "é".repeat(200))]);
+        assert!(
+            e.len() == 1 && e[0].contains("`site`") && e[0].contains("400 bytes"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! curl, backing up and restoring the machine's real PostgreSQL, with its metadata in SQLite or
 //! in a PostgreSQL database of the test's own.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -107,11 +107,20 @@ impl Server {
         for h in headers {
             c.args(["-H", h]);
         }
-        if let Some(b) = body {
-            c.args(["--data-binary", &b.to_string()]);
+        // The body goes through stdin: a command-line argument may be at most 128 KiB.
+        if body.is_some() {
+            c.args(["--data-binary", "@-"]);
         }
-        c.arg(format!("{}{path}", self.url));
-        let out = c.output().unwrap();
+        c.arg(format!("{}{path}", self.url))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(b) = body {
+            stdin.write_all(b.to_string().as_bytes()).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
         let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
@@ -483,7 +492,9 @@ fn the_api_names_bad_fields_and_guards_concurrent_edits_postgres_store() {
 }
 
 /// Values that are well-formed but could never work are refused with a 422 naming the field:
-/// retries that would wait for ages or go on for ever, schedules that never fire.
+/// retries that would wait for ages or go on for ever, schedules that never fire, and URLs,
+/// labels, commands and hook scripts too long to be used (a hook over 128 KiB cannot even be
+/// started by `sh -c`).
 #[test]
 fn the_api_refuses_values_that_could_never_work() {
     let dir = tempfile::tempdir().unwrap();
@@ -547,9 +558,55 @@ fn the_api_refuses_values_that_could_never_work() {
     assert_eq!(e[0].0, "prune_schedule");
     assert!(e[0].1.contains("never fires"), "{e:?}");
 
+    // A megabyte where a line is expected.
+    let mb = "x".repeat(1 << 20);
+    let e = refused(
+        "/api/v1/plans",
+        &with(
+            "hooks",
+            json!({"pre_backup_check": {"run": format!("#{mb}")}}),
+        ),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "hooks.pre_backup_check.run");
+    assert!(e[0].1.contains("at most 65536 bytes"), "{e:?}");
+    let e = refused(
+        "/api/v1/sources",
+        &json!({"name": "big", "kind": "folder", "url": format!("file:///{mb}")}),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "url");
+    assert!(e[0].1.contains("at most 2048 bytes"), "{e:?}");
+    let e = refused(
+        "/api/v1/sources",
+        &json!({"name": "big", "kind": "command", "url": "cmd:big", "command": format!("#{mb}")}),
+    );
+    assert_eq!((e.len(), e[0].0.as_str()), (1, "command"), "{e:?}");
+    let many: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let e = refused(
+        "/api/v1/sources",
+        &json!({"name": "big", "kind": "folder", "url": "file:///tmp", "labels": many}),
+    );
+    assert_eq!(e[0].0, "labels", "{e:?}");
+    assert!(e[0].1.contains("at most 32"), "{e:?}");
+    let e = refused(
+        "/api/v1/sources",
+        &json!({"name": "big", "kind": "folder", "url": "file:///tmp",
+                "labels": {"site": "v".repeat(256)}}),
+    );
+    assert_eq!(e[0].0, "labels", "{e:?}");
+    assert!(e[0].1.contains("`site`"), "{e:?}");
+    let e = refused(
+        "/api/v1/endpoints",
+        &json!({"name": "e", "kind": "local", "url": format!("/{mb}"), "password": "pw"}),
+    );
+    assert_eq!((e.len(), e[0].0.as_str()), (1, "url"), "{e:?}");
+
     // Nothing was stored; the same plan with sane values is.
     assert_eq!(s.call("GET", "/api/v1/plans/p", None).0, 404);
     assert_eq!(s.call("GET", "/api/v1/endpoints/e", None).0, 404);
+    assert_eq!(s.call("GET", "/api/v1/sources/big", None).0, 404);
     s.ok(
         "POST",
         "/api/v1/plans",
