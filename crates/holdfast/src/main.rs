@@ -554,13 +554,27 @@ fn run(cli: Cli) -> Result<(), Error> {
             let repo = Repo::open(&repo_config(&repo)?)?;
             let snap = repo.find(&snapshot)?;
             let reader = repo.reader(&snap)?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let mut out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                ReaderGone::new(std::io::stdout().lock()),
+            );
             let paths: Vec<String> = reader.files().map(|(p, _)| p.to_string()).collect();
-            for p in paths {
-                reader.dump(&p, &mut out)?;
+            let written = paths
+                .iter()
+                .try_for_each(|p| reader.dump(p, &mut out))
+                .and_then(|()| {
+                    out.flush()
+                        .map_err(|e| Error::Other(format!("writing to stdout: {e}")))
+                });
+            // A reader that stops reading (`| head`) ends the dump, quietly, as it does `cat`;
+            // any other failure to write is stdout's, not the repository's.
+            match (written, &out.get_ref().failed) {
+                (Err(_), Some(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                (Err(_), Some(e)) => {
+                    return Err(Error::Other(format!("writing the dump to stdout: {e}")));
+                }
+                (other, _) => other?,
             }
-            out.flush()
-                .map_err(|e| Error::Other(format!("writing to stdout: {e}")))?;
         }
         Command::Forget {
             repo,
@@ -605,6 +619,43 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A writer that keeps its first write error: the storage layer wraps it in its own, so
+/// whether the reader went away (a broken pipe) is told here, where it happens.
+struct ReaderGone<W> {
+    inner: W,
+    failed: Option<std::io::Error>,
+}
+
+impl<W> ReaderGone<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            failed: None,
+        }
+    }
+
+    fn note<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r
+            && self.failed.is_none()
+        {
+            self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for ReaderGone<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.note(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.note(r)
+    }
 }
 
 fn human(b: u64) -> String {

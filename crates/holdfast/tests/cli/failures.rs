@@ -273,3 +273,47 @@ fn restore_tool_dying_mid_stream_reports_its_own_error() {
         "{err}"
     );
 }
+
+/// `holdfast dump SNAPSHOT | head -c 100`: the reader closing the pipe early is its choice, so
+/// the dump ends quietly and successfully, as `cat` would, instead of reporting a storage error.
+#[test]
+fn dump_into_a_pipe_closed_early_ends_quietly() {
+    let env = Env::new();
+    env.init();
+    // Far more than the pipe and Holdfast's own buffer hold, so writes go on after the close.
+    let payload = random(8 << 20, 6);
+    let file = env.path("payload");
+    std::fs::write(&file, &payload).unwrap();
+    env.backup(
+        "cmd:big",
+        &["--command", &format!("cat {}", file.display())],
+    );
+
+    let mut child = env
+        .cmd(&["dump", "latest"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+    assert!(head[..] == payload[..100]);
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    assert_eq!(stderr, "");
+
+    // A stdout that cannot be written is still an error, and says it is stdout's.
+    let out = env
+        .cmd(&["dump", "latest"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("writing the dump to stdout: No space left"),
+        "{stderr}"
+    );
+}
