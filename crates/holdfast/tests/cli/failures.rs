@@ -317,3 +317,41 @@ fn dump_into_a_pipe_closed_early_ends_quietly() {
         "{stderr}"
     );
 }
+
+/// A Redis that refuses the login fails at once with exit 21 (login refused, never retried),
+/// like a wrong PostgreSQL or MariaDB password, whether the password is wrong, missing, or
+/// given to a server that has none (redis-cli says `AUTH failed` and exits 0).
+#[test]
+fn redis_refusing_the_login_is_a_refused_login() {
+    let env = Env::new();
+    env.init();
+    let secured = TempRedis::start(&["--requirepass", "right-password"]);
+    let open = TempRedis::start(&[]);
+    for (url, says) in [
+        (
+            format!("redis://:wrong-password@127.0.0.1:{}", secured.port),
+            "WRONGPASS",
+        ),
+        (format!("redis://127.0.0.1:{}", secured.port), "NOAUTH"),
+        (
+            format!("redis://:wrong-password@127.0.0.1:{}", open.port),
+            "has no password set",
+        ),
+    ] {
+        let err = env.fails(&["backup", &url], 21);
+        assert!(
+            err.contains("refused the login") && err.contains(says),
+            "{url}: {err}"
+        );
+        assert!(
+            !err.contains("wrong-password"),
+            "the password was shown: {err}"
+        );
+    }
+    assert!(env.snapshots().is_empty());
+    // The right password works.
+    env.backup(
+        &format!("redis://:right-password@127.0.0.1:{}", secured.port),
+        &[],
+    );
+}
