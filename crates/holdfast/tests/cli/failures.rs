@@ -355,3 +355,46 @@ fn redis_refusing_the_login_is_a_refused_login() {
         &[],
     );
 }
+
+/// With RUST_BACKTRACE=1 in the environment, a storage that is down must not print a
+/// backtrace with every retried request, and logs written to a file (not a terminal) carry no
+/// colour codes: one line per event, the final error on a line of its own.
+#[test]
+fn storage_retries_log_one_line_each_without_backtraces_or_colour() {
+    let port = free_port();
+    let mut env = Env::with_repo(format!(
+        "s3://bucket/backups?endpoint=http://127.0.0.1:{port}&region=us-east-1&path-style=true"
+    ));
+    env.extra_env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), "holdfast-test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "holdfast-test".into()),
+        ("RUST_BACKTRACE".into(), "1".into()),
+    ];
+    let stderr = env.fails(&["snapshots"], 13);
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a log file:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("Backtrace") && !stderr.contains("stack backtrace"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("std::backtrace"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let retries = lines.iter().filter(|l| l.contains("will retry")).count();
+    assert!(retries >= 1, "no retry was logged:\n{stderr}");
+    assert!(lines.len() <= 12, "{} lines:\n{stderr}", lines.len());
+    // Every line is one event (a timestamped log line) or the final error.
+    for l in &lines[..lines.len() - 1] {
+        assert!(
+            l.starts_with("20") && l.contains(" WARN "),
+            "not one event per line: {l}"
+        );
+    }
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("holdfast: error: storage error at s3://bucket/backups")
+            && last.contains("Connection refused"),
+        "{last}"
+    );
+}
