@@ -104,6 +104,18 @@ fn default_timeout() -> u64 {
     600
 }
 
+/// The longest inline script a hook (or a command source) may be, in bytes: 64 KiB. `sh -c`
+/// takes its script as one argument, and Linux refuses arguments over 128 KiB.
+pub const MAX_SCRIPT_LEN: usize = 64 * 1024;
+
+/// Why a script of `len` bytes is refused.
+pub fn script_too_long(len: usize) -> String {
+    format!(
+        "is {len} bytes; a script may be at most {MAX_SCRIPT_LEN} bytes (64 KiB): put a longer \
+         one in a file on the agent and give its path"
+    )
+}
+
 /// A plan's hooks. `backup` and `restore` replace the built-in driver: a backup hook's stdout
 /// is stored as the backup, a restore hook reads the restore point on its stdin.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +172,8 @@ impl Hooks {
                         format!("{field}.run"),
                         "empty; give a shell script or the path of one".into(),
                     ));
+                } else if h.run.len() > MAX_SCRIPT_LEN {
+                    out.push((format!("{field}.run"), script_too_long(h.run.len())));
                 }
                 if h.timeout_secs == 0 || h.timeout_secs > 7 * 24 * 3600 {
                     out.push((format!("{field}.timeout_secs"), "1 second to 7 days".into()));
@@ -191,6 +205,9 @@ impl Default for StepRetry {
     }
 }
 
+/// The longest wait between two tries of a step: an hour.
+pub const MAX_STEP_WAIT_MS: u64 = 3_600_000;
+
 impl StepRetry {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
@@ -213,6 +230,15 @@ impl StepRetry {
             out.push((
                 "step_retry.base_ms".into(),
                 "must not be larger than cap_ms".into(),
+            ));
+        } else if self.cap_ms > MAX_STEP_WAIT_MS {
+            out.push((
+                "step_retry.cap_ms".into(),
+                format!(
+                    "{} is out of range: a step waits at most {MAX_STEP_WAIT_MS} ms (an hour) \
+                     between tries; the plan's `retry` is for longer waits",
+                    self.cap_ms
+                ),
             ));
         }
         out
@@ -271,5 +297,24 @@ mod tests {
         assert_eq!(e[1].0, "hooks.pre_backup_lock.timeout_secs");
         assert_eq!(h.backup_cleanup.unwrap().timeout_secs, 600);
         assert!(serde_json::from_str::<Hooks>(r#"{"pre_backup_lok": {"run": "x"}}"#).is_err());
+    }
+
+    #[test]
+    fn hook_scripts_have_a_size_limit() {
+        let hooks = |len: usize| Hooks {
+            backup: Some(Hook {
+                run: "#".repeat(len),
+                timeout_secs: 60,
+            }),
+            ..Hooks::default()
+        };
+        assert!(hooks(MAX_SCRIPT_LEN).validate().is_empty());
+        let e = hooks(1 << 20).validate();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, "hooks.backup.run");
+        assert!(
+            e[0].1.contains("1048576 bytes") && e[0].1.contains("65536"),
+            "{e:?}"
+        );
     }
 }

@@ -212,17 +212,8 @@ impl PlanSpec {
                 format!("zstd level {l} is out of range; use 1 to 22, \"auto\" or \"off\""),
             );
         }
-        if self.retry.attempts == 0 {
-            bad(
-                "retry.attempts",
-                "must be at least 1 (1 means no retries)".into(),
-            );
-        }
-        if self.retry.cap_secs < self.retry.base_secs {
-            bad(
-                "retry.cap_secs",
-                format!("must be at least base_secs ({})", self.retry.base_secs),
-            );
+        for (field, reason) in retry_problems(&self.retry) {
+            bad(field, reason);
         }
         let copy_retention = self.copy.as_ref().and_then(|c| c.retention.as_ref());
         for (prefix, r) in [
@@ -243,6 +234,106 @@ impl PlanSpec {
         }
         errs
     }
+}
+
+/// The most attempts a plan's `retry` may ask for.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// The longest first wait between attempts: a day.
+pub const MAX_RETRY_BASE_SECS: u64 = 24 * 3600;
+/// The longest wait between attempts: a week. A job waiting longer blocks its plan (every
+/// later fire is skipped while it is queued).
+pub const MAX_RETRY_CAP_SECS: u64 = 7 * 24 * 3600;
+
+/// What is wrong with a plan's `retry`, as (field, reason).
+fn retry_problems(r: &Backoff) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if !(1..=MAX_ATTEMPTS).contains(&r.attempts) {
+        out.push((
+            "retry.attempts",
+            format!(
+                "{} is out of range: 1 to {MAX_ATTEMPTS} attempts in all (1 means no retries)",
+                r.attempts
+            ),
+        ));
+    }
+    if !(1..=MAX_RETRY_BASE_SECS).contains(&r.base_secs) {
+        out.push((
+            "retry.base_secs",
+            format!(
+                "{} is out of range: the first wait is 1 to {MAX_RETRY_BASE_SECS} seconds (a day)",
+                r.base_secs
+            ),
+        ));
+    } else if !(r.base_secs..=MAX_RETRY_CAP_SECS).contains(&r.cap_secs) {
+        out.push((
+            "retry.cap_secs",
+            format!(
+                "{} is out of range: the longest wait is base_secs ({}) to {MAX_RETRY_CAP_SECS} \
+                 seconds (7 days)",
+                r.cap_secs, r.base_secs
+            ),
+        ));
+    }
+    out
+}
+
+/// The longest source or endpoint URL, in bytes.
+pub const MAX_URL_LEN: usize = 2048;
+/// Labels on one source, and the longest key and value, in bytes.
+pub const MAX_LABELS: usize = 32;
+pub const MAX_LABEL_KEY_LEN: usize = 63;
+pub const MAX_LABEL_VALUE_LEN: usize = 255;
+
+/// Why a URL is refused, if it is too long.
+pub fn url_too_long(url: &str) -> Option<String> {
+    (url.len() > MAX_URL_LEN).then(|| {
+        format!(
+            "is {} bytes; a URL may be at most {MAX_URL_LEN} bytes",
+            url.len()
+        )
+    })
+}
+
+/// What is wrong with a set of labels (source or agent), if anything.
+pub fn label_problems<'a>(
+    labels: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if labels.len() > MAX_LABELS {
+        out.push(format!(
+            "{} labels; at most {MAX_LABELS} are allowed",
+            labels.len()
+        ));
+        return out;
+    }
+    let shown = |s: &str| {
+        let mut end = s.len().min(40);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end < s.len() {
+            format!("`{}…`", &s[..end])
+        } else {
+            format!("`{s}`")
+        }
+    };
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > MAX_LABEL_KEY_LEN {
+            out.push(format!(
+                "label key {} is {} bytes; keys are 1 to {MAX_LABEL_KEY_LEN} bytes",
+                shown(k),
+                k.len()
+            ));
+        }
+        if v.len() > MAX_LABEL_VALUE_LEN {
+            out.push(format!(
+                "the value of label {} is {} bytes; values are at most {MAX_LABEL_VALUE_LEN} bytes",
+                shown(k),
+                v.len()
+            ));
+        }
+    }
+    out
 }
 
 const NAME_RULE: &str =
@@ -303,6 +394,86 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("unknown field `cron`"), "{e}");
+    }
+
+    fn fields(p: &PlanSpec) -> Vec<String> {
+        p.validate().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn retries_are_bounded() {
+        let with_retry = |r: &str| {
+            plan(&format!(
+                r#"{{"name": "a", "source": "s", "endpoint": "e", "schedule": "@daily", "retry": {r}}}"#
+            ))
+            .unwrap()
+        };
+        // The values that once left a job queued for 18 million years, or retrying for ever.
+        let p = with_retry(
+            r#"{"attempts": 5, "base_secs": 18446744073709551615, "cap_secs": 18446744073709551615}"#,
+        );
+        let errs = p.validate();
+        assert_eq!(fields(&p), ["retry.base_secs"], "{errs:?}");
+        assert!(errs[0].reason.contains("86400"), "{errs:?}");
+        let p = with_retry(r#"{"attempts": 4294967295, "base_secs": 30, "cap_secs": 1800}"#);
+        assert_eq!(fields(&p), ["retry.attempts"]);
+        let p = with_retry(r#"{"attempts": 3, "base_secs": 30, "cap_secs": 18446744073709551615}"#);
+        let errs = p.validate();
+        assert_eq!(fields(&p), ["retry.cap_secs"], "{errs:?}");
+        assert!(errs[0].reason.contains("604800"), "{errs:?}");
+        for r in [
+            r#"{"attempts": 0, "base_secs": 30, "cap_secs": 1800}"#,
+            r#"{"attempts": 101, "base_secs": 30, "cap_secs": 1800}"#,
+            r#"{"attempts": 3, "base_secs": 0, "cap_secs": 1800}"#,
+            r#"{"attempts": 3, "base_secs": 60, "cap_secs": 30}"#,
+        ] {
+            assert_eq!(with_retry(r).validate().len(), 1, "{r} was accepted");
+        }
+        // The bounds themselves are fine, and so is the default.
+        let p = with_retry(r#"{"attempts": 100, "base_secs": 86400, "cap_secs": 604800}"#);
+        assert!(p.validate().is_empty(), "{:?}", p.validate());
+        let p = with_retry(r#"{"attempts": 1, "base_secs": 1, "cap_secs": 1}"#);
+        assert!(p.validate().is_empty(), "{:?}", p.validate());
+        assert!(retry_problems(&Backoff::default()).is_empty());
+        // A step's retries are bounded the same way.
+        let p = plan(
+            r#"{"name": "a", "source": "s", "endpoint": "e", "schedule": "@daily",
+                "step_retry": {"attempts": 3, "base_ms": 1000, "cap_ms": 18446744073709551615}}"#,
+        )
+        .unwrap();
+        assert_eq!(fields(&p), ["step_retry.cap_ms"]);
+    }
+
+    #[test]
+    fn urls_and_labels_have_size_limits() {
+        assert_eq!(url_too_long(&"x".repeat(MAX_URL_LEN)), None);
+        let e = url_too_long(&"x".repeat(1 << 20)).unwrap();
+        assert!(e.contains("1048576 bytes") && e.contains("2048"), "{e}");
+
+        let labels = |pairs: Vec<(String, String)>| -> Vec<String> {
+            let m: std::collections::BTreeMap<String, String> = pairs.into_iter().collect();
+            label_problems(m.iter())
+        };
+        let ok = (0..MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".repeat(MAX_LABEL_VALUE_LEN)))
+            .collect::<Vec<_>>();
+        assert!(labels(ok).is_empty());
+        let many = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert!(labels(many)[0].contains("33 labels"));
+        let e = labels(vec![("k".repeat(64), "v".into())]);
+        assert!(
+            e.len() == 1 && e[0].contains("64 bytes") && e[0].contains('…'),
+            "{e:?}"
+        );
+        let e = labels(vec![(String::new(), "v".into())]);
+        assert!(e.len() == 1 && e[0].contains("1 to 63"), "{e:?}");
+        let e = labels(vec![("site".into(), "é".repeat(200))]);
+        assert!(
+            e.len() == 1 && e[0].contains("`site`") && e[0].contains("400 bytes"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -73,6 +73,19 @@ impl Schedule {
                 format!("{e}; e.g. `30 2 * * *`"),
             )
         })?;
+        // Cron has no year field, so a schedule repeats every 400 years (the Gregorian cycle):
+        // one that does not fire between 2000 and croner's horizon (the year 5000) never fires.
+        // A fixed start keeps this a pure function of the input.
+        let start = jiff::civil::date(2000, 1, 1)
+            .to_zoned(tz.clone())
+            .map_err(|e| InputError::new(format!("timezone `{timezone}`"), e.to_string()))?;
+        if cron.find_next_occurrence(&start, true).is_err() {
+            return Err(InputError::new(
+                format!("schedule `{expr}`"),
+                "never fires: no date matches it (such as the 30th of February); check the \
+                 day-of-month, month and day-of-week fields, e.g. `0 0 28 2 *`",
+            ));
+        }
         Ok(Self {
             expr: expr.to_string(),
             tz_name: timezone.to_string(),
@@ -210,6 +223,30 @@ mod tests {
             e.what.contains("Mars/Olympus") && e.reason.contains("IANA"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        for never in ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *"] {
+            let t = std::time::Instant::now();
+            let e = Schedule::parse(never, "Europe/Berlin").unwrap_err();
+            assert!(e.what.contains(never), "{e}");
+            assert!(e.reason.contains("never fires"), "{e}");
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(1),
+                "{:?}",
+                t.elapsed()
+            );
+        }
+        // Rare is not never: the 29th of February, and the 31st of the months that have one.
+        let leap = Schedule::parse("0 0 29 2 *", "UTC").unwrap();
+        assert_eq!(
+            times(&leap, "2026-01-01T00:00:00Z", 2),
+            ["2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z"]
+        );
+        assert!(Schedule::parse("0 0 31 2,3 *", "UTC").is_ok());
+        // Day-of-month and day-of-week are either-or, as in cron: a Monday in February fires.
+        assert!(Schedule::parse("0 0 30 2 1", "UTC").is_ok());
     }
 
     #[test]

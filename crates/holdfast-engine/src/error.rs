@@ -97,6 +97,40 @@ impl Error {
     }
 }
 
+/// `text` without the backtrace some errors print with themselves (rustic's and OpenDAL's
+/// when RUST_BACKTRACE is set): messages say what went wrong and what to do, backtraces are
+/// for panics.
+pub fn without_backtrace(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut in_backtrace = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t == "Backtrace:" {
+            in_backtrace = true;
+        } else if !(in_backtrace && is_backtrace_line(t.as_bytes())) {
+            in_backtrace = false;
+            out.push(line);
+        }
+    }
+    let mut s = out.join("\n").trim_end().to_string();
+    if text.ends_with('\n') && !s.is_empty() {
+        s.push('\n');
+    }
+    s
+}
+
+/// Whether a (trimmed) line belongs to a printed backtrace: a frame (`12: name`), its place
+/// (`at src/x.rs:1:2`), std's note about omitted frames, or the blank line that ends it.
+pub fn is_backtrace_line(t: &[u8]) -> bool {
+    let t = String::from_utf8_lossy(t);
+    let t = t.trim();
+    t.is_empty()
+        || t.starts_with("at ")
+        || t.starts_with("note: Some details are omitted")
+        || t.split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn stderr_suffix(s: &str) -> String {
     if s.trim().is_empty() {
         String::new()
@@ -170,5 +204,37 @@ impl Error {
             self,
             Self::Storage { .. } | Self::SourceUnreachable { .. } | Self::DumpFailed { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtraces_are_left_out_of_messages() {
+        // OpenDAL's error as its retry warning prints it with RUST_BACKTRACE=1.
+        let text = "Unexpected (temporary) at stat => send http request\n\nContext:\n   url: \
+                    http://127.0.0.1:1/b/config\n\nSource:\n   connection refused\n\nBacktrace:\n   \
+                    0: call_once<fn() -> std::backtrace::Backtrace, ()>\n             at \
+                    /rustc/x/library/core/src/ops/function.rs:250:5\n  17: poll<T>\n             \
+                    at src/x.rs:1:2\n 100: clone3\nnote: Some details are omitted\n";
+        let clean = without_backtrace(text);
+        assert!(
+            !clean.contains("Backtrace") && !clean.contains("call_once"),
+            "{clean}"
+        );
+        assert!(
+            !clean.contains("clone3") && !clean.contains("omitted"),
+            "{clean}"
+        );
+        assert!(
+            clean.contains("url: http://127.0.0.1:1/b/config"),
+            "{clean}"
+        );
+        assert!(clean.contains("connection refused"), "{clean}");
+        // Text after a backtrace is kept; text without one is unchanged.
+        assert_eq!(without_backtrace("a\nBacktrace:\n 0: f\nb"), "a\nb");
+        assert_eq!(without_backtrace("a: b\n 1: c"), "a: b\n 1: c");
     }
 }

@@ -30,17 +30,35 @@ fn check(name: &str, ok: bool, detail: impl Into<String>) -> Check {
 /// What the checks need from a storage: a look at the repository's directory (which shows
 /// whether the storage answers and takes the login), and a write, read-back and removal.
 trait Probe {
-    fn look(&self) -> Result<(), Error>;
+    fn look(&self) -> Result<(), LookFailed>;
     fn round_trip(&self, name: &str, data: &[u8]) -> Result<bool, Error>;
 }
 
+/// Why a look at the storage failed.
+enum LookFailed {
+    /// The request failed, or the storage refused it: what the error says.
+    Error(Error),
+    /// Something answered, but not as the storage does: the check that failed, and why.
+    Answered(&'static str, String),
+}
+
+impl From<Error> for LookFailed {
+    fn from(e: Error) -> Self {
+        Self::Error(e)
+    }
+}
+
 impl Probe for (&Storage, &RepoConfig) {
-    fn look(&self) -> Result<(), Error> {
-        self.0
+    fn look(&self) -> Result<(), LookFailed> {
+        let (storage, cfg) = *self;
+        if cfg.location.kind() == StorageKind::S3 {
+            return s3_listing(storage, cfg);
+        }
+        storage
             .op
             .exists("config")
             .map(|_| ())
-            .map_err(|e| opendal_err(self.1, e))
+            .map_err(|e| opendal_err(cfg, e).into())
     }
 
     fn round_trip(&self, name: &str, data: &[u8]) -> Result<bool, Error> {
@@ -55,13 +73,74 @@ impl Probe for (&Storage, &RepoConfig) {
     }
 }
 
+/// S3: a signed listing of the repository's prefix. Any web server answers a `HEAD` of a
+/// missing object with 404, so only a listing in S3's own format shows that an S3 server
+/// checked the signature and accepted it.
+fn s3_listing(storage: &Storage, cfg: &RepoConfig) -> Result<(), LookFailed> {
+    let e = match storage
+        .op
+        .lister("/")
+        .and_then(|mut l| l.next().transpose())
+    {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    let (bucket, endpoint) = match &cfg.location {
+        RepoLocation::S3 {
+            bucket, endpoint, ..
+        } => (bucket.as_str(), endpoint.as_deref()),
+        _ => ("", None),
+    };
+    let endpoint = endpoint.unwrap_or("the S3 endpoint");
+    let text = e.to_string();
+    // OpenDAL names the HTTP answer, when there was one, as `status: 404`.
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .map(|t| {
+            t.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .filter(|s| !s.is_empty());
+    let s3_error = e.message().starts_with("S3Error");
+    if e.message() == "deserialize xml" {
+        return Err(LookFailed::Answered(
+            "authenticated",
+            format!(
+                "{endpoint} is not an S3 server: it answered a signed S3 listing with something \
+                 other than S3's XML; check the endpoint= address of the URL"
+            ),
+        ));
+    }
+    match status.as_deref() {
+        Some("401" | "403") | None => Err(opendal_err(cfg, e).into()),
+        Some(_) if s3_error && e.message().contains("NoSuchBucket") => Err(LookFailed::Answered(
+            "bucket",
+            format!(
+                "{endpoint} has no bucket `{bucket}`: create it first (e.g. `aws s3 mb`), or \
+                 check the bucket name in the URL"
+            ),
+        )),
+        Some(_) if s3_error => Err(opendal_err(cfg, e).into()),
+        Some(code) => Err(LookFailed::Answered(
+            "authenticated",
+            format!(
+                "{endpoint} is not an S3 server: it answered a signed S3 listing with HTTP \
+                 {code} and no S3 error; check the endpoint= address of the URL (and \
+                 path-style=true for servers that need it)"
+            ),
+        )),
+    }
+}
+
 impl Probe for (&crate::ftp::FtpBackend, &RepoConfig) {
-    fn look(&self) -> Result<(), Error> {
+    fn look(&self) -> Result<(), LookFailed> {
         use rustic_core::{ReadBackend, repofile::FileType};
         self.0
             .list_with_size(FileType::Config)
             .map(|_| ())
-            .map_err(|e| rustic_err(self.1, &e))
+            .map_err(|e| rustic_err(self.1, &e).into())
     }
 
     fn round_trip(&self, name: &str, data: &[u8]) -> Result<bool, Error> {
@@ -107,8 +186,15 @@ fn unreachable(e: Error) -> Vec<Check> {
 }
 
 fn run(cfg: &RepoConfig, storage: &dyn Probe) -> Vec<Check> {
-    if let Err(e) = storage.look() {
-        return unreachable(e);
+    match storage.look() {
+        Ok(()) => {}
+        Err(LookFailed::Error(e)) => return unreachable(e),
+        Err(LookFailed::Answered(failed, detail)) => {
+            return vec![
+                check("reachable", true, format!("{} answered", cfg.location)),
+                check(failed, false, detail),
+            ];
+        }
     }
     let mut out = vec![
         check("reachable", true, format!("{} answered", cfg.location)),

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use holdfast_core::agent::StepState;
 use holdfast_core::job::{JobKind, JobState, Trigger};
-use holdfast_core::plan::{FieldError, PlanSpec, valid_name};
+use holdfast_core::lifecycle::{MAX_SCRIPT_LEN, script_too_long};
+use holdfast_core::plan::{FieldError, PlanSpec, label_problems, url_too_long, valid_name};
 use holdfast_core::{RepoLocation, SourceKind, SourceSpec};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -141,8 +142,12 @@ impl EndpointInput {
         if !valid_name(&self.name) {
             errs.push(field("name", NAME_RULE));
         }
-        match RepoLocation::parse(&self.url) {
-            Err(e) => errs.push(field("url", e.to_string())),
+        let parsed = match url_too_long(&self.url) {
+            Some(reason) => Err(reason),
+            None => RepoLocation::parse(&self.url).map_err(|e| e.to_string()),
+        };
+        match parsed {
+            Err(e) => errs.push(field("url", e)),
             Ok(loc) => {
                 let kind = loc.kind();
                 if kind != self.kind {
@@ -343,9 +348,21 @@ impl SourceInput {
         if !valid_name(&self.name) {
             errs.push(field("name", NAME_RULE));
         }
+        for reason in label_problems(self.labels.iter()) {
+            errs.push(field("labels", reason));
+        }
+        if let Some(c) = &self.command
+            && c.len() > MAX_SCRIPT_LEN
+        {
+            errs.push(field("command", script_too_long(c.len())));
+        }
         let url = self.url();
         if url.is_empty() {
             errs.push(field("url", format!("required for {} sources", self.kind)));
+            return Err(errs);
+        }
+        if let Some(reason) = url_too_long(&url) {
+            errs.push(field("url", reason));
             return Err(errs);
         }
         let parsed = match SourceSpec::parse(&url, self.command.as_deref()) {

@@ -380,7 +380,9 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(OneLine)
+        // Colour only for a person at a terminal, never into a file or a journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
@@ -639,13 +641,27 @@ fn run(cli: Cli) -> Result<(), Error> {
             let repo = Repo::open(&repo_config(&repo)?)?;
             let snap = repo.find(&snapshot)?;
             let reader = repo.reader(&snap)?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let mut out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                ReaderGone::new(std::io::stdout().lock()),
+            );
             let paths: Vec<String> = reader.files().map(|(p, _)| p.to_string()).collect();
-            for p in paths {
-                reader.dump(&p, &mut out)?;
+            let written = paths
+                .iter()
+                .try_for_each(|p| reader.dump(p, &mut out))
+                .and_then(|()| {
+                    out.flush()
+                        .map_err(|e| Error::Other(format!("writing to stdout: {e}")))
+                });
+            // A reader that stops reading (`| head`) ends the dump, quietly, as it does `cat`;
+            // any other failure to write is stdout's, not the repository's.
+            match (written, &out.get_ref().failed) {
+                (Err(_), Some(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                (Err(_), Some(e)) => {
+                    return Err(Error::Other(format!("writing the dump to stdout: {e}")));
+                }
+                (other, _) => other?,
             }
-            out.flush()
-                .map_err(|e| Error::Other(format!("writing to stdout: {e}")))?;
         }
         Command::Forget {
             repo,
@@ -690,6 +706,97 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Log output, one line per event: a message that spans lines (an OpenDAL error's context and
+/// source) is joined into one, so every line of a log file is one event. Backtraces are for
+/// panics: with RUST_BACKTRACE set, OpenDAL and rustic capture one in each error they make and
+/// print it with the error (OpenDAL's retry warning), a hundred frames per retried request;
+/// they are left out here.
+struct OneLine;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OneLine {
+    type Writer = OneLineWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        OneLineWriter(std::io::stderr())
+    }
+}
+
+struct OneLineWriter(std::io::Stderr);
+
+impl Write for OneLineWriter {
+    /// The formatter writes each event whole, in one call.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut line = Vec::with_capacity(buf.len());
+        let mut in_backtrace = false;
+        for part in buf.split(|&b| b == b'\n') {
+            let part = if line.is_empty() {
+                part.trim_ascii_end()
+            } else {
+                part.trim_ascii()
+            };
+            if part == b"Backtrace:" {
+                in_backtrace = true;
+                continue;
+            }
+            if in_backtrace && holdfast_engine::error::is_backtrace_line(part) {
+                continue;
+            }
+            in_backtrace = false;
+            if part.is_empty() {
+                continue;
+            }
+            if !line.is_empty() {
+                line.push(b' ');
+            }
+            line.extend_from_slice(part);
+        }
+        line.push(b'\n');
+        self.0.write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A writer that keeps its first write error: the storage layer wraps it in its own, so
+/// whether the reader went away (a broken pipe) is told here, where it happens.
+struct ReaderGone<W> {
+    inner: W,
+    failed: Option<std::io::Error>,
+}
+
+impl<W> ReaderGone<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            failed: None,
+        }
+    }
+
+    fn note<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r
+            && self.failed.is_none()
+        {
+            self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for ReaderGone<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.note(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.note(r)
+    }
 }
 
 fn human(b: u64) -> String {

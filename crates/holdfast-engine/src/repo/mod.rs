@@ -226,12 +226,17 @@ fn storage(cfg: &RepoConfig, e: &RusticError) -> Error {
 }
 
 /// rustic's own text of an error, plus the deeper causes it leaves out (where, e.g., ssh's
-/// "Permission denied (publickey)" is).
+/// "Permission denied (publickey)" is). Without backtraces: a rustic error among the causes
+/// prints one with itself when RUST_BACKTRACE is set.
 pub(crate) fn detail(e: &RusticError) -> String {
-    let mut out = e.display_log();
+    let mut out = crate::error::without_backtrace(&e.display_log());
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
-        let text = c.to_string();
+        let text = match c.downcast_ref::<RusticError>() {
+            Some(r) => r.display_log(),
+            None => c.to_string(),
+        };
+        let text = crate::error::without_backtrace(&text);
         if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);

@@ -90,7 +90,7 @@ impl SnapshotReader {
             .ok_or_else(|| Error::Other(format!("no file {path} in the snapshot")))?;
         self.repo.dump(node, w).map_err(|e| Error::Storage {
             repo: self.repo_name.clone(),
-            detail: e.display_log(),
+            detail: super::detail(&e),
         })
     }
 }

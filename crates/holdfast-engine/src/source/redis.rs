@@ -2,12 +2,14 @@
 //! Restoring means placing the file where a stopped server loads it, so a Redis snapshot is
 //! restored into a directory (`file:///var/lib/redis`), as `dump.rdb`.
 
+use std::process::Stdio;
+
 use holdfast_core::SourceKind;
 use secrecy::SecretString;
 
 use super::{BackupOptions, BackupSet, RestoreOptions, SourceDriver, Stream, base_meta};
 use crate::error::{Error, Result};
-use crate::process::{Cmd, Failure, tool_version, which};
+use crate::process::{Cmd, Failure, describe, tool_version, which};
 use crate::repo::{SnapshotInfo, SnapshotReader};
 
 pub struct Redis {
@@ -39,12 +41,73 @@ impl Redis {
             .secret_env("REDISCLI_AUTH", self.password.as_ref()))
     }
 
+    /// Asks the server what it is (`INFO server`). redis-cli exits 0 even when the server
+    /// refuses the login or answers with an error: it says `AUTH failed: ...` on stderr, goes
+    /// on without the login, and prints the server's reply (`NOAUTH ...`) as output. So both
+    /// are read here.
+    fn info(&self) -> Result<String> {
+        let cmd = self.cli("redis-cli INFO")?.args(["INFO", "server"]);
+        let out = cmd
+            .to_command()
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                self.classify(Failure {
+                    status: format!("could not start {}: {e}", cmd.program.display()),
+                    stderr: String::new(),
+                    not_found: e.kind() == std::io::ErrorKind::NotFound,
+                })
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let answered = stdout.contains("redis_version");
+        if out.status.success() && answered && !stderr.contains("AUTH failed") {
+            return Ok(stdout);
+        }
+        let reply = if answered { "" } else { stdout.as_str() };
+        Err(self.classify(Failure {
+            status: if out.status.success() {
+                "no INFO reply".into()
+            } else {
+                describe(out.status)
+            },
+            stderr: format!("{stderr}\n{reply}").trim().to_string(),
+            not_found: false,
+        }))
+    }
+
     fn classify(&self, f: Failure) -> Error {
         let e = format!("{} {}", f.stderr, f.status);
-        if e.contains("NOAUTH") || e.contains("WRONGPASS") || e.contains("invalid password") {
+        if e.contains("called without any password configured") {
+            // A password for a server that has none: as permanent as a wrong one.
             Error::SourceAuth {
                 source_name: self.name(),
-                detail: f.stderr,
+                detail: format!(
+                    "Redis at {}:{} has no password set, but a password was given; remove it \
+                     from the source, or set `requirepass` on the server",
+                    self.host, self.port
+                ),
+            }
+        } else if [
+            "AUTH failed",
+            "NOAUTH",
+            "WRONGPASS",
+            "invalid password",
+            "invalid username-password",
+        ]
+        .iter()
+        .any(|n| e.contains(n))
+        {
+            let detail = f
+                .stderr
+                .lines()
+                .find(|l| l.contains("AUTH") || l.contains("WRONGPASS") || l.contains("password"))
+                .unwrap_or(&f.stderr)
+                .trim()
+                .to_string();
+            Error::SourceAuth {
+                source_name: self.name(),
+                detail,
             }
         } else {
             Error::SourceUnreachable {
@@ -62,19 +125,7 @@ impl Redis {
 
 impl SourceDriver for Redis {
     fn backup_set(&self, opts: &BackupOptions) -> Result<BackupSet> {
-        // redis-cli exits 0 even when the server answers with an error: read the reply.
-        let info = self
-            .cli("redis-cli INFO")?
-            .args(["INFO", "server"])
-            .output()
-            .map_err(|f| self.classify(f))?;
-        if !info.contains("redis_version") {
-            return Err(self.classify(Failure {
-                status: "no INFO reply".into(),
-                stderr: info,
-                not_found: false,
-            }));
-        }
+        let info = self.info()?;
         let version = info
             .lines()
             .find_map(|l| l.strip_prefix("redis_version:"))

@@ -365,3 +365,98 @@ fn backups_are_copied_to_a_second_endpoint_with_their_own_retention() {
     assert!(dav.only_snapshot() == versions[3]);
     dav.cli().ok(&["check", "--read-data"]);
 }
+
+/// A plain web server is not S3: the endpoint `test` action against one must not say the
+/// storage accepted the login (it only answered 404 to everything), but what went wrong. A real
+/// S3 server with no such bucket says that instead.
+#[test]
+fn the_endpoint_test_tells_a_plain_web_server_from_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let port = free_port();
+    /// Stops the web server however the test ends.
+    struct Web(Child);
+    impl Drop for Web {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _web = Web(Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&www)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "python3 -m http.server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = Server::start(
+        &dir.path().join("server"),
+        &Meta::Sqlite,
+        &["--workers", "0"],
+    );
+    let s3 = |name: &str, bucket: &str, endpoint: &str| {
+        s.ok(
+            "POST",
+            "/api/v1/endpoints",
+            Some(&json!({"name": name, "kind": "s3",
+                         "url": format!("s3://{bucket}/backups?endpoint={endpoint}&region=us-east-1&path-style=true"),
+                         "access_key_id": "holdfast-test", "secret_access_key": "holdfast-test",
+                         "password": PASSWORD})),
+        );
+        let report = s.ok("POST", &format!("/api/v1/endpoints/{name}/test"), None);
+        let steps: Vec<(String, bool, String)> = report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let text = |k: &str| c[k].as_str().unwrap().to_string();
+                (text("check"), c["ok"].as_bool().unwrap(), text("detail"))
+            })
+            .collect();
+        (report["ok"].as_bool().unwrap(), steps)
+    };
+
+    let (ok, steps) = s3("web", "bucket", &format!("http://127.0.0.1:{port}"));
+    assert!(!ok, "{steps:?}");
+    let auth = steps.iter().find(|(c, ..)| c == "authenticated").unwrap();
+    assert!(
+        !auth.1,
+        "a plain web server `accepted the login`: {steps:?}"
+    );
+    assert!(
+        auth.2.contains("is not an S3 server") && auth.2.contains("HTTP 404"),
+        "{steps:?}"
+    );
+    // Nothing is tried after it, and nothing was written there.
+    assert_eq!(steps.last().unwrap().0, "authenticated", "{steps:?}");
+    assert_eq!(std::fs::read_dir(&www).unwrap().count(), 0);
+
+    // A real S3 server with no such bucket: reachable, and the bucket is what is missing.
+    let endpoint = std::env::var("HOLDFAST_TEST_S3_ENDPOINT")
+        .expect("HOLDFAST_TEST_S3_ENDPOINT: run the tests with scripts/test");
+    let (ok, steps) = s3("nobucket", &unique("hf-none").replace('_', "-"), &endpoint);
+    assert!(!ok, "{steps:?}");
+    let last = steps.last().unwrap();
+    assert_eq!((last.0.as_str(), last.1), ("bucket", false), "{steps:?}");
+    assert!(last.2.contains("create it first"), "{steps:?}");
+    // And with the bucket, every check passes.
+    let bucket = unique("hf-probe").replace('_', "-");
+    sh(&format!("curl -sf -X PUT {endpoint}/{bucket}"));
+    let (ok, steps) = s3("real", &bucket, &endpoint);
+    assert!(ok, "{steps:?}");
+}

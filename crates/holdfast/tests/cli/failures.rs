@@ -273,3 +273,128 @@ fn restore_tool_dying_mid_stream_reports_its_own_error() {
         "{err}"
     );
 }
+
+/// `holdfast dump SNAPSHOT | head -c 100`: the reader closing the pipe early is its choice, so
+/// the dump ends quietly and successfully, as `cat` would, instead of reporting a storage error.
+#[test]
+fn dump_into_a_pipe_closed_early_ends_quietly() {
+    let env = Env::new();
+    env.init();
+    // Far more than the pipe and Holdfast's own buffer hold, so writes go on after the close.
+    let payload = random(8 << 20, 6);
+    let file = env.path("payload");
+    std::fs::write(&file, &payload).unwrap();
+    env.backup(
+        "cmd:big",
+        &["--command", &format!("cat {}", file.display())],
+    );
+
+    let mut child = env
+        .cmd(&["dump", "latest"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+    assert!(head[..] == payload[..100]);
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    assert_eq!(stderr, "");
+
+    // A stdout that cannot be written is still an error, and says it is stdout's.
+    let out = env
+        .cmd(&["dump", "latest"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("writing the dump to stdout: No space left"),
+        "{stderr}"
+    );
+}
+
+/// A Redis that refuses the login fails at once with exit 21 (login refused, never retried),
+/// like a wrong PostgreSQL or MariaDB password, whether the password is wrong, missing, or
+/// given to a server that has none (redis-cli says `AUTH failed` and exits 0).
+#[test]
+fn redis_refusing_the_login_is_a_refused_login() {
+    let env = Env::new();
+    env.init();
+    let secured = TempRedis::start(&["--requirepass", "right-password"]);
+    let open = TempRedis::start(&[]);
+    for (url, says) in [
+        (
+            format!("redis://:wrong-password@127.0.0.1:{}", secured.port),
+            "WRONGPASS",
+        ),
+        (format!("redis://127.0.0.1:{}", secured.port), "NOAUTH"),
+        (
+            format!("redis://:wrong-password@127.0.0.1:{}", open.port),
+            "has no password set",
+        ),
+    ] {
+        let err = env.fails(&["backup", &url], 21);
+        assert!(
+            err.contains("refused the login") && err.contains(says),
+            "{url}: {err}"
+        );
+        assert!(
+            !err.contains("wrong-password"),
+            "the password was shown: {err}"
+        );
+    }
+    assert!(env.snapshots().is_empty());
+    // The right password works.
+    env.backup(
+        &format!("redis://:right-password@127.0.0.1:{}", secured.port),
+        &[],
+    );
+}
+
+/// With RUST_BACKTRACE=1 in the environment, a storage that is down must not print a
+/// backtrace with every retried request, and logs written to a file (not a terminal) carry no
+/// colour codes: one line per event, the final error on a line of its own.
+#[test]
+fn storage_retries_log_one_line_each_without_backtraces_or_colour() {
+    let port = free_port();
+    let mut env = Env::with_repo(format!(
+        "s3://bucket/backups?endpoint=http://127.0.0.1:{port}&region=us-east-1&path-style=true"
+    ));
+    env.extra_env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), "holdfast-test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "holdfast-test".into()),
+        ("RUST_BACKTRACE".into(), "1".into()),
+    ];
+    let stderr = env.fails(&["snapshots"], 13);
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a log file:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("Backtrace") && !stderr.contains("stack backtrace"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("std::backtrace"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let retries = lines.iter().filter(|l| l.contains("will retry")).count();
+    assert!(retries >= 1, "no retry was logged:\n{stderr}");
+    assert!(lines.len() <= 12, "{} lines:\n{stderr}", lines.len());
+    // Every line is one event (a timestamped log line) or the final error.
+    for l in &lines[..lines.len() - 1] {
+        assert!(
+            l.starts_with("20") && l.contains(" WARN "),
+            "not one event per line: {l}"
+        );
+    }
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("holdfast: error: storage error at s3://bucket/backups")
+            && last.contains("Connection refused"),
+        "{last}"
+    );
+}

@@ -525,3 +525,55 @@ pub fn random(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// A redis-server of the test's own on a free loopback port (with `extra` arguments, e.g.
+/// `--requirepass`), stopped at the end of the test.
+pub struct TempRedis {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl TempRedis {
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed by scripts/services");
+        // Up when it answers at all (NOAUTH counts: it is listening).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "PING"])
+            .output()
+            .is_ok_and(|o| {
+                let out = String::from_utf8_lossy(&o.stdout);
+                out.contains("PONG") || out.contains("NOAUTH")
+            })
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server on port {port} did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            child,
+            _dir: dir,
+            port,
+        }
+    }
+}
+
+impl Drop for TempRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -514,6 +514,132 @@ fn the_api_names_bad_fields_and_guards_concurrent_edits_postgres_store() {
     the_api_names_bad_fields_and_guards_concurrent_edits(Meta::postgres());
 }
 
+/// Values that are well-formed but could never work are refused with a 422 naming the field:
+/// retries that would wait for ages or go on for ever, schedules that never fire, and URLs,
+/// labels, commands and hook scripts too long to be used (a hook over 128 KiB cannot even be
+/// started by `sh -c`).
+#[test]
+fn the_api_refuses_values_that_could_never_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "0"]);
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "files", "kind": "folder", "url": "file:///tmp"})),
+    );
+    let base = json!({"name": "p", "source": "files", "endpoint": "local", "schedule": "@daily"});
+    let refused = |path: &str, body: &Value| -> Vec<(String, String)> {
+        let (code, v) = s.call("POST", path, Some(body));
+        assert_eq!(code, 422, "{body} was accepted: {v}");
+        v["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let text = |k: &str| f[k].as_str().unwrap().to_string();
+                (text("field"), text("reason"))
+            })
+            .collect()
+    };
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+
+    let e = refused(
+        "/api/v1/plans",
+        &with(
+            "retry",
+            json!({"attempts": 5, "base_secs": u64::MAX, "cap_secs": u64::MAX}),
+        ),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "retry.base_secs");
+    assert!(e[0].1.contains("1 to 86400 seconds"), "{e:?}");
+    let e = refused(
+        "/api/v1/plans",
+        &with(
+            "retry",
+            json!({"attempts": u32::MAX, "base_secs": 30, "cap_secs": 1800}),
+        ),
+    );
+    assert_eq!(e[0].0, "retry.attempts", "{e:?}");
+    assert!(e[0].1.contains("1 to 100"), "{e:?}");
+
+    // The 30th of February: a plan that would never run, an endpoint never pruned.
+    let e = refused("/api/v1/plans", &with("schedule", json!("0 0 30 2 *")));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "schedule");
+    assert!(e[0].1.contains("never fires"), "{e:?}");
+    let e = refused(
+        "/api/v1/endpoints",
+        &json!({"name": "e", "kind": "local", "url": dir.path().join("e"),
+                "password": "pw", "prune_schedule": "0 4 30 2 *"}),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "prune_schedule");
+    assert!(e[0].1.contains("never fires"), "{e:?}");
+
+    // A megabyte where a line is expected.
+    let mb = "x".repeat(1 << 20);
+    let e = refused(
+        "/api/v1/plans",
+        &with(
+            "hooks",
+            json!({"pre_backup_check": {"run": format!("#{mb}")}}),
+        ),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "hooks.pre_backup_check.run");
+    assert!(e[0].1.contains("at most 65536 bytes"), "{e:?}");
+    let e = refused(
+        "/api/v1/sources",
+        &json!({"name": "big", "kind": "folder", "url": format!("file:///{mb}")}),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "url");
+    assert!(e[0].1.contains("at most 2048 bytes"), "{e:?}");
+    let e = refused(
+        "/api/v1/sources",
+        &json!({"name": "big", "kind": "command", "url": "cmd:big", "command": format!("#{mb}")}),
+    );
+    assert_eq!((e.len(), e[0].0.as_str()), (1, "command"), "{e:?}");
+    let many: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let e = refused(
+        "/api/v1/sources",
+        &json!({"name": "big", "kind": "folder", "url": "file:///tmp", "labels": many}),
+    );
+    assert_eq!(e[0].0, "labels", "{e:?}");
+    assert!(e[0].1.contains("at most 32"), "{e:?}");
+    let e = refused(
+        "/api/v1/sources",
+        &json!({"name": "big", "kind": "folder", "url": "file:///tmp",
+                "labels": {"site": "v".repeat(256)}}),
+    );
+    assert_eq!(e[0].0, "labels", "{e:?}");
+    assert!(e[0].1.contains("`site`"), "{e:?}");
+    let e = refused(
+        "/api/v1/endpoints",
+        &json!({"name": "e", "kind": "local", "url": format!("/{mb}"), "password": "pw"}),
+    );
+    assert_eq!((e.len(), e[0].0.as_str()), (1, "url"), "{e:?}");
+
+    // Nothing was stored; the same plan with sane values is.
+    assert_eq!(s.call("GET", "/api/v1/plans/p", None).0, 404);
+    assert_eq!(s.call("GET", "/api/v1/endpoints/e", None).0, 404);
+    assert_eq!(s.call("GET", "/api/v1/sources/big", None).0, 404);
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(&with(
+            "retry",
+            json!({"attempts": 100, "base_secs": 86400, "cap_secs": 604800}),
+        )),
+    );
+}
+
 /// kill -9 the server with one job running and one queued: after a restart both complete, the
 /// dead attempt leaves no restore point, and the repository checks clean.
 #[test]
