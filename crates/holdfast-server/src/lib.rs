@@ -326,6 +326,8 @@ pub enum ServeError {
     },
     #[error("first start: {0}")]
     FirstStart(String),
+    #[error("HOLDFAST_ADMIN_TOKEN: {0}")]
+    AdminToken(String),
     #[error("the HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }
@@ -339,6 +341,7 @@ impl ServeError {
             Self::ServerKey { .. } => 32,
             Self::DataDir { .. } | Self::FirstStart(_) => 33,
             Self::Http(_) => 34,
+            Self::AdminToken(_) => 35,
         }
     }
 }
@@ -352,6 +355,73 @@ pub struct FirstStart {
     pub admin_token_from_env: bool,
     /// The `local` endpoint created at this start: its repository and password file.
     pub local_endpoint: Option<(PathBuf, PathBuf)>,
+}
+
+/// Admin tokens shorter than this are refused: they can be guessed.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// `HOLDFAST_ADMIN_TOKEN` either works or stops the start with a reason: never ignored.
+async fn check_admin_token(state: &AppState, made_now: bool) -> Result<(), ServeError> {
+    let Some(t) = &state.config.admin_token else {
+        return Ok(());
+    };
+    if made_now {
+        return Ok(());
+    }
+    match state.store.token_by_hash(&secrets::hash_token(t)).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ServeError::AdminToken(
+            "it is not a live token of this server (the admin token is made at the first start \
+             and revoked tokens stay revoked); unset it, or make a new admin token with \
+             `holdfast admin reset-token` on this host"
+                .into(),
+        )),
+        Err(e) => Err(ServeError::AdminToken(format!(
+            "cannot check it against the metadata store: {e}"
+        ))),
+    }
+}
+
+/// Revokes every admin token and makes a new one, on the metadata store directly (for the
+/// server host, when the admin token is lost). Returns the new token.
+pub async fn reset_admin_token(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+) -> Result<String, ServeError> {
+    let url = match database_url {
+        Some(u) => u.to_string(),
+        None => {
+            let db = data_dir.join("holdfast.db");
+            if !db.exists() {
+                return Err(ServeError::DataDir {
+                    path: db,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no metadata store here: pass the server's --data-dir or --database-url",
+                    ),
+                });
+            }
+            format!("sqlite://{}", db.display())
+        }
+    };
+    let store_err = |source| ServeError::Store {
+        url: holdfast_core::location::redact_url(&url),
+        source,
+    };
+    let store = Store::open(&url).await.map_err(store_err)?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    for (id, name, _, revoked) in store.tokens().await.map_err(store_err)? {
+        if name == "admin" && revoked.is_none() {
+            store.revoke_token(id, now).await.map_err(store_err)?;
+        }
+    }
+    let token = secrets::new_token();
+    store
+        .insert_token("admin", &secrets::hash_token(&token), now)
+        .await
+        .map_err(store_err)?;
+    store.close().await;
+    Ok(token)
 }
 
 /// What the first start set up.
@@ -615,6 +685,15 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        if let Some(t) = &config.admin_token
+            && t.len() < MIN_ADMIN_TOKEN_LEN
+        {
+            return Err(ServeError::AdminToken(format!(
+                "it is {} characters long; use at least {MIN_ADMIN_TOKEN_LEN} (e.g. `openssl rand -hex 32`), \
+                 or unset it and let the first start make one",
+                t.len()
+            )));
+        }
         let mut config = config;
         if config.replica.is_none() {
             let file = config.data_dir.join("agent.name");
@@ -631,6 +710,11 @@ impl Server {
         state.internal_token_hash = embedded_token.as_deref().map(secrets::hash_token);
         let state = Arc::new(state);
         let first_start = first_start(&state).await.map_err(ServeError::FirstStart)?;
+        check_admin_token(
+            &state,
+            first_start.admin_token.is_some() || first_start.admin_token_from_env,
+        )
+        .await?;
         Ok(Self {
             state,
             listener,

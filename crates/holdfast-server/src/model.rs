@@ -669,7 +669,11 @@ pub struct RestoreInput {
     /// Create the target database when it does not exist.
     #[serde(default = "yes")]
     pub create: bool,
-    /// Restore over existing files (sqlite, redis, folder targets).
+    /// Overwrite: replace the target's data. PostgreSQL and MariaDB restore into a temporary
+    /// database and swap it in only when the restore succeeded (a failed restore leaves the
+    /// target as it was); SQLite is loaded into a new file renamed into place; folders and
+    /// Redis targets may then be non-empty. Required to restore into the plan's own source
+    /// without naming another `database`.
     #[serde(default)]
     pub force: bool,
 }

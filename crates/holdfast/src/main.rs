@@ -58,6 +58,9 @@ enum Command {
     /// Create or update a server's endpoints, sources and plans from a TOML file; prints
     /// what changed. Running it again changes nothing.
     Apply(declare::ApplyArgs),
+    /// On the server's host: recover a lost admin token (works on the metadata store directly).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Write a server's endpoints, sources and plans as a TOML file for `apply` (secrets as
     /// references to environment variables, never their values).
     Export(declare::ExportArgs),
@@ -251,6 +254,22 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
         return Err(format!("`{s}`: tags are KEY=VALUE, without commas"));
     }
     Ok((k.to_string(), v.to_string()))
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Revoke the admin tokens and print a new one (when the admin token is lost).
+    ResetToken(AdminArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The server's data directory [default: $XDG_DATA_HOME/holdfast or ~/.local/share/holdfast].
+    #[arg(long, env = "HOLDFAST_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// The server's PostgreSQL metadata store, when it keeps one.
+    #[arg(long, env = "HOLDFAST_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -523,6 +542,24 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Agent(args) => agent(args)?,
+        Command::Admin(AdminCommand::ResetToken(args)) => {
+            let data_dir = args.data_dir.unwrap_or_else(data_dir);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+            let token = rt
+                .block_on(holdfast_server::reset_admin_token(
+                    &data_dir,
+                    args.database_url.as_deref(),
+                ))
+                .map_err(|e| Error::Other(e.to_string()))?;
+            println!("{token}");
+            eprintln!(
+                "holdfast: the new admin API token is above (shown only now); every earlier admin \
+                 token is revoked. A running server accepts it at once."
+            );
+        }
         Command::Apply(args) => declare::apply(args, quiet)?,
         Command::Export(args) => declare::export(args)?,
         Command::Init { repo } => {

@@ -214,7 +214,7 @@ fn ensure_empty_dir(dir: &Path, force: bool) -> Result<()> {
             if !force && it.next().is_some() {
                 return Err(Error::Input(holdfast_core::InputError::new(
                     format!("restore target {}", dir.display()),
-                    "is not empty; choose an empty directory, or pass --force to write into it",
+                    "is not empty; choose an empty directory, or write into it anyway (API: `force: true`; UI: Overwrite; CLI: --force)",
                 )));
             }
             Ok(())

@@ -100,7 +100,7 @@ impl Mysql {
                 source_name: name,
                 detail: format!(
                     "database `{database}` does not exist on {}; create it, check the name, or \
-                     (for a restore) pass --create",
+                     (for a restore) let Holdfast create it (API: `create: true`; UI: Create; CLI: --create)",
                     self.host_port()
                 ),
             }
@@ -180,6 +180,53 @@ impl SourceDriver for Mysql {
                 other?;
             }
         }
+        if self.count(&format!(
+            "information_schema.tables WHERE table_schema = {}",
+            lit(db)
+        ))? == 0
+        {
+            return self.load(db, files);
+        }
+        if !opts.force {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                format!("restore target {}", self.name()),
+                "already holds tables; restore into a new database, or overwrite this one \
+                 (API: `force: true`; UI: Overwrite; CLI: --force), which restores into a \
+                 temporary database and swaps it in only when the restore succeeded",
+            )));
+        }
+        self.overwrite(db, files)
+    }
+}
+
+/// A MariaDB string literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A MariaDB identifier.
+fn ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// A schema name of at most 64 characters (MariaDB's limit): `db` cut short, then `suffix`.
+fn side_name(db: &str, suffix: &str) -> String {
+    let mut base = db.to_string();
+    while base.chars().count() + suffix.len() > 64 {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+impl Mysql {
+    /// `SELECT COUNT(*) FROM {from}`.
+    fn count(&self, from: &str) -> Result<u64> {
+        let out = self.query(None, &format!("SELECT COUNT(*) FROM {from}"))?;
+        Ok(out.trim().parse().unwrap_or(1))
+    }
+
+    /// Loads every file of the snapshot into `db`.
+    fn load(&self, db: &str, files: &SnapshotReader) -> Result<()> {
         let cmd = self
             .tool(
                 Self::find(&["mariadb", "mysql"])?,
@@ -188,5 +235,102 @@ impl SourceDriver for Mysql {
             .args(["--batch", "--default-character-set=utf8mb4"])
             .arg(format!("--database={db}"));
         feed_each(files, &cmd, &self.name())
+    }
+
+    /// Overwrites `db` safely: the dump loads into a new schema under a temporary name; only
+    /// when it loaded completely are the tables swapped in one `RENAME TABLE` (atomic: all or
+    /// none), the old ones into a side schema that is dropped afterwards. A failed load drops
+    /// the temporary schema and leaves `db` as it was. Views, triggers and routines cannot move
+    /// between schemas: with any, the overwrite is refused and `db` is left as it was.
+    fn overwrite(&self, db: &str, files: &SnapshotReader) -> Result<()> {
+        let tag: String = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| format!("{:x}", d.as_millis() % 0xff_ffff))
+            .unwrap_or_default();
+        let fresh = side_name(db, &format!("__restore_{tag}"));
+        let old = side_name(db, &format!("__replaced_{tag}"));
+        let run = |sql: &str| self.query(None, sql).map(|_| ());
+        let drop_fresh = || run(&format!("DROP DATABASE IF EXISTS {}", ident(&fresh)));
+        let movable = |schema: &str| -> Result<bool> {
+            Ok(self.count(&format!(
+                "information_schema.views WHERE table_schema = {}",
+                lit(schema)
+            ))? == 0
+                && self.count(&format!(
+                    "information_schema.triggers WHERE trigger_schema = {}",
+                    lit(schema)
+                ))? == 0
+                && self.count(&format!(
+                    "information_schema.routines WHERE routine_schema = {}",
+                    lit(schema)
+                ))? == 0)
+        };
+        let refuse = || {
+            Err(Error::Input(holdfast_core::InputError::new(
+                format!("restore target {}", self.name()),
+                "holds (or the restore point holds) views, triggers or routines, which \
+                 MariaDB cannot move between databases, so it cannot be swapped safely; \
+                 restore into a new database and point the application at it",
+            )))
+        };
+        if !movable(db)? {
+            return refuse();
+        }
+        run(&format!(
+            "CREATE DATABASE {} CHARACTER SET utf8mb4",
+            ident(&fresh)
+        ))?;
+        let loaded = self.load(&fresh, files).and_then(|()| movable(&fresh));
+        match loaded {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = drop_fresh();
+                return refuse();
+            }
+            Err(e) => {
+                let _ = drop_fresh();
+                return Err(e);
+            }
+        }
+        let tables = |schema: &str| -> Result<Vec<String>> {
+            Ok(self
+                .query(
+                    None,
+                    &format!(
+                        "SELECT table_name FROM information_schema.tables WHERE table_schema = {}",
+                        lit(schema)
+                    ),
+                )?
+                .lines()
+                .map(str::to_string)
+                .filter(|t| !t.is_empty())
+                .collect())
+        };
+        let mut moves: Vec<String> = tables(db)?
+            .iter()
+            .map(|t| format!("{}.{} TO {}.{}", ident(db), ident(t), ident(&old), ident(t)))
+            .collect();
+        moves.extend(tables(&fresh)?.iter().map(|t| {
+            format!(
+                "{}.{} TO {}.{}",
+                ident(&fresh),
+                ident(t),
+                ident(db),
+                ident(t)
+            )
+        }));
+        let swapped = run(&format!("CREATE DATABASE {}", ident(&old)))
+            .and_then(|()| run(&format!("RENAME TABLE {}", moves.join(", "))));
+        if let Err(e) = swapped {
+            let _ = drop_fresh();
+            let _ = run(&format!("DROP DATABASE IF EXISTS {}", ident(&old)));
+            return Err(e);
+        }
+        for schema in [&old, &fresh] {
+            if let Err(e) = run(&format!("DROP DATABASE {}", ident(schema))) {
+                tracing::warn!("the schema {schema} is left behind: {e}");
+            }
+        }
+        Ok(())
     }
 }

@@ -134,7 +134,7 @@ impl Postgres {
                 source_name: name,
                 detail: format!(
                     "database \"{database}\" does not exist on {}; create it, check the name, \
-                     or (for a restore) pass --create",
+                     or (for a restore) let Holdfast create it (API: `create: true`; UI: Create; CLI: --create)",
                     self.host_port()
                 ),
             }
@@ -672,11 +672,137 @@ impl SourceDriver for Postgres {
             return Ok(());
         }
         let refs: Vec<&String> = names.iter().collect();
-        self.restore_db(&bins, &target_db, files, &refs, opts.jobs)
+        if self.user_relations(&bins, &target_db)? == 0 {
+            return self.restore_db(&bins, &target_db, files, &refs, opts.jobs);
+        }
+        if !opts.force {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                format!("restore target {}", self.name()),
+                "already holds tables; restore into a new database, or overwrite this one \
+                 (API: `force: true`; UI: Overwrite; CLI: --force), which restores into a \
+                 temporary database and swaps it in only when the restore succeeded",
+            )));
+        }
+        self.overwrite(&bins, &target_db, files, &refs, opts.jobs)
     }
 }
 
+/// A database name of at most 63 bytes (PostgreSQL's limit): `db` cut short, then `suffix`.
+fn side_name(db: &str, suffix: &str) -> String {
+    let mut base = db.to_string();
+    while base.len() + suffix.len() > 63 {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 impl Postgres {
+    /// Tables, views, sequences and the like outside the system schemas.
+    fn user_relations(&self, bins: &Bins, db: &str) -> Result<u64> {
+        let out = self.query(
+            bins,
+            db,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')",
+        )?;
+        Ok(out.trim().parse().unwrap_or(1))
+    }
+
+    /// Overwrites `db` safely: the restore goes into a new database under a temporary name;
+    /// only when it succeeded are connections to `db` ended and the two swapped by renaming
+    /// (the old one is kept under a side name until the swap is done, then dropped). A failed
+    /// restore drops the temporary database and leaves `db` as it was.
+    fn overwrite(
+        &self,
+        bins: &Bins,
+        db: &str,
+        files: &SnapshotReader,
+        names: &[&String],
+        jobs: usize,
+    ) -> Result<()> {
+        let tag: String = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| format!("{:x}", d.as_millis() % 0xff_ffff))
+            .unwrap_or_default();
+        let fresh = side_name(db, &format!("__restore_{tag}"));
+        let old = side_name(db, &format!("__replaced_{tag}"));
+        let admin = |sql: &str| self.query(bins, "postgres", sql).map(|_| ());
+        self.create_database(&fresh)?;
+        if let Err(e) = self.restore_db(bins, &fresh, files, names, jobs) {
+            let _ = admin(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&fresh)));
+            return Err(e);
+        }
+        // The restored database belongs to the old one's owner where we may say so.
+        let owner = self.query(
+            bins,
+            "postgres",
+            &format!(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = {}",
+                quote_literal(db)
+            ),
+        )?;
+        if !owner.trim().is_empty() {
+            let _ = admin(&format!(
+                "ALTER DATABASE {} OWNER TO {}",
+                quote_ident(&fresh),
+                quote_ident(owner.trim())
+            ));
+        }
+        // No new connections to the old one, the open ones ended, then the swap.
+        let swap = || -> Result<()> {
+            admin(&format!(
+                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+                quote_ident(db)
+            ))?;
+            admin(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = {} AND pid <> pg_backend_pid()",
+                quote_literal(db)
+            ))?;
+            admin(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(db),
+                quote_ident(&old)
+            ))?;
+            if let Err(e) = admin(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(&fresh),
+                quote_ident(db)
+            )) {
+                let _ = admin(&format!(
+                    "ALTER DATABASE {} RENAME TO {}",
+                    quote_ident(&old),
+                    quote_ident(db)
+                ));
+                return Err(e);
+            }
+            Ok(())
+        };
+        if let Err(e) = swap() {
+            let _ = admin(&format!(
+                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+                quote_ident(db)
+            ));
+            let _ = admin(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&fresh)));
+            return Err(e);
+        }
+        // The swap is done: the restore succeeded. An old copy that cannot be dropped is
+        // left under its side name, and said so.
+        if let Err(e) = admin(&format!("DROP DATABASE {}", quote_ident(&old))) {
+            tracing::warn!("the replaced database is kept as {old}: {e}");
+        }
+        Ok(())
+    }
+
     fn create_database(&self, db: &str) -> Result<()> {
         let bins = Bins::any()?;
         let sql = format!("CREATE DATABASE \"{}\"", db.replace('"', "\"\""));

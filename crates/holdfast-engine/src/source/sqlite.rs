@@ -94,7 +94,7 @@ impl SourceDriver for Sqlite {
         if self.path.exists() && !opts.force {
             return Err(Error::Input(holdfast_core::InputError::new(
                 format!("restore target {}", self.path.display()),
-                "already exists; choose a new path, or pass --force to replace it",
+                "already exists; choose a new path, or overwrite it (API: `force: true`; UI: Overwrite; CLI: --force)",
             )));
         }
         let mut tmp = self.path.clone().into_os_string();

@@ -98,10 +98,32 @@ pub async fn create_restore(
     let spec: PlanSpec = serde_json::from_str(&plan.spec)
         .map_err(|e| ApiError::Internal(format!("stored plan is unreadable: {e}")))?;
     let target = input.target_source.clone().unwrap_or(spec.source.clone());
-    if s.store.get(Kind::Source, &target).await?.is_none() {
+    let Some(target_row) = s.store.get(Kind::Source, &target).await? else {
         return Err(ApiError::field(
             "target_source",
             format!("no source named `{target}`"),
+        ));
+    };
+    // Into the plan's own source, with no other database named: that is the production
+    // database. Only on purpose (and then safely: the engine restores into a temporary
+    // database and swaps it in only when the restore succeeded).
+    let kind = serde_json::from_str::<StoredSource>(&target_row.spec)
+        .map(|t| t.kind)
+        .map_err(|e| ApiError::Internal(format!("stored source `{target}` is unreadable: {e}")))?;
+    if input.target_source.is_none()
+        && input.database.is_none()
+        && !input.force
+        && kind != holdfast_core::SourceKind::Command
+        && spec.hooks.restore.is_none()
+    {
+        return Err(ApiError::field(
+            "database",
+            format!(
+                "this would restore over source `{target}`'s own data; name another database \
+                 (`database`, created when missing) or another source (`target_source`), or set \
+                 `force: true` (Overwrite in the UI) to replace it: the restore then goes into a \
+                 temporary database that is swapped in only when it succeeded"
+            ),
         ));
     }
     if input.restore_point.len() < 4 || !input.restore_point.chars().all(|c| c.is_ascii_hexdigit())

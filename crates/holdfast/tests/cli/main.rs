@@ -11,6 +11,7 @@ mod mysql;
 mod other_sources;
 mod postgres;
 mod repository;
+mod restores;
 mod server;
 mod shutdown;
 mod storage;

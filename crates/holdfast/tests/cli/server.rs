@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{PgDb, unique};
 
-pub(crate) const TOKEN: &str = "hf_test_admin_token";
+pub(crate) const TOKEN: &str = "hf_test_admin_token_of_the_cli_tests_0123";
 const DB_PASSWORD: &str = "pw-that-must-never-show";
 
 /// Where a server keeps its metadata.

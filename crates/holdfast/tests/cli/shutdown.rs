@@ -9,15 +9,15 @@ use serde_json::json;
 
 use crate::server::{Meta, Server, TOKEN};
 
-#[test]
-fn serve_on_a_taken_port_exits_with_its_own_code_naming_the_address() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `holdfast serve` with `args` and the admin token `token`, expecting it to give up:
+/// its exit code and stderr.
+fn serve_gives_up(data: &std::path::Path, args: &[&str], token: &str) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--listen", &addr, "--data-dir"])
-        .arg(dir.path())
-        .env("HOLDFAST_ADMIN_TOKEN", TOKEN)
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("HOLDFAST_ADMIN_TOKEN", token)
         .env_remove("HOLDFAST_DATABASE_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -29,14 +29,67 @@ fn serve_on_a_taken_port_exits_with_its_own_code_naming_the_address() {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        assert!(Instant::now() < deadline, "serve did not give up on {addr}");
+        assert!(Instant::now() < deadline, "serve {args:?} did not give up");
         std::thread::sleep(Duration::from_millis(50));
     };
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
-    assert_eq!(status.code(), Some(30), "{stderr}");
+    (status.code(), stderr)
+}
+
+#[test]
+fn serve_on_a_taken_port_exits_with_its_own_code_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = serve_gives_up(dir.path(), &["--listen", &addr], TOKEN);
+    assert_eq!(code, Some(30), "{stderr}");
     assert!(
         stderr.contains(&addr) && stderr.contains("in use") && stderr.contains("--listen"),
         "the message names the address and what to do: {stderr}"
+    );
+}
+
+/// HOLDFAST_ADMIN_TOKEN is never silently ignored: a weak one is refused, one that is not the
+/// server's (on a later start) is refused with what to do, and a lost admin token is recovered
+/// on the host with `holdfast admin reset-token`, which a running server honours at once.
+#[test]
+fn the_admin_token_is_refused_when_weak_or_foreign_and_can_be_reset_on_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = ["--listen", "127.0.0.1:0"];
+    let (code, stderr) = serve_gives_up(dir.path(), &listen, "short-token");
+    assert_eq!(code, Some(35), "{stderr}");
+    assert!(stderr.contains("at least 32"), "{stderr}");
+
+    let s = Server::start(dir.path(), &Meta::Sqlite, &[]);
+    s.ok("GET", "/api/v1/plans", None);
+    let other = "hf_some_other_token_that_is_long_enough_0000";
+    let (code, stderr) = serve_gives_up(dir.path(), &listen, other);
+    assert_eq!(code, Some(35), "{stderr}");
+    assert!(
+        stderr.contains("not a live token") && stderr.contains("holdfast admin reset-token"),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["admin", "reset-token", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("HOLDFAST_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(new.len() >= 32, "{new}");
+    assert_eq!(
+        s.call_as(Some(TOKEN), "GET", "/api/v1/plans", None, &[]).0,
+        401
+    );
+    assert_eq!(
+        s.call_as(Some(&new), "GET", "/api/v1/plans", None, &[]).0,
+        200
     );
 }
 
