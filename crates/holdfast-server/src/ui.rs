@@ -16,7 +16,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use holdfast_core::Schedule;
-use holdfast_core::job::JobState;
+use holdfast_core::job::{JobKind, JobState};
 use holdfast_core::plan::PlanSpec;
 use holdfast_store::{Job, JobFilter, Kind};
 use maud::{DOCTYPE, Markup, html};
@@ -393,7 +393,7 @@ async fn dashboard(
                                         " (" (format!("{:.1}", j.bytes_read as f64 / j.bytes_written as f64)) "×)"
                                     }
                                 } }
-                                td { (r.last_success.map(rfc3339).unwrap_or_else(|| "never".into())) }
+                                td { @match r.last_success { Some(at) => (when(at)), None => "never" } }
                                 td { (r.next.clone().unwrap_or_else(|| "—".into())) }
                                 td {
                                     form.inline method="post" action={"/ui/plans/" (r.spec.name) "/run"} {
@@ -410,6 +410,31 @@ async fn dashboard(
         },
     )
     .into_response()
+}
+
+/// A moment as the UI shows it: the viewer's local time with its zone (the page's script sets
+/// it from `datetime`); without the script, UTC to the second. Never nanoseconds.
+pub(crate) fn when(ms: i64) -> Markup {
+    let t = jiff::Timestamp::from_millisecond(ms).unwrap_or_default();
+    html! { time datetime=(rfc3339(ms)) { (t.strftime("%Y-%m-%d %H:%M:%S UTC")) } }
+}
+
+/// [`when`] for a time the API already wrote as RFC 3339.
+pub(crate) fn when_text(rfc: &str) -> Markup {
+    match rfc.parse::<jiff::Timestamp>() {
+        Ok(t) => when(t.as_millisecond()),
+        Err(_) => html! { (rfc) },
+    }
+}
+
+/// The end of `s`, at most `n` characters: where an error says what finally went wrong.
+fn tail(s: &str, n: usize) -> String {
+    let count = s.chars().count();
+    if count <= n {
+        return s.to_string();
+    }
+    let skip = count - n;
+    format!("…{}", s.chars().skip(skip).collect::<String>())
 }
 
 fn short(s: &str, n: usize) -> String {
@@ -495,10 +520,12 @@ async fn jobs(
                             td { (j.kind) }
                             td { (j.plan.clone().unwrap_or_default()) }
                             td { span class={"badge " (j.state)} { (j.state) } }
-                            td { (j.started_at.map(rfc3339).unwrap_or_default()) }
+                            td { @if let Some(at) = j.started_at { (when(at)) } }
                             td { (j.started_at.zip(j.finished_at).map(|(a, b)| format!("{:.1} s", (b - a) as f64 / 1000.0)).unwrap_or_default()) }
                             td { (bytes(j.bytes_read)) }
-                            td.error { (j.error.as_deref().map(|e| short(e, 80)).unwrap_or_default()) }
+                            td.error title=(j.error.clone().unwrap_or_default()) {
+                                (j.error.as_deref().map(|e| tail(e, 100)).unwrap_or_default())
+                            }
                         }
                     }
                 }
@@ -542,25 +569,30 @@ async fn job(State(s): State<Arc<AppState>>, sess: Session, Path(id): Path<i64>)
             div #job data-id=(j.id) data-after=(last_log) data-live=(!j.state.is_final()) {
                 p { "State: " span #state class={"badge " (j.state)} { (j.state) }
                     " · attempt " (j.attempt) " of " (j.max_attempts) }
-                p { "Read " span #read { (bytes(j.bytes_read)) } ", added to the repository "
-                    span #written { (bytes(j.bytes_written)) } " " span #rate {} }
+                @match j.kind {
+                    JobKind::Restore => p { "Read from the repository " span #read { (bytes(j.bytes_read)) }
+                        ", written to the target " span #written { (bytes(j.bytes_written)) } " " span #rate {} },
+                    JobKind::Prune => {},
+                    JobKind::Backup => p { "Read " span #read { (bytes(j.bytes_read)) } ", added to the repository "
+                        span #written { (bytes(j.bytes_written)) } " " span #rate {} },
+                }
                 progress #progress max="1" value=(if j.state.is_final() { "1" } else { "0" }) {}
                 @if let Some(e) = &j.error { p.error #error role="alert" { (e) } }
                 @if let Some(snap) = &j.snapshot_id { p { "Restore point " code #snapshot { (snap) } } }
             }
             h2 { "Steps" }
             table #steps {
-                thead { tr { th { "Attempt" } th { "Step" } th { "Try" } th { "State" } th { "Agent" } th { "Detail" } } }
+                thead { tr { th { "Attempt" } th { "Step" } th { "Try" } th { "State" } th { "Agent" } th { "Started" } th { "Detail" } } }
                 tbody {
                     @for st in &steps {
                         tr { td { (st.attempt) } td { (st.step) } td { (st.try_no) }
                              td { span class={"badge " (st.state)} { (st.state) } }
-                             td { (st.agent) } td { (st.detail.clone().unwrap_or_default()) } }
+                             td { (st.agent) } td { (when(st.started_at)) } td { (st.detail.clone().unwrap_or_default()) } }
                     }
                 }
             }
             h2 { "Log" }
-            pre #log { @for l in &log { (rfc3339(l.at)) "  " (l.line) "\n" } }
+            pre #log { @for l in &log { (when(l.at)) "  " (l.line) "\n" } }
         },
     )
     .into_response()
@@ -599,7 +631,11 @@ async fn job_events(
                     .data(format!("{}  {}", rfc3339(l.at), l.line))));
             }
         }
-        let view = crate::model::JobView::at(&j, c.s.now());
+        let mut view = crate::model::JobView::at(&j, c.s.now());
+        // The steps table follows too.
+        if let Ok(steps) = c.s.store.steps(id).await {
+            view.steps = Some(steps.iter().map(crate::model::StepView::new).collect());
+        }
         events.push(Ok(Event::default()
             .event("job")
             .data(serde_json::to_string(&view).unwrap_or_default())));

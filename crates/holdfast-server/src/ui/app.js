@@ -1,5 +1,18 @@
-// Live progress on a job's page: Server-Sent Events from /ui/jobs/ID/events.
 "use strict";
+
+// One time format: every <time datetime=...> in the viewer's local time with its zone, to the
+// second (the server writes UTC as a fallback).
+const localTime = (iso) =>
+  new Date(iso).toLocaleString(undefined, {
+    year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+  });
+const localTimes = (root) => {
+  for (const t of root.querySelectorAll("time[datetime]")) t.textContent = localTime(t.dateTime);
+};
+localTimes(document);
+
+// Live progress on a job's page: Server-Sent Events from /ui/jobs/ID/events.
 (function () {
   const job = document.getElementById("job");
   if (!job || job.dataset.live !== "true") return;
@@ -11,17 +24,45 @@
   progress.removeAttribute("value"); // indeterminate while the dump runs: its size is unknown
   const events = new EventSource(`/ui/jobs/${job.dataset.id}/events?after=${job.dataset.after}`);
   events.addEventListener("log", (e) => {
-    $("log").textContent += e.data + "\n";
+    // "RFC3339  line": the time in the same local format as everywhere else.
+    const cut = e.data.indexOf("  ");
+    const at = cut > 0 ? e.data.slice(0, cut) : "";
+    const time = document.createElement("time");
+    time.dateTime = at;
+    time.textContent = at ? localTime(at) : "";
+    $("log").append(time, (cut > 0 ? e.data.slice(cut) : e.data) + "\n");
   });
+  const steps = document.querySelector("#steps tbody");
   events.addEventListener("job", (e) => {
     const j = JSON.parse(e.data);
     const state = $("state");
     state.textContent = j.state;
     state.className = "badge " + j.state;
-    $("read").textContent = bytes(j.bytes_read);
-    $("written").textContent = bytes(j.bytes_written);
-    const rate = j.rate_bytes_per_sec;
-    $("rate").textContent = rate ? "(" + bytes(Math.round(rate)) + "/s)" : "";
+    if ($("read")) {
+      $("read").textContent = bytes(j.bytes_read);
+      $("written").textContent = bytes(j.bytes_written);
+      const rate = j.rate_bytes_per_sec;
+      $("rate").textContent = rate ? "(" + bytes(Math.round(rate)) + "/s)" : "";
+    }
+    if (steps && j.steps) {
+      steps.replaceChildren(...j.steps.map((s) => {
+        const tr = document.createElement("tr");
+        const cell = (text) => { const td = document.createElement("td"); td.textContent = text; return td; };
+        const badge = document.createElement("span");
+        badge.className = "badge " + s.state;
+        badge.textContent = s.state;
+        const state = document.createElement("td");
+        state.append(badge);
+        const time = document.createElement("time");
+        time.dateTime = s.started_at;
+        time.textContent = localTime(s.started_at);
+        const started = document.createElement("td");
+        started.append(time);
+        tr.append(cell(s.attempt), cell(s.step), cell(s.try_no), state, cell(s.agent), started,
+                  cell(s.detail || ""));
+        return tr;
+      }));
+    }
     if (j.state !== "queued" && j.state !== "running") {
       events.close();
       progress.value = 1;

@@ -461,7 +461,19 @@ pub async fn new_plan(State(s): State<Arc<AppState>>, sess: Session) -> Response
     let mut f = Fields::new();
     f.insert("timezone".into(), "UTC".into());
     f.insert("schedule".into(), "0 3 * * *".into());
-    f.insert("keep_last".into(), "7".into());
+    // The API's default retention, so a plan made here keeps what one made elsewhere keeps.
+    if let holdfast_core::plan::Retention::Gfs(k) = holdfast_core::plan::Retention::default() {
+        for (field, n) in [
+            ("keep_last", k.last),
+            ("keep_daily", k.daily),
+            ("keep_weekly", k.weekly),
+            ("keep_monthly", k.monthly),
+        ] {
+            if let Some(n) = n {
+                f.insert(field.into(), n.to_string());
+            }
+        }
+    }
     plan_form(&s, &sess, &f, &[]).await
 }
 
@@ -779,7 +791,7 @@ pub async fn agents(State(s): State<Arc<AppState>>, sess: Session) -> Response {
                 tbody { @for a in &list {
                     tr { td { (a.name) @if a.stale { " " span.badge.stale { "not seen for a day or more" } } @else if !a.online { " " span.badge.stale { "offline" } } }
                          td { @for (k, v) in &a.labels { code { (k) "=" (v) } " " } }
-                         td { (a.version) } td { (a.hostname) } td { (a.slots) } td { (a.last_seen) }
+                         td { (a.version) } td { (a.hostname) } td { (a.slots) } td { (crate::ui::when_text(&a.last_seen)) }
                          td { @for j in &a.running_jobs { a href={"/ui/jobs/" (j)} { "#" (j) } " " } } }
                 } }
             }

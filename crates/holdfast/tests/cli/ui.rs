@@ -158,6 +158,17 @@ fn the_ui_signs_in_runs_a_plan_and_follows_the_job_live() {
     assert_eq!(seen["status"], "no backup yet", "{seen}");
     assert_eq!(seen["progress"], "1", "{seen}");
     assert_eq!(seen["reloads"], 1, "the job page was reloaded: {seen}");
+    assert!(
+        seen["steps"].as_u64() >= Some(2),
+        "the steps table fills in live: {seen}"
+    );
+    let t = seen["logTime"].as_str().unwrap_or_default();
+    assert!(
+        t.parse::<jiff::Timestamp>().is_err()
+            && !t.contains('.')
+            && t.chars().filter(|c| c.is_ascii_digit()).count() >= 12,
+        "log times in the viewer's local format, to the second: {seen}"
+    );
 
     // What the page showed is what the server recorded.
     let id: i64 = seen["jobUrl"]

@@ -41,9 +41,12 @@ try {
   const progress = await page.getAttribute("#progress", "value");
   const snapshot = await page.textContent("#snapshot");
   const log = await page.textContent("#log");
+  // Filled in live, not by a reload: the steps table, and the log's times in local time.
+  const steps = await page.locator("#steps tbody tr").count();
+  const logTime = await page.locator("#log time").first().textContent();
   const reloads = await page.evaluate(() => performance.getEntriesByType("navigation").length);
   await page.screenshot({ path: shots + "/ui-job.png", fullPage: true });
-  console.log(JSON.stringify({ status, jobUrl, progress, snapshot, log, reloads }));
+  console.log(JSON.stringify({ status, jobUrl, progress, snapshot, log, reloads, steps, logTime }));
 } finally {
   await browser.close();
 }
