@@ -80,6 +80,71 @@ pub struct AppState {
     pub workers: worker::Workers,
     /// Raised when the server shuts down: workers stop, waiting claims answer at once.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// What each endpoint's repository holds, read in the background at most every few
+    /// minutes for the UI (never on a page view's own time).
+    pub endpoint_stats: Mutex<HashMap<String, EndpointStats>>,
+}
+
+/// What an endpoint's repository holds, as last read.
+#[derive(Debug, Clone)]
+pub struct EndpointStats {
+    /// When it was read (Unix ms); `None` while the first read runs.
+    pub read_at: Option<i64>,
+    pub restore_points: usize,
+    /// What the restore points added to the repository: about its size.
+    pub stored_bytes: u64,
+    pub error: Option<String>,
+}
+
+impl AppState {
+    /// The endpoint's last read stats, starting a new read in the background when they are
+    /// older than five minutes (or missing).
+    pub fn endpoint_stats(self: &Arc<Self>, endpoint: &str) -> Option<EndpointStats> {
+        const FRESH_MS: i64 = 5 * 60 * 1000;
+        let now = self.now();
+        let mut cache = self.endpoint_stats.lock().unwrap();
+        let current = cache.get(endpoint).cloned();
+        let stale = match &current {
+            None => true,
+            Some(s) => s.read_at.is_some_and(|at| now - at > FRESH_MS),
+        };
+        if stale {
+            let mut reading = current.clone().unwrap_or(EndpointStats {
+                read_at: None,
+                restore_points: 0,
+                stored_bytes: 0,
+                error: None,
+            });
+            reading.read_at = None;
+            cache.insert(endpoint.to_string(), reading);
+            let (me, name) = (self.clone(), endpoint.to_string());
+            tokio::spawn(async move {
+                let read = match me.repo(&name).await {
+                    Ok(repo) => tokio::task::spawn_blocking(move || repo.snapshots())
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string())),
+                    Err(e) => Err(e.to_string()),
+                };
+                let stats = match read {
+                    Ok(snaps) => EndpointStats {
+                        read_at: Some(me.now()),
+                        restore_points: snaps.len(),
+                        stored_bytes: snaps.iter().map(|s| s.added_bytes).sum(),
+                        error: None,
+                    },
+                    Err(e) => EndpointStats {
+                        read_at: Some(me.now()),
+                        restore_points: 0,
+                        stored_bytes: 0,
+                        error: Some(e),
+                    },
+                };
+                me.endpoint_stats.lock().unwrap().insert(name, stats);
+            });
+        }
+        current
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -102,6 +167,7 @@ impl AppState {
             creating: tokio::sync::Mutex::new(()),
             workers: worker::Workers::default(),
             stopping: tokio::sync::watch::Sender::new(false),
+            endpoint_stats: Mutex::default(),
         }
     }
 

@@ -437,7 +437,7 @@ fn tail(s: &str, n: usize) -> String {
     format!("…{}", s.chars().skip(skip).collect::<String>())
 }
 
-fn short(s: &str, n: usize) -> String {
+pub(crate) fn short(s: &str, n: usize) -> String {
     match s.char_indices().nth(n) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),

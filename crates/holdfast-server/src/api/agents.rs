@@ -632,5 +632,9 @@ pub async fn finish(
     if requeued {
         s.wake.notify_waiters();
     }
+    // What the endpoint's repository holds may have changed: read it again when next shown.
+    if let Some(ep) = &job.endpoint {
+        s.endpoint_stats.lock().unwrap().remove(ep);
+    }
     Ok(Json(JobView::new(&s.store.must_job(id).await?)))
 }

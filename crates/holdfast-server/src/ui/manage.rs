@@ -30,6 +30,8 @@ struct Input<'a> {
 enum InputKind {
     Text,
     Secret,
+    /// A write-only secret of several lines (an SSH private key).
+    SecretLines,
     Select(Vec<String>),
     Check,
 }
@@ -57,6 +59,15 @@ fn secret<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
         name,
         label,
         kind: InputKind::Secret,
+        hint,
+    }
+}
+
+fn secret_lines<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
+    Input {
+        name,
+        label,
+        kind: InputKind::SecretLines,
         hint,
     }
 }
@@ -106,6 +117,7 @@ fn form(
                     @match &i.kind {
                         InputKind::Text => input id=(i.name) name=(i.name) value=(value);
                         InputKind::Secret => input id=(i.name) name=(i.name) type="password" autocomplete="new-password";
+                        InputKind::SecretLines => textarea id=(i.name) name=(i.name) rows="4" autocomplete="off" spellcheck="false" {}
                         InputKind::Select(options) => select id=(i.name) name=(i.name) {
                             @for o in options { option value=(o) selected[*o == value] { (o) } }
                         },
@@ -191,6 +203,11 @@ fn endpoint_inputs() -> Vec<Input<'static>> {
             "Storage password",
             "write-only; Swift key, FTP or WebDAV password",
         ),
+        secret_lines(
+            "ssh_key",
+            "SFTP private key",
+            "write-only; OpenSSH format; empty: the agent's own SSH keys",
+        ),
         text(
             "prune_schedule",
             "Prune schedule",
@@ -206,7 +223,7 @@ fn endpoint_json(f: &Fields, name: &str) -> Value {
         "kind": f.get("kind").cloned().unwrap_or_default(), "url": f.get("url").cloned().unwrap_or_default(),
         "password": opt(f, "password"), "access_key_id": opt(f, "access_key_id"),
         "secret_access_key": opt(f, "secret_access_key"), "user": opt(f, "user"),
-        "storage_password": opt(f, "storage_password"),
+        "storage_password": opt(f, "storage_password"), "ssh_key": opt(f, "ssh_key"),
         "prune_schedule": f.get("prune_schedule").cloned().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "0 4 * * 0".into()),
         "prune_timezone": f.get("prune_timezone").cloned().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "UTC".into())})
 }
@@ -216,13 +233,23 @@ pub async fn endpoints(State(s): State<Arc<AppState>>, sess: Session) -> Respons
 }
 
 async fn endpoints_page(
-    s: &AppState,
+    s: &Arc<AppState>,
     sess: &Session,
     values: &Fields,
     errors: &[FieldError],
     report: Option<(String, crate::model::EndpointTestReport)>,
 ) -> Response {
     let list = s.store.list(Kind::Endpoint).await.unwrap_or_default();
+    // The newest prune job of each endpoint (one page of them is plenty).
+    let prunes = s
+        .store
+        .jobs(&holdfast_store::JobFilter {
+            kind: Some(holdfast_core::job::JobKind::Prune),
+            limit: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
@@ -241,12 +268,25 @@ async fn endpoints_page(
             }
         }
         table #endpoints {
-            thead { tr { th { "Name" } th { "Kind" } th { "Location" } th {} } }
+            thead { tr { th { "Name" } th { "Kind" } th { "Location" } th { "Holds" } th { "Last prune" } th {} } }
             tbody { @for r in &list {
                 @let v: Value = serde_json::from_str(&r.spec).unwrap_or_default();
+                @let stats = s.endpoint_stats(&r.name);
+                @let pruned = prunes.iter().find(|j| j.endpoint.as_deref() == Some(r.name.as_str()));
                 tr data-endpoint=(r.name) {
                     td { a href={"/ui/endpoints/" (r.name)} { (r.name) } } td { (v["kind"].as_str().unwrap_or("")) }
                     td { code { (holdfast_core::location::redact_url(v["url"].as_str().unwrap_or(""))) } }
+                    td.holds { @match &stats {
+                        Some(st) if st.error.is_some() => span.error title=(st.error.clone().unwrap_or_default()) { "cannot read it" },
+                        Some(st) if st.read_at.is_some() => { (st.restore_points) (if st.restore_points == 1 { " restore point, " } else { " restore points, " })
+                            (super::bytes(i64::try_from(st.stored_bytes).unwrap_or(i64::MAX))) " stored" },
+                        _ => span.hint { "counting…" },
+                    } }
+                    td { @match pruned {
+                        Some(j) => { span class={"badge " (j.state)} { (j.state) } " "
+                            @if let Some(at) = j.finished_at.or(j.started_at) { (super::when(at)) } },
+                        None => "never",
+                    } }
                     td { form.inline method="post" action={"/ui/endpoints/" (r.name) "/test"} {
                         input type="hidden" name="csrf" value=(sess.csrf);
                         button.test { "Test connection" } } }
@@ -325,7 +365,7 @@ fn endpoint_edit(sess: &Session, name: &str, values: &Fields, errors: &[FieldErr
         .into_iter()
         .filter(|i| i.name != "name")
         .map(|i| match i.kind {
-            InputKind::Secret => Input {
+            InputKind::Secret | InputKind::SecretLines => Input {
                 hint: "write-only: leave empty to keep the one set",
                 ..i
             },
@@ -340,6 +380,10 @@ fn endpoint_edit(sess: &Session, name: &str, values: &Fields, errors: &[FieldErr
     let body = html! {
         h1 { "Endpoint " (name) }
         (form(&format!("/ui/endpoints/{name}"), sess, &inputs, values, errors, "Save"))
+        form.inline method="post" action={"/ui/endpoints/" (name) "/test"} {
+            input type="hidden" name="csrf" value=(sess.csrf);
+            button.test { "Test connection" }
+        }
     };
     (status, page(&format!("Endpoint {name}"), Some(sess), body)).into_response()
 }
@@ -672,6 +716,30 @@ async fn plan_page(
             button.run { "Run now" }
         }
         p { a href={"/ui/jobs?plan=" (name)} { "Jobs of this plan" } }
+        h2 { "Settings" }
+        table #settings {
+            tbody {
+                tr { th { "Next runs" } td { @if paused { "paused" } @else {
+                    @let next = holdfast_core::Schedule::parse(&spec.schedule, &spec.timezone)
+                        .map(|sc| sc.upcoming(jiff::Timestamp::now(), 5))
+                        .unwrap_or_default();
+                    @if next.is_empty() { "none" }
+                    ul { @for z in &next { li { (z.strftime("%a %Y-%m-%d %H:%M %Z")) } } }
+                } } }
+                tr { th { "Retention" } td #retention { (retention_text(&spec.retention)) } }
+                tr { th { "Copy" } td #copy { @match &spec.copy {
+                    Some(c) => { "to endpoint " (c.endpoint) @if let Some(r) = &c.retention { ", keeping " (retention_text(r)) } @else { ", with the plan's retention" } },
+                    None => "none",
+                } } }
+                tr { th { "Hooks" } td #hooks {
+                    @let hooks = holdfast_core::lifecycle::Step::ALL.iter()
+                        .filter_map(|st| spec.hooks.get(*st).map(|h| (st, h))).collect::<Vec<_>>();
+                    @if hooks.is_empty() { "none" }
+                    ul { @for (st, h) in &hooks { li { strong { (st) } " (timeout " (h.timeout_secs) " s): " code { (super::short(&h.run, 120)) } } } }
+                } }
+                tr { th { "Retries" } td { (spec.retry.attempts) " attempts, waiting " (spec.retry.base_secs) " s doubling to " (spec.retry.cap_secs) " s" } }
+            }
+        }
         h2 { "Restore points" }
         @match &points {
             Err(e) => p.error role="alert" { (e.to_string()) },
@@ -684,15 +752,15 @@ async fn plan_page(
                     thead { tr { th { "Restore point" } th { "Taken" } th { "Database" } th { "Size" } th { "Restore to…" } } }
                     tbody { @for p in points {
                         tr data-point=(p.short_id) {
-                            td { code { (p.short_id) } } td { (p.time) }
+                            td { code { (p.short_id) } } td { (super::when_text(&p.time)) }
                             td { (p.database.clone().unwrap_or_default()) }
                             td { (super::bytes(p.bytes as i64)) }
                             td {
                                 @let inputs = vec![
                                     select("target_source", "Into source", sources.clone()),
-                                    text("database", "Database", "empty: the source's own; a new name restores beside it"),
+                                    text("database", "Database", "a new name restores beside it; empty: the source's own (needs Overwrite)"),
                                     check("create", "Create the database", ""),
-                                    check("force", "Overwrite what is there", "needed to restore over an existing database"),
+                                    check("force", "Overwrite what is there", "restored into a temporary database, swapped in only when it succeeded"),
                                 ];
                                 details open[!errors.is_empty() && values.get("point") == Some(&p.id)] {
                                     summary { "Restore…" }
@@ -798,4 +866,34 @@ pub async fn agents(State(s): State<Arc<AppState>>, sess: Session) -> Response {
         },
     )
     .into_response()
+}
+
+/// A retention policy in words.
+fn retention_text(r: &holdfast_core::plan::Retention) -> String {
+    match r {
+        holdfast_core::plan::Retention::Gfs(k) => {
+            let parts: Vec<String> = [
+                ("last", k.last),
+                ("hourly", k.hourly),
+                ("daily", k.daily),
+                ("weekly", k.weekly),
+                ("monthly", k.monthly),
+                ("yearly", k.yearly),
+            ]
+            .iter()
+            .filter_map(|(w, n)| n.map(|n| format!("{n} {w}")))
+            .chain(k.within.as_ref().map(|w| format!("everything within {w}")))
+            .collect();
+            if parts.is_empty() {
+                "everything".into()
+            } else {
+                parts.join(", ")
+            }
+        }
+        holdfast_core::plan::Retention::Period { period, unit } => match unit {
+            holdfast_core::plan::PeriodUnit::Days => format!("everything within {period} days"),
+            holdfast_core::plan::PeriodUnit::Hours => format!("everything within {period} hours"),
+            holdfast_core::plan::PeriodUnit::Files => format!("the last {period}"),
+        },
+    }
 }

@@ -114,6 +114,20 @@ fn the_ui_creates_a_plan_backs_up_postgres_and_restores_it_into_a_new_database()
         "one restore, not two: {restores}"
     );
     assert_eq!(seen["backup"], "succeeded");
+    assert_eq!(seen["sshKeyField"], 1, "{seen}");
+    assert_eq!(seen["editTest"], 1, "{seen}");
+    assert!(
+        seen["retention"].as_str().unwrap().contains("daily"),
+        "the plan page shows its retention: {seen}"
+    );
+    assert_eq!(seen["copy"], "none", "{seen}");
+    assert!(
+        seen["holds"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 restore point, "),
+        "the endpoints page says what the repository holds: {seen}"
+    );
     assert_eq!(seen["restore"], "succeeded");
     assert_eq!(target.checksums(), want, "the restored rows differ");
     let plan = s.ok("GET", "/api/v1/plans/shop-nightly", None);

@@ -38,6 +38,9 @@ const fail = (m) => { throw new Error(m); };
     // Edit it: a bad prune schedule is shown beside its field; a good one is saved, and the
     // password left empty stays set.
     await page.click("tr[data-endpoint=disk] a");
+    // Every field a kind needs, the SFTP key among them, and a test from the edit page.
+    seen.sshKeyField = await page.locator("textarea#ssh_key").count();
+    seen.editTest = await page.locator("button.test").count();
     await page.fill("#prune_schedule", "every sunday");
     await page.click("form.edit button[type=submit]");
     await page.waitForSelector("#prune_schedule-error");
@@ -90,6 +93,19 @@ const fail = (m) => { throw new Error(m); };
     seen.paused = await page.textContent("#pause");
     await page.click("#pause");
     await page.waitForFunction(() => !document.getElementById("paused"));
+    seen.retention = await page.textContent("#settings #retention");
+    seen.copy = await page.textContent("#settings #copy");
+
+    // The endpoints page says what the repository holds (read in the background).
+    await page.goto(url + "/ui/endpoints");
+    await page.waitForFunction(() => {
+      const c = document.querySelector("tr[data-endpoint=disk] td.holds");
+      if (c && /restore points?,/.test(c.textContent)) return true;
+      location.reload();
+      return false;
+    }, null, { timeout: 30000, polling: 500 });
+    seen.holds = await page.textContent("tr[data-endpoint=disk] td.holds");
+    await page.goto(url + "/ui/plans/shop-nightly");
 
     // Overwriting asks first; saying no sends nothing.
     await page.click("#restore-points tbody tr:first-child summary");
