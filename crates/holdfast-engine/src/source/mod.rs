@@ -274,6 +274,36 @@ pub(crate) fn feed(files: &SnapshotReader, path: &str, cmd: &Cmd, target: &str) 
     w.finish_after(res)
 }
 
+/// A restore without overwrite into a database that already holds tables.
+pub(crate) fn target_not_empty(target: String) -> Error {
+    Error::Input(holdfast_core::InputError::new(
+        format!("restore target {target}"),
+        "already holds tables; restore into a new database, or overwrite this one \
+         (API: `force: true`; UI: Overwrite; CLI: --force), which restores into a \
+         temporary database and swaps it in only when the restore succeeded",
+    ))
+}
+
+/// The names an overwrite of database `db` works under: (the restore's, the replaced one's),
+/// each at most `max` characters (`db` cut short), unique to this moment.
+pub(crate) fn overwrite_names(db: &str, max: usize) -> (String, String) {
+    let tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| format!("{:x}", d.as_millis() % 0xff_ffff))
+        .unwrap_or_default();
+    let side = |suffix: String| {
+        let mut base = db.to_string();
+        while base.chars().count() + suffix.len() > max {
+            base.pop();
+        }
+        format!("{base}{suffix}")
+    };
+    (
+        side(format!("__restore_{tag}")),
+        side(format!("__replaced_{tag}")),
+    )
+}
+
 /// Feeds each file of the snapshot, in order, into a run of its own of `cmd`.
 pub(crate) fn feed_each(files: &SnapshotReader, cmd: &Cmd, target: &str) -> Result<()> {
     for (path, _) in files.files() {

@@ -7,6 +7,7 @@ use holdfast_core::location::DbAddr;
 
 use super::{
     BackupOptions, BackupSet, RestoreOptions, SourceDriver, base_meta, feed_each, file_name,
+    overwrite_names, target_not_empty,
 };
 use crate::error::{Error, Result};
 use crate::process::{Cmd, Failure, tool_version, which};
@@ -188,12 +189,7 @@ impl SourceDriver for Mysql {
             return self.load(db, files);
         }
         if !opts.force {
-            return Err(Error::Input(holdfast_core::InputError::new(
-                format!("restore target {}", self.name()),
-                "already holds tables; restore into a new database, or overwrite this one \
-                 (API: `force: true`; UI: Overwrite; CLI: --force), which restores into a \
-                 temporary database and swaps it in only when the restore succeeded",
-            )));
+            return Err(target_not_empty(self.name()));
         }
         self.overwrite(db, files)
     }
@@ -207,15 +203,6 @@ fn lit(s: &str) -> String {
 /// A MariaDB identifier.
 fn ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
-}
-
-/// A schema name of at most 64 characters (MariaDB's limit): `db` cut short, then `suffix`.
-fn side_name(db: &str, suffix: &str) -> String {
-    let mut base = db.to_string();
-    while base.chars().count() + suffix.len() > 64 {
-        base.pop();
-    }
-    format!("{base}{suffix}")
 }
 
 impl Mysql {
@@ -243,12 +230,7 @@ impl Mysql {
     /// the temporary schema and leaves `db` as it was. Views, triggers and routines cannot move
     /// between schemas: with any, the overwrite is refused and `db` is left as it was.
     fn overwrite(&self, db: &str, files: &SnapshotReader) -> Result<()> {
-        let tag: String = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| format!("{:x}", d.as_millis() % 0xff_ffff))
-            .unwrap_or_default();
-        let fresh = side_name(db, &format!("__restore_{tag}"));
-        let old = side_name(db, &format!("__replaced_{tag}"));
+        let (fresh, old) = overwrite_names(db, 64);
         let run = |sql: &str| self.query(None, sql).map(|_| ());
         let drop_fresh = || run(&format!("DROP DATABASE IF EXISTS {}", ident(&fresh)));
         let movable = |schema: &str| -> Result<bool> {

@@ -16,7 +16,7 @@ use holdfast_core::location::DbAddr;
 
 use super::{
     BackupOptions, BackupSet, RestoreOptions, SourceDriver, Stream, base_meta, decode_file_name,
-    feed, file_name,
+    feed, file_name, overwrite_names, target_not_empty,
 };
 use crate::error::{Error, Result};
 use crate::process::{Cmd, Failure, describe, tool_version, which};
@@ -676,24 +676,10 @@ impl SourceDriver for Postgres {
             return self.restore_db(&bins, &target_db, files, &refs, opts.jobs);
         }
         if !opts.force {
-            return Err(Error::Input(holdfast_core::InputError::new(
-                format!("restore target {}", self.name()),
-                "already holds tables; restore into a new database, or overwrite this one \
-                 (API: `force: true`; UI: Overwrite; CLI: --force), which restores into a \
-                 temporary database and swaps it in only when the restore succeeded",
-            )));
+            return Err(target_not_empty(self.name()));
         }
         self.overwrite(&bins, &target_db, files, &refs, opts.jobs)
     }
-}
-
-/// A database name of at most 63 bytes (PostgreSQL's limit): `db` cut short, then `suffix`.
-fn side_name(db: &str, suffix: &str) -> String {
-    let mut base = db.to_string();
-    while base.len() + suffix.len() > 63 {
-        base.pop();
-    }
-    format!("{base}{suffix}")
 }
 
 fn quote_ident(name: &str) -> String {
@@ -729,12 +715,7 @@ impl Postgres {
         names: &[&String],
         jobs: usize,
     ) -> Result<()> {
-        let tag: String = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| format!("{:x}", d.as_millis() % 0xff_ffff))
-            .unwrap_or_default();
-        let fresh = side_name(db, &format!("__restore_{tag}"));
-        let old = side_name(db, &format!("__replaced_{tag}"));
+        let (fresh, old) = overwrite_names(db, 63);
         let admin = |sql: &str| self.query(bins, "postgres", sql).map(|_| ());
         self.create_database(&fresh)?;
         if let Err(e) = self.restore_db(bins, &fresh, files, names, jobs) {
