@@ -389,7 +389,8 @@ async fn claim_for(
             }
             prepare_repository(s, &j).await;
             let now = s.now();
-            let lease = now + s.config.lease.as_millis() as i64;
+            let lease =
+                now.saturating_add(i64::try_from(s.config.lease.as_millis()).unwrap_or(i64::MAX));
             if let Some(job) = s.store.claim_job(j.id, agent, now, lease).await? {
                 claimed = Some(job);
                 break;
@@ -486,15 +487,15 @@ pub async fn heartbeat(
     let id = job_id(&id)?;
     let now = s.now();
     s.store.touch_agent(&name, now).await?;
-    let lease = now + s.config.lease.as_millis() as i64;
+    let lease = now.saturating_add(i64::try_from(s.config.lease.as_millis()).unwrap_or(i64::MAX));
     match s
         .store
         .heartbeat(
             id,
             &name,
             lease,
-            hb.bytes_read as i64,
-            hb.bytes_written as i64,
+            i64::try_from(hb.bytes_read).unwrap_or(i64::MAX),
+            i64::try_from(hb.bytes_written).unwrap_or(i64::MAX),
         )
         .await?
     {
