@@ -107,6 +107,20 @@ pub async fn register_agent(
             format!("label `{k}`: names are 1 to 100 letters, digits, `-`, `_`, `.` or `:`"),
         ));
     }
+    let problems = holdfast_core::plan::label_problems(h.labels.iter());
+    if !problems.is_empty() {
+        return Err(ApiError::field("labels", problems.join("; ")));
+    }
+    if h.version.len() > 100 || h.hostname.len() > 255 {
+        return Err(ApiError::field(
+            if h.version.len() > 100 {
+                "version"
+            } else {
+                "hostname"
+            },
+            "too long (version: 100 bytes, hostname: 255)",
+        ));
+    }
     if h.slots == 0 || h.slots > 64 {
         return Err(ApiError::field("slots", "1 to 64"));
     }

@@ -258,3 +258,24 @@ async fn health_shows_the_store_and_each_worker() {
     assert_eq!(r.text().await.unwrap(), "ok\n");
     app.stop().await;
 }
+
+/// An agent's labels have the limits a source's have, named in the 422.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_with_too_many_or_too_long_labels_is_refused() {
+    let app = App::spawn().await;
+    let many: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let long = json!({"site": "x".repeat(300)});
+    for labels in [Value::Object(many), long] {
+        let (code, body) = app
+            .call(
+                "POST",
+                "/api/v1/agents",
+                Some(json!({"name": "a", "labels": labels, "version": "t", "hostname": "h", "slots": 1})),
+            )
+            .await;
+        assert_eq!(code, 422, "{body}");
+        assert_eq!(body["fields"][0]["field"], "labels", "{body}");
+    }
+    app.stop().await;
+}
