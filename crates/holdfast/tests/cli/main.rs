@@ -7,6 +7,7 @@ mod helpers;
 mod agents;
 mod endpoints;
 mod failures;
+mod latest;
 mod mysql;
 mod other_sources;
 mod postgres;
