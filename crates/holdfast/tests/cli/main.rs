@@ -9,6 +9,7 @@ mod endpoints;
 mod failures;
 mod latest;
 mod mysql;
+mod openapi;
 mod other_sources;
 mod postgres;
 mod repository;
