@@ -29,6 +29,10 @@ impl std::fmt::Debug for Secret {
 #[serde(deny_unknown_fields)]
 pub struct Hello {
     /// Unique per agent; its jobs' leases are held in this name.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._:-]+$")
+    )]
     pub name: String,
     /// Sources whose labels are all among these run here.
     #[serde(default)]

@@ -13,10 +13,22 @@ use crate::schedule::Schedule;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlanSpec {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 63, pattern = "^[a-z][a-z0-9-]*$")
+    )]
     pub name: String,
     /// Name of the source to back up.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 63, pattern = "^[a-z][a-z0-9-]*$")
+    )]
     pub source: String,
     /// Name of the storage endpoint (repository) to back up into.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 63, pattern = "^[a-z][a-z0-9-]*$")
+    )]
     pub endpoint: String,
     /// 5-field cron expression, or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
     pub schedule: String,
@@ -51,6 +63,10 @@ pub struct PlanSpec {
 #[serde(deny_unknown_fields)]
 pub struct CopySpec {
     /// The endpoint that receives the copies (not the plan's own endpoint).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 63, pattern = "^[a-z][a-z0-9-]*$")
+    )]
     pub endpoint: String,
     /// How long the copies are kept; the plan's own retention when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -37,6 +37,7 @@ pub use holdfast_core::StorageKind as EndpointKind;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointInput {
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z][a-z0-9-]*$")]
     pub name: String,
     pub kind: EndpointKind,
     /// Where the repository is: an absolute directory for `local`;
@@ -276,6 +277,7 @@ impl EndpointInput {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceInput {
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z][a-z0-9-]*$")]
     pub name: String,
     #[schema(value_type = String, example = "postgres")]
     pub kind: SourceKind,
@@ -704,6 +706,8 @@ pub struct RestorePointView {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenInput {
+    /// Who or what uses the token: 1 to 100 characters, not all blank.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
 }
 

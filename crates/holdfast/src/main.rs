@@ -18,6 +18,7 @@ use secrecy::SecretString;
 
 mod client;
 mod declare;
+mod filter;
 
 #[derive(Parser)]
 #[command(
@@ -102,17 +103,22 @@ enum Command {
     Snapshots {
         #[command(flatten)]
         repo: RepoArgs,
+        #[command(flatten)]
+        filter: filter::FilterArgs,
         #[arg(long)]
         json: bool,
     },
     /// Restore a snapshot into a target (same URL forms as backup sources).
     Restore {
-        /// Snapshot id, unique id prefix, or "latest".
+        /// Snapshot id, unique id prefix, or "latest" (the newest of the target's kind and
+        /// database, among those the filters pass).
         snapshot: String,
         /// Where to restore: a database URL, sqlite:///path, file:///dir, or cmd: with --command.
         target: String,
         #[command(flatten)]
         repo: RepoArgs,
+        #[command(flatten)]
+        filter: filter::FilterArgs,
         /// Shell command that reads the snapshot on stdin (for cmd: targets).
         #[arg(long)]
         command: Option<String>,
@@ -129,9 +135,13 @@ enum Command {
     /// Write a snapshot's files, concatenated in order, to stdout (a plain SQL dump for
     /// PostgreSQL and MariaDB snapshots).
     Dump {
+        /// Snapshot id, unique id prefix, or "latest" (refused when the filters leave the
+        /// snapshots of more than one source).
         snapshot: String,
         #[command(flatten)]
         repo: RepoArgs,
+        #[command(flatten)]
+        filter: filter::FilterArgs,
     },
     /// Remove snapshots by a keep policy, per source.
     Forget {
@@ -617,9 +627,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 ));
             }
         }
-        Command::Snapshots { repo, json } => {
+        Command::Snapshots { repo, filter, json } => {
             let repo = Repo::open(&repo_config(&repo)?)?;
-            let snaps = repo.snapshots()?;
+            let filter = filter.filter();
+            let mut snaps = repo.snapshots()?;
+            snaps.retain(|s| filter.matches(s));
             if json {
                 println!(
                     "{}",
@@ -651,6 +663,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             snapshot,
             target,
             repo,
+            filter,
             command,
             create,
             jobs,
@@ -658,7 +671,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let spec = with_source_password(SourceSpec::parse(&target, command.as_deref())?)?;
             let repo = Repo::open(&repo_config(&repo)?)?;
-            let snap = repo.find(&snapshot)?;
+            let snap = repo.select(&snapshot, &filter.filter(), Some(&spec))?;
             let reader = repo.reader(&snap)?;
             let opts = holdfast_engine::RestoreOptions {
                 create,
@@ -674,9 +687,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                 stats.duration_secs
             ));
         }
-        Command::Dump { snapshot, repo } => {
+        Command::Dump {
+            snapshot,
+            repo,
+            filter,
+        } => {
             let repo = Repo::open(&repo_config(&repo)?)?;
-            let snap = repo.find(&snapshot)?;
+            let snap = repo.select(&snapshot, &filter.filter(), None)?;
             let reader = repo.reader(&snap)?;
             let mut out = std::io::BufWriter::with_capacity(
                 1 << 20,

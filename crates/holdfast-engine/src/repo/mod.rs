@@ -6,18 +6,21 @@
 //!
 //! The module along its seams: [`config`] says how to reach and unlock a repository (and maps
 //! a location onto rustic_backend's options); [`gate`] keeps a failed backup from writing its
-//! snapshot; [`snapshot`] reads snapshots back; [`ops`] is what Holdfast does with an open
+//! snapshot; [`snapshot`] reads snapshots back; [`select`] picks the
+//! snapshot a command means (filters, `latest`); [`ops`] is what Holdfast does with an open
 //! repository (backup, forget, copy, prune, check). This file opens and creates repositories.
 
 mod config;
 mod gate;
 mod ops;
+mod select;
 mod snapshot;
 
 pub use config::{RepoConfig, StorageCreds};
 pub use gate::Gate;
 pub(crate) use gate::{GuardedBackend, SharedGate};
 pub use ops::{BackupOutcome, CopyReport, ForgetReport};
+pub use select::SnapshotFilter;
 pub use snapshot::{SnapshotInfo, SnapshotReader};
 
 use std::collections::BTreeMap;

@@ -13,7 +13,7 @@ use rustic_core::{
 };
 use serde::Serialize;
 
-use super::{Gate, Repo, SnapshotInfo, SnapshotReader};
+use super::{Gate, Repo, SnapshotFilter, SnapshotInfo, SnapshotReader};
 use crate::error::{Error, Result};
 use crate::source::BackupSet;
 
@@ -117,23 +117,19 @@ impl Repo {
 
     /// Finds a snapshot by full id, unique id prefix, or `latest`.
     pub fn find(&self, query: &str) -> Result<SnapshotInfo> {
-        let snaps = self.snapshots()?;
-        let not_found = || Error::SnapshotNotFound {
-            query: query.to_string(),
-            repo: self.name.clone(),
-        };
-        if query == "latest" {
-            return snaps.into_iter().last().ok_or_else(not_found);
-        }
-        let mut matches = snaps.into_iter().filter(|s| s.id.starts_with(query));
-        let first = matches.next().ok_or_else(not_found)?;
-        if matches.next().is_some() {
-            return Err(Error::Input(holdfast_core::InputError::new(
-                format!("snapshot `{query}`"),
-                "matches more than one snapshot; give more characters of the id",
-            )));
-        }
-        Ok(first)
+        self.select(query, &SnapshotFilter::default(), None)
+    }
+
+    /// Finds the snapshot `query` means among those passing `filter`; `latest` with a restore
+    /// `target` is the newest of the target's kind and database, and is refused when it could
+    /// mean more than one source's (see [`super::select::pick`]).
+    pub fn select(
+        &self,
+        query: &str,
+        filter: &SnapshotFilter,
+        target: Option<&holdfast_core::SourceSpec>,
+    ) -> Result<SnapshotInfo> {
+        super::select::pick(self.snapshots()?, query, filter, target, &self.name)
     }
 
     /// Opens a snapshot's files for reading.

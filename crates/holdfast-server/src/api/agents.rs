@@ -143,8 +143,9 @@ pub async fn register_agent(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimQuery {
-    /// Seconds to wait for a job (0 to 60, default 20).
-    wait: Option<u64>,
+    /// Seconds to wait for a job, 0 to 60 (default 20); others are refused (400).
+    #[param(minimum = 0, maximum = 60)]
+    wait: Option<i64>,
 }
 
 #[utoipa::path(delete, path = "/agents/{name}", tag = "agents",
@@ -445,13 +446,14 @@ pub async fn claim(
     q: Result<Query<ClaimQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let wait = super::jobs::in_range("wait", q.wait, 20, 0, 60)?;
     let agent = s.store.agent(&name).await?.ok_or_else(|| {
         ApiError::NotFound(format!(
             "agent `{name}` is not registered; POST /api/v1/agents first"
         ))
     })?;
     let labels: BTreeMap<String, String> = serde_json::from_str(&agent.labels).unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(20).min(60));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.unsigned_abs());
     let mut stopping = s.stopping.subscribe();
     let embedded = caller.is_some_and(|c| c.0 == super::Caller::EmbeddedAgent);
     loop {

@@ -33,7 +33,8 @@ pub struct JobQuery {
     kind: Option<JobKind>,
     /// Only jobs with a smaller id: the next page after the last id you have.
     before: Option<i64>,
-    /// Page size, 1 to 1000 (default 100).
+    /// Page size, 1 to 1000 (default 100); others are refused (400).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -45,6 +46,7 @@ pub async fn list_jobs(
     q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<JobView>>> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = in_range("limit", q.limit, 100, 1, 1000)?;
     let jobs = s
         .store
         .jobs(&JobFilter {
@@ -52,10 +54,26 @@ pub async fn list_jobs(
             state: q.state,
             kind: q.kind,
             before: q.before,
-            limit: q.limit.unwrap_or(100),
+            limit,
         })
         .await?;
     Ok(Json(jobs.iter().map(JobView::new).collect()))
+}
+
+/// A query parameter's value (or its default), refused when outside `min..=max`.
+pub(super) fn in_range(
+    name: &str,
+    v: Option<i64>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> ApiResult<i64> {
+    match v.unwrap_or(default) {
+        v if (min..=max).contains(&v) => Ok(v),
+        v => Err(ApiError::BadRequest(format!(
+            "query parameter `{name}` is {v}; give {min} to {max} (default {default})"
+        ))),
+    }
 }
 
 fn job_id(id: &str) -> ApiResult<i64> {
@@ -92,6 +110,8 @@ pub async fn get_job(
 pub struct LogQuery {
     /// Only lines after this line id (to follow a running job).
     after: Option<i64>,
+    /// Lines at most, 1 to 10000 (default 1000); others are refused (400).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
 }
 
@@ -103,15 +123,9 @@ pub async fn job_log(
     q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<LogLineView>>> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = in_range("limit", q.limit, 1000, 1, 10_000)?;
     let j = s.store.must_job(job_id(&id)?).await?;
-    let lines = s
-        .store
-        .log(
-            j.id,
-            q.after.unwrap_or(0),
-            q.limit.unwrap_or(1000).clamp(1, 10_000),
-        )
-        .await?;
+    let lines = s.store.log(j.id, q.after.unwrap_or(0), limit).await?;
     Ok(Json(lines.into_iter().map(log_view).collect()))
 }
 

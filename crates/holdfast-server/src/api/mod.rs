@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`: routing, authentication, errors, and the OpenAPI document.
 
 pub(crate) mod agents;
+mod document;
 pub(crate) mod endpoints;
 pub(crate) mod jobs;
 pub(crate) mod plans;
@@ -367,9 +368,11 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
     DOC.get_or_init(|| {
-        OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi())
-            .nest("/api/v1", api_routes())
-            .into_openapi()
+        document::conform(
+            OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi())
+                .nest("/api/v1", api_routes())
+                .into_openapi(),
+        )
     })
     .clone()
 }
@@ -378,7 +381,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = api_routes()
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn(document::json_errors));
     let (api, _) = OpenApiRouter::new().nest("/api/v1", api).split_for_parts();
     Router::new()
         .route("/healthz", get(healthz))

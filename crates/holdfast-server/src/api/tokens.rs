@@ -42,7 +42,7 @@ pub async fn create_token(
     State(s): State<Arc<AppState>>,
     Body(input): Body<TokenInput>,
 ) -> ApiResult<(StatusCode, Json<TokenView>)> {
-    if input.name.trim().is_empty() || input.name.len() > 100 {
+    if input.name.trim().is_empty() || input.name.chars().count() > 100 {
         return Err(ApiError::field(
             "name",
             "1 to 100 characters, saying who or what uses the token",

@@ -279,3 +279,93 @@ async fn an_agent_with_too_many_or_too_long_labels_is_refused() {
     }
     app.stop().await;
 }
+
+/// What a client generated from the document needs: no `allOf` left (a flattened type whose
+/// part refuses unknown fields validated nothing: `PlanView`, GFS retention), the errors of
+/// every route documented, names with their rule, and query parameters refused outside the
+/// range they document, as JSON errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_describes_what_the_api_answers() {
+    let app = App::spawn().await;
+    let doc = app.ok("GET", "/api/v1/openapi.json", None).await;
+    let text = doc.to_string();
+    assert!(!text.contains("allOf"), "an allOf is left in the document");
+    let schemas = &doc["components"]["schemas"];
+    let plan_view = &schemas["PlanView"];
+    for field in ["name", "retention", "next_runs", "version"] {
+        assert!(
+            plan_view["properties"].get(field).is_some(),
+            "PlanView lacks {field}: {plan_view}"
+        );
+    }
+    let gfs = &schemas["Retention"]["oneOf"][1];
+    assert_eq!(gfs["additionalProperties"], json!(false), "{gfs}");
+    for field in ["style", "daily", "weekly"] {
+        assert!(gfs["properties"].get(field).is_some(), "{gfs}");
+    }
+    for schema in ["PlanSpec", "EndpointInput", "SourceInput"] {
+        let name = &schemas[schema]["properties"]["name"];
+        assert_eq!(
+            name["pattern"], "^[a-z][a-z0-9-]*$",
+            "{schema}.name: {name}"
+        );
+        assert_eq!(name["maxLength"], 63, "{schema}.name: {name}");
+    }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(
+                op["responses"].get("401").is_some(),
+                "{method} {path} does not document 401"
+            );
+            let has_query = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            if has_query {
+                assert!(op["responses"].get("400").is_some(), "{method} {path}: 400");
+            }
+        }
+    }
+    let limit = doc["paths"]["/api/v1/jobs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(1000))
+    );
+
+    for (path, param) in [
+        ("/api/v1/jobs?limit=0", "limit"),
+        ("/api/v1/jobs?limit=1001", "limit"),
+        ("/api/v1/jobs/1/log?limit=100000", "limit"),
+        ("/api/v1/agents/nobody/claim?wait=61", "wait"),
+    ] {
+        let method = if path.contains("claim") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (code, body) = app.call(method, path, None).await;
+        assert_eq!(code, 400, "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{param}`")),
+            "{path}: {body}"
+        );
+    }
+    // axum's own rejections (a query of the wrong type) are JSON errors too.
+    let (code, body) = app
+        .call("PUT", "/api/v1/plans/x?dry_run=maybe", Some(json!({})))
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("dry_run"),
+        "{body}"
+    );
+    app.stop().await;
+}

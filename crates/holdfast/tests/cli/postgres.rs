@@ -282,11 +282,26 @@ fn restore_tool_failure_shows_the_tools_own_error() {
     let env = Env::new();
     env.init();
     let db = PgDb::new();
-    db.psql("CREATE TABLE t AS SELECT g AS x FROM generate_series(1, 100000) g;");
-    env.backup(&db.url(), &[]);
-    // Restoring over the database itself: psql stops at "already exists" while input is
-    // still coming, so the pipe breaks; the message must be psql's, not the broken pipe's.
-    let err = env.fails(&["restore", "latest", &db.url()], 25);
-    assert!(err.contains("already exists"), "{err}");
+    // A table owned by a role that is gone by restore time: psql stops at the dump's
+    // `ALTER TABLE ... OWNER TO` near its top while the rows are still coming, so the pipe
+    // breaks; the message must be psql's, not the broken pipe's.
+    let role = crate::helpers::unique("hf_gone");
+    db.psql(&format!(
+        "CREATE ROLE {role}; CREATE TABLE t AS SELECT g AS x FROM generate_series(1, 100000) g; \
+         ALTER TABLE t OWNER TO {role};"
+    ));
+    env.backup(&db.url(), &["--single-stream"]);
+    db.psql(&format!(
+        "ALTER TABLE t OWNER TO postgres; DROP ROLE {role};"
+    ));
+    let target = PgDb::not_created();
+    let err = env.fails(&["restore", "latest", &target.url(), "--create"], 25);
+    assert!(
+        err.contains(&role) && err.contains("does not exist"),
+        "{err}"
+    );
     assert!(!err.contains("storage error"), "{err}");
+    // Restoring over the database itself is refused before anything is loaded.
+    let err = env.fails(&["restore", "latest", &db.url()], 2);
+    assert!(err.contains("--force"), "{err}");
 }
