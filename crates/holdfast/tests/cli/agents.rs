@@ -80,18 +80,12 @@ impl Agent {
 
     /// Waits for the agent to exit on its own; its exit code.
     fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = self.log.clone();
+        crate::helpers::wait_exit(&mut self.child, || {
+            format!("agent did not exit:\n{}", log.lock().unwrap())
+        })
+        .code()
+        .unwrap_or(-1)
     }
 }
 

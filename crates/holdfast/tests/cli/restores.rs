@@ -13,16 +13,8 @@ fn finished(st: &str) -> bool {
 
 /// Databases whose name starts with `prefix` (left-overs of a restore).
 fn pg_databases_like(prefix: &str) -> Vec<String> {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qAtc",
-        ])
+    let out = PgDb::psql_cmd("postgres")
+        .arg("-c")
         .arg(format!(
             "SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%' ORDER BY 1"
         ))

@@ -167,18 +167,15 @@ impl Server {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
+        let log = self.log.clone();
+        crate::helpers::wait_exit(&mut self.child, || {
+            format!(
                 "the server did not stop on SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                log.lock().unwrap()
+            )
+        })
+        .code()
+        .unwrap_or(-1)
     }
 
     pub(crate) fn kill9(&mut self) {

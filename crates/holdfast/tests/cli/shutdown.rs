@@ -24,14 +24,8 @@ fn serve_gives_up(data: &std::path::Path, args: &[&str], token: &str) -> (Option
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "serve {args:?} did not give up");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status =
+        crate::helpers::wait_exit(&mut child, || format!("serve {args:?} did not give up"));
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     (status.code(), stderr)
 }
