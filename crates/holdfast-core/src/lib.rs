@@ -5,6 +5,7 @@
 //! policies) and describes what a snapshot records about itself.
 
 pub mod agent;
+pub mod alert;
 pub mod job;
 pub mod lifecycle;
 pub mod location;

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::Alerts;
 use crate::job::Backoff;
 use crate::lifecycle::{Hooks, StepRetry};
 use crate::retention::{KeepPolicy, parse_within};
@@ -54,6 +55,9 @@ pub struct PlanSpec {
     /// A second endpoint that receives a copy of every backup of this plan (the 3-2-1 rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopySpec>,
+    /// Who is told about failures, and when the plan counts as missed or stale.
+    #[serde(default, skip_serializing_if = "Alerts::is_default")]
+    pub alerts: Alerts,
 }
 
 /// Where a plan's backups are copied after each backup, and how long the copies are kept.
@@ -247,6 +251,9 @@ impl PlanSpec {
             .chain(self.step_retry.validate())
         {
             bad(&field, reason);
+        }
+        for e in self.alerts.validate() {
+            bad(&e.field, e.reason);
         }
         errs
     }

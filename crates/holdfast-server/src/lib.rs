@@ -7,7 +7,9 @@
 
 mod api;
 mod loops;
+mod metrics;
 mod model;
+pub mod notify;
 mod repository;
 pub mod scheduler;
 mod secrets;

@@ -79,6 +79,7 @@ pub struct Server {
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
+    metrics_listener: Option<tokio::net::TcpListener>,
     embedded_token: Option<String>,
     first_start: FirstStart,
 }
@@ -130,6 +131,16 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let metrics_listener =
+            match config.metrics_listen {
+                None => None,
+                Some(m) => Some(tokio::net::TcpListener::bind(m).await.map_err(|source| {
+                    match source.kind() {
+                        std::io::ErrorKind::AddrInUse => ServeError::AddressInUse { addr: m },
+                        _ => ServeError::Listen { addr: m, source },
+                    }
+                })?),
+            };
         if let Some(t) = &config.admin_token
             && t.len() < MIN_ADMIN_TOKEN_LEN
         {
@@ -164,6 +175,7 @@ impl Server {
             state,
             listener,
             addr,
+            metrics_listener,
             embedded_token,
             first_start,
         })
@@ -172,6 +184,13 @@ impl Server {
     /// The address the API listens on (the port the OS picked for `:0`).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address that serves only `/metrics`, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn first_start(&self) -> &FirstStart {
@@ -189,6 +208,7 @@ impl Server {
             state,
             listener,
             addr,
+            metrics_listener,
             embedded_token,
             ..
         } = self;
@@ -202,6 +222,16 @@ impl Server {
             ),
             workers.spawn(
                 Reaper(state.clone()),
+                worker::Restart::default(),
+                stop.clone(),
+            ),
+            workers.spawn(
+                crate::notify::evaluate::Evaluator::new(state.clone()),
+                worker::Restart::default(),
+                stop.clone(),
+            ),
+            workers.spawn(
+                crate::notify::deliver::Deliverer(state.clone()),
                 worker::Restart::default(),
                 stop.clone(),
             ),
@@ -244,6 +274,19 @@ impl Server {
                 })
                 .into_future(),
         );
+        if let Some(l) = metrics_listener {
+            let mut stopped = state.stopping.subscribe();
+            let app = axum::Router::new()
+                .route("/metrics", axum::routing::get(crate::metrics::metrics))
+                .with_state(state.clone());
+            tokio::spawn(
+                axum::serve(l, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .into_future(),
+            );
+        }
         shutdown.await;
         tracing::info!("shutting down: handing running jobs back");
         state.stopping.send_replace(true);

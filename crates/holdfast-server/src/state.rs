@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// At shutdown, how long the embedded agent lets running jobs finish before it hands
     /// them back to the queue.
     pub shutdown_grace: Duration,
+    /// A second address that serves only `/metrics`, without a token (bind it to loopback or
+    /// a private network). On the main address `/metrics` needs an API token.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Shared by every request handler and background task.
@@ -70,6 +73,10 @@ pub struct AppState {
     /// What each endpoint's repository holds, read in the background at most every few
     /// minutes for the UI (never on a page view's own time).
     pub endpoint_stats: Mutex<HashMap<String, EndpointStats>>,
+    /// This server process among the replicas: owns its leases (alerts, deliveries).
+    pub instance: String,
+    /// Sends notifications (it keeps their connections).
+    pub sender: crate::notify::Sender,
 }
 
 /// What an endpoint's repository holds, as last read.
@@ -155,6 +162,12 @@ impl AppState {
             workers: worker::Workers::default(),
             stopping: tokio::sync::watch::Sender::new(false),
             endpoint_stats: Mutex::default(),
+            instance: format!(
+                "{}-{}",
+                hostname(),
+                hex::encode(crate::secrets::random_bytes::<4>())
+            ),
+            sender: crate::notify::Sender::new(),
         }
     }
 
@@ -344,4 +357,12 @@ impl AppState {
     pub fn forget_repo(&self, endpoint: &str) {
         self.repos.lock().unwrap().remove(endpoint);
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "server".into())
 }

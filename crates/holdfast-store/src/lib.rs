@@ -8,10 +8,12 @@
 //! that could race another replica is a compare-and-set in one statement.
 
 mod agents;
+mod alerts;
 mod jobs;
 mod migrate;
 mod resources;
 mod row;
+mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -24,8 +26,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use crate::row::{all, col};
 
 pub use agents::{AgentRow, StepRow};
+pub use alerts::{Attempt, AttemptRow, DeliveryRow, EventRow, NewEvent, PlanAlert};
 pub use jobs::{FireOutcome, Job, JobFilter, JobUpdate, LogLine, NewJob};
 pub use resources::{Kind, NewResource, PlanCols, Resource};
+pub use stats::{Durations, RunCount};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_prune_schedule.sql")),
     (3, include_str!("../migrations/0003_indexes.sql")),
     (4, include_str!("../migrations/0004_agents.sql")),
+    (5, include_str!("../migrations/0005_alerts.sql")),
 ];
 
 /// Arbitrary, fixed: "holdfast" in ASCII, truncated to fit.

@@ -1,4 +1,4 @@
-//! Endpoints, sources and plans: a JSON spec, the server's ciphertext of their secrets, and a
+//! Endpoints, sources, plans and notifiers: a JSON spec, the server's ciphertext of their secrets, and a
 //! version for optimistic concurrency (the API's ETag). Plans also carry the columns the
 //! scheduler reads.
 
@@ -13,6 +13,7 @@ pub enum Kind {
     Endpoint,
     Source,
     Plan,
+    Notifier,
 }
 
 impl Kind {
@@ -21,6 +22,7 @@ impl Kind {
             Self::Endpoint => "endpoint",
             Self::Source => "source",
             Self::Plan => "plan",
+            Self::Notifier => "notifier",
         }
     }
 
@@ -29,6 +31,7 @@ impl Kind {
             Self::Endpoint => "endpoints",
             Self::Source => "sources",
             Self::Plan => "plans",
+            Self::Notifier => "notifiers",
         }
     }
 
@@ -278,7 +281,8 @@ impl Store {
                 current: current.version,
             });
         }
-        if kind != Kind::Plan {
+        // Plans name their notifiers in their spec; the API checks those.
+        if matches!(kind, Kind::Source | Kind::Endpoint) {
             let column = if kind == Kind::Source {
                 "source"
             } else {

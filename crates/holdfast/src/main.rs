@@ -316,6 +316,10 @@ struct ServeArgs {
     /// are stopped and handed back to the queue (their cleanup and unlock steps still run).
     #[arg(long, default_value_t = 30)]
     shutdown_grace_secs: u64,
+    /// Also serve `/metrics` (Prometheus) on this address, without a token: bind it to
+    /// loopback or a private network. On the main address `/metrics` needs an API token.
+    #[arg(long, env = "HOLDFAST_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn data_dir() -> std::path::PathBuf {
@@ -348,6 +352,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         tick: std::time::Duration::from_millis(args.tick_ms.max(10)),
         replica: None,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        metrics_listen: args.metrics_listen,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -363,6 +368,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         let server = holdfast_server::Server::build(config).await?;
         print_first_start(server.first_start(), server.addr());
         eprintln!("holdfast: listening on http://{}", server.addr());
+        if let Some(m) = server.metrics_addr() {
+            eprintln!("holdfast: metrics on http://{m}/metrics");
+        }
         server.run_until_stopped(stop_signal()).await
     });
     match served {

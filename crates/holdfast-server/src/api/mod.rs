@@ -4,6 +4,7 @@ pub(crate) mod agents;
 mod document;
 pub(crate) mod endpoints;
 pub(crate) mod jobs;
+pub(crate) mod notifiers;
 pub(crate) mod plans;
 mod resources;
 pub(crate) mod restores;
@@ -361,6 +362,7 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(restores::router())
         .merge(tokens::router())
         .merge(agents::router())
+        .merge(notifiers::router())
         .routes(routes!(health))
 }
 
@@ -378,6 +380,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let metrics = Router::new()
+        .route("/metrics", get(crate::metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     let api = api_routes()
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
@@ -386,6 +391,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (api, _) = OpenApiRouter::new().nest("/api/v1", api).split_for_parts();
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(metrics)
         .merge(api)
         .merge(crate::ui::router())
         .with_state(state)

@@ -108,6 +108,16 @@ async fn plan_cols(s: &AppState, spec: &PlanSpec, old: Option<&Resource>) -> Api
             reason: format!("no endpoint named `{}`; create it first", c.endpoint),
         });
     }
+    for (i, r) in spec.alerts.notify.iter().enumerate() {
+        if holdfast_core::plan::valid_name(&r.notifier)
+            && s.store.get(Kind::Notifier, &r.notifier).await?.is_none()
+        {
+            errs.push(FieldError {
+                field: format!("alerts.notify[{i}].notifier"),
+                reason: format!("no notifier named `{}`; create it first", r.notifier),
+            });
+        }
+    }
     invalid(errs)?;
     let sched = Schedule::parse(&spec.schedule, &spec.timezone)
         .map_err(|e| ApiError::field("schedule", e.to_string()))?;

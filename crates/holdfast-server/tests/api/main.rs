@@ -33,6 +33,7 @@ impl App {
             tick: Duration::from_millis(100),
             replica: Some("test".into()),
             shutdown_grace: Duration::from_secs(1),
+            metrics_listen: None,
         };
         let server = Server::build(config).await.unwrap();
         let url = format!("http://{}", server.addr());
