@@ -52,7 +52,8 @@ impl Worker for Evaluator {
     async fn step(&self) -> Result<Duration, String> {
         let s = &self.state;
         let now = s.now();
-        let lease = now + 3 * s.config.tick.as_millis() as i64 + 30_000;
+        // Short, so that a replica killed with the lease hands it over soon.
+        let lease = now + (3 * s.config.tick.as_millis() as i64).max(10_000);
         let mine = s
             .store
             .take_lease("alerts", &s.instance, now, lease)

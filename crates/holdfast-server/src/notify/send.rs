@@ -245,7 +245,13 @@ async fn send_email(
     let msg = m
         .body(digest.text())
         .map_err(|e| err(format!("cannot build the message: {e}")))?;
-    match transport.send(msg).await {
+    let Ok(sent) = tokio::time::timeout(TIMEOUT, transport.send(msg)).await else {
+        return Err(err(format!(
+            "{at}: no answer within {} s",
+            TIMEOUT.as_secs()
+        )));
+    };
+    match sent {
         Ok(r) => Ok(format!("SMTP {}", r.code())),
         Err(e) => Err(SendError {
             status: e.status().map(|c| format!("SMTP {c}")),
@@ -277,7 +283,15 @@ pub async fn reachable(
         if let (Some(u), Some(p)) = (&n.username, &secrets.password) {
             builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
         }
-        return match builder.build::<Tokio1Executor>().test_connection().await {
+        let check = builder.build::<Tokio1Executor>();
+        let answer = tokio::time::timeout(Duration::from_secs(15), check.test_connection()).await;
+        let Ok(answer) = answer else {
+            return Err((
+                "smtp_host",
+                format!("the SMTP server {host}:{port} did not answer within 15 s"),
+            ));
+        };
+        return match answer {
             Ok(true) => Ok(()),
             Ok(false) => Err((
                 "smtp_host",

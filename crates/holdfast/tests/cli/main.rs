@@ -5,6 +5,8 @@
 mod helpers;
 
 mod agents;
+mod alert_rules;
+mod alerts;
 mod endpoints;
 mod failures;
 mod latest;
