@@ -1,4 +1,4 @@
-//! `holdfast apply` and `holdfast export`: endpoints, sources and plans as a TOML file.
+//! `holdfast apply` and `holdfast export`: endpoints, sources, notifiers and plans as a TOML file.
 //!
 //! The file has one table per resource, keyed by name; each holds the same fields as the
 //! REST API's input (without `name`):
@@ -21,6 +21,11 @@
 //! endpoint = "offsite"
 //! schedule = "0 3 * * *"
 //! timezone = "Europe/Berlin"
+//! alerts = { notify = [{ notifier = "ops" }] }
+//!
+//! [notifiers.ops]
+//! kind = "slack"
+//! url = { env = "SLACK_WEBHOOK_URL" }
 //! ```
 //!
 //! Secrets are references (`{ env = "VAR" }` or `{ file = "PATH" }`), so the file can live in
@@ -86,13 +91,18 @@ const SOURCES: Kind = Kind {
     noun: "source",
     secrets: &["password"],
 };
+const NOTIFIERS: Kind = Kind {
+    table: "notifiers",
+    noun: "notifier",
+    secrets: &["url", "secret", "token", "password"],
+};
 const PLANS: Kind = Kind {
     table: "plans",
     noun: "plan",
     secrets: &[],
 };
-/// In the order they are created (plans name a source and an endpoint).
-const KINDS: [&Kind; 3] = [&ENDPOINTS, &SOURCES, &PLANS];
+/// In the order they are created (plans name a source, an endpoint and notifiers).
+const KINDS: [&Kind; 4] = [&ENDPOINTS, &SOURCES, &NOTIFIERS, &PLANS];
 
 /// Fields of the API's answers that are not configuration.
 const NOT_CONFIG: &[&str] = &[
@@ -104,6 +114,9 @@ const NOT_CONFIG: &[&str] = &[
     "next_prune",
     "last_job",
     "last_success",
+    "url_hint",
+    "last_delivery",
+    "last_error",
 ];
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -137,7 +150,7 @@ pub fn parse(text: &str) -> Result<Desired, String> {
     for (key, value) in doc {
         let Some(kind) = KINDS.iter().find(|k| k.table == key) else {
             return Err(format!(
-                "unknown table `{key}`: the file holds [endpoints.NAME], [sources.NAME] and [plans.NAME]"
+                "unknown table `{key}`: the file holds [endpoints.NAME], [sources.NAME], [notifiers.NAME] and [plans.NAME]"
             ));
         };
         let toml::Value::Table(items) = value else {
@@ -264,6 +277,35 @@ async fn apply_all(
                     }
                 }
             }
+            if let Some(Value::Object(headers)) = body.remove("headers") {
+                // A webhook's header values are secrets too: each is a reference.
+                let mut resolved = Map::new();
+                let mut unset = None;
+                for (h, reference) in &headers {
+                    match resolve(h, reference)
+                        .map_err(|r| input_err(format!("{}.{name}.headers", kind.table), r))?
+                    {
+                        Secret::Value(v) => {
+                            resolved.insert(h.clone(), Value::String(v));
+                        }
+                        Secret::Unset(var) => unset = Some(var),
+                    }
+                }
+                match unset {
+                    None => {
+                        body.insert("headers".into(), Value::Object(resolved));
+                    }
+                    Some(var) if current.is_some() => notes.push(format!(
+                        "headers: {var} is not set; kept the stored headers"
+                    )),
+                    Some(var) => {
+                        return Err(input_err(
+                            format!("{}.{name}.headers", kind.table),
+                            format!("environment variable {var} is not set"),
+                        ));
+                    }
+                }
+            }
             if kind.table == "plans" {
                 // Pausing is an operator's switch: a file that does not mention it keeps it.
                 if !body.contains_key("paused")
@@ -273,12 +315,27 @@ async fn apply_all(
                 }
                 if args.dry_run {
                     let deps = [("source", "sources"), ("endpoint", "endpoints")];
-                    let pending = deps.iter().find_map(|(f, table)| {
-                        let n = body.get(*f)?.as_str()?;
-                        new_names
-                            .contains(&(*table, n.to_string()))
-                            .then(|| format!("{f} `{n}`"))
-                    });
+                    let notifiers = body
+                        .get("alerts")
+                        .and_then(|a| a.get("notify"))
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r.get("notifier")?.as_str());
+                    let pending = deps
+                        .iter()
+                        .find_map(|(f, table)| {
+                            let n = body.get(*f)?.as_str()?;
+                            new_names
+                                .contains(&(*table, n.to_string()))
+                                .then(|| format!("{f} `{n}`"))
+                        })
+                        .or_else(|| {
+                            notifiers
+                                .into_iter()
+                                .find(|n| new_names.contains(&("notifiers", n.to_string())))
+                                .map(|n| format!("notifier `{n}`"))
+                        });
                     if let Some(dep) = pending {
                         say(format!(
                             "+ {} {name}{dry} (not checked by the server: its {dep} is new too)",
@@ -435,14 +492,33 @@ async fn export_text(client: &Client, server: &str) -> Result<String, Error> {
                 if NOT_CONFIG.contains(&k) || k.ends_with("_set") {
                     continue;
                 }
+                if k == "headers" {
+                    // Header values are write-only: references, named after the header.
+                    let mut refs_t = toml::Table::new();
+                    for h in v.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                        let var = secret_var(kind, &name, &format!("header_{h}"));
+                        let mut r = toml::Table::new();
+                        r.insert("env".into(), toml::Value::String(var.clone()));
+                        refs_t.insert(h.to_string(), toml::Value::Table(r));
+                        refs.push(format!("#   {var}: {} {name}, header {h}", kind.noun));
+                    }
+                    if !refs_t.is_empty() {
+                        t.insert(k.to_string(), toml::Value::Table(refs_t));
+                    }
+                    continue;
+                }
                 // Defaults that say nothing are left out.
                 let quiet_default = match v {
                     Value::Bool(b) => !b,
                     Value::Object(m) => m.is_empty(),
                     _ => false,
                 };
-                if quiet_default
-                    && matches!(k, "paused" | "single_stream" | "all_databases" | "labels")
+                let empty_list = matches!(v, Value::Array(a) if a.is_empty());
+                if (quiet_default || empty_list)
+                    && matches!(
+                        k,
+                        "paused" | "single_stream" | "all_databases" | "labels" | "default" | "to"
+                    )
                 {
                     continue;
                 }

@@ -940,3 +940,94 @@ fn query_escape(q: &str) -> String {
         })
         .collect()
 }
+
+/// Notifiers in the declarative file: secrets (the URL, the signing secret, header values) as
+/// references; export gives references back, and applying the export changes nothing.
+#[test]
+fn notifiers_round_trip_through_apply_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "0"]);
+    let hook = Receiver::start();
+    let file = dir.path().join("holdfast.toml");
+    std::fs::write(
+        &file,
+        r#"
+[sources.app]
+kind = "command"
+url = "cmd:app.txt"
+command = "echo app"
+
+[notifiers.hook]
+kind = "webhook"
+url = { env = "HOOK_URL" }
+secret = { env = "HOOK_SECRET" }
+headers = { Authorization = { env = "HOOK_AUTH" } }
+default = true
+
+[plans.app]
+source = "app"
+endpoint = "local"
+schedule = "@daily"
+alerts = { notify = [{ notifier = "hook", events = ["backup.failed", "backup.recovered"] }], after_failures = 2 }
+"#,
+    )
+    .unwrap();
+    let url = format!("{}/in", hook.url);
+    let env = [
+        ("HOOK_URL", url.as_str()),
+        ("HOOK_SECRET", HOOK_SECRET),
+        ("HOOK_AUTH", "Bearer from-env"),
+    ];
+    let f = file.to_str().unwrap();
+    let (code, out, err) = s.cli(&["apply", "-f", f, "--dry-run"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "+ notifier hook (dry run)\n+ plan app (dry run) (not checked by the server: its source `app` is new too)"
+        ),
+        "{out}"
+    );
+    let (code, out, err) = s.cli(&["apply", "-f", f], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("+ notifier hook") && out.contains("+ plan app"),
+        "{out}"
+    );
+    let n = s.ok("GET", "/api/v1/notifiers/hook", None);
+    assert_eq!(
+        (n["url_set"].as_bool(), n["secret_set"].as_bool()),
+        (Some(true), Some(true)),
+        "{n}"
+    );
+    assert_eq!(n["headers"], json!(["Authorization"]));
+    let plan = s.ok("GET", "/api/v1/plans/app", None);
+    assert_eq!(plan["alerts"]["after_failures"], 2, "{plan}");
+
+    let (code, exported, err) = s.cli(&["export"], &[]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "[notifiers.hook]",
+        r#"url = { env = "HOLDFAST_NOTIFIER_HOOK_URL" }"#,
+        r#"secret = { env = "HOLDFAST_NOTIFIER_HOOK_SECRET" }"#,
+        r#"headers = { Authorization = { env = "HOLDFAST_NOTIFIER_HOOK_HEADER_AUTHORIZATION" } }"#,
+    ] {
+        assert!(exported.contains(want), "{want} in\n{exported}");
+    }
+    for secret in [HOOK_SECRET, "from-env", "/in"] {
+        assert!(!exported.contains(secret), "{secret} in\n{exported}");
+    }
+    let again = dir.path().join("exported.toml");
+    std::fs::write(&again, &exported).unwrap();
+    let (code, out, err) = s.cli(&["apply", "-f", again.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 created, 0 changed"), "{out}");
+    assert!(out.contains("kept the stored headers"), "{out}");
+    let test = s.ok("POST", "/api/v1/notifiers/hook/test", None);
+    assert_eq!(test["ok"], true, "{test}");
+    let got = hook.got();
+    assert_eq!(
+        got.last().unwrap().headers["authorization"],
+        "Bearer from-env",
+        "{got:?}"
+    );
+}

@@ -741,7 +741,7 @@ fn a_cancelled_running_backup_leaves_no_restore_point() {
 
 impl Server {
     /// `holdfast apply`/`export` against this server: (exit code, stdout, stderr).
-    fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    pub(crate) fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
             .args(args)
             .env("HOLDFAST_SERVER", &self.url)
