@@ -19,6 +19,7 @@ use secrecy::SecretString;
 mod client;
 mod declare;
 mod filter;
+mod ping;
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +99,8 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        pings: ping::PingArgs,
     },
     /// List snapshots, oldest first.
     Snapshots {
@@ -595,31 +598,48 @@ fn run(cli: Cli) -> Result<(), Error> {
             plan,
             init,
             json,
+            pings,
         } => {
             let spec = with_source_password(SourceSpec::parse(&source, command.as_deref())?)?;
-            let cfg = repo_config(&repo)?;
-            let repo = match Repo::open(&cfg) {
-                Err(Error::RepoNotFound { .. }) if init => {
-                    Repo::init(&cfg)?;
-                    Repo::open(&cfg)?
+            let pings = ping::Pings::new(
+                pings,
+                plan.as_ref()
+                    .map_or_else(|| format!("`{spec}`"), |p| format!("plan `{p}`")),
+            );
+            pings.started();
+            let backup = || -> Result<holdfast_engine::BackupOutcome, Error> {
+                let cfg = repo_config(&repo)?;
+                let repo = match Repo::open(&cfg) {
+                    Err(Error::RepoNotFound { .. }) if init => {
+                        Repo::init(&cfg)?;
+                        Repo::open(&cfg)?
+                    }
+                    other => other?,
+                };
+                let driver = holdfast_engine::driver_for(&spec);
+                let opts = holdfast_engine::BackupOptions {
+                    single_stream,
+                    all_databases,
+                    plan,
+                    tags,
+                    restrict_key: Some(repo.derive_secret(&format!("pg_dump restrict key {spec}"))),
+                };
+                let set = driver.backup_set(&opts)?;
+                let gate = Arc::new(Gate::default());
+                let progress = Progress::start(gate.clone(), quiet || json);
+                let result = repo.backup(set, gate);
+                progress.finish();
+                result
+            };
+            let outcome = match backup() {
+                Ok(o) => o,
+                Err(e) => {
+                    pings.failed(&e.to_string());
+                    return Err(e);
                 }
-                other => other?,
             };
-            let driver = holdfast_engine::driver_for(&spec);
-            let opts = holdfast_engine::BackupOptions {
-                single_stream,
-                all_databases,
-                plan,
-                tags,
-                restrict_key: Some(repo.derive_secret(&format!("pg_dump restrict key {spec}"))),
-            };
-            let set = driver.backup_set(&opts)?;
-            let gate = Arc::new(Gate::default());
-            let progress = Progress::start(gate.clone(), quiet || json);
-            let result = repo.backup(set, gate);
-            progress.finish();
-            let outcome = result?;
             let s = &outcome.snapshot;
+            pings.succeeded(s.duration_secs, s.bytes);
             if json {
                 println!(
                     "{}",

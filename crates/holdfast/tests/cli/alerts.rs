@@ -1031,3 +1031,102 @@ alerts = { notify = [{ notifier = "hook", events = ["backup.failed", "backup.rec
         "{got:?}"
     );
 }
+
+/// A cron job's CLI backup pings its heartbeat at the start and the end (`/fail` when it
+/// fails, with the same exit code as without the ping) and posts the failure, signed, to a
+/// webhook.
+#[test]
+fn cli_backups_ping_their_heartbeat_and_post_failures() {
+    let env = crate::helpers::Env::new();
+    let hc = Receiver::start();
+    let hook = Receiver::start();
+    let beat = format!("{}/ping/check-uuid", hc.url);
+    let ok = env
+        .cmd(&[
+            "backup",
+            "cmd:app.txt",
+            "--command",
+            "echo app-data",
+            "--init",
+            "--plan",
+            "nightly",
+        ])
+        .env("HOLDFAST_HEARTBEAT_URL", &beat)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let paths: Vec<String> = hc.got().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        ["/ping/check-uuid/start", "/ping/check-uuid"],
+        "{:?}",
+        hc.got()
+    );
+    assert!(
+        hc.got()[1]
+            .body
+            .contains("Backup succeeded: plan `nightly`"),
+        "{:?}",
+        hc.got()
+    );
+
+    let plain = env.run(&["backup", "cmd:app.txt", "--command", "exit 7"]);
+    let failed = env
+        .cmd(&[
+            "backup",
+            "cmd:app.txt",
+            "--command",
+            "exit 7",
+            "--notify-webhook",
+            &hook.url,
+        ])
+        .env("HOLDFAST_HEARTBEAT_URL", &beat)
+        .env("HOLDFAST_NOTIFY_WEBHOOK_SECRET", HOOK_SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(
+        failed.status.code(),
+        plain.status.code(),
+        "the pings do not change the exit code"
+    );
+    assert_ne!(failed.status.code(), Some(0));
+    let paths: Vec<String> = hc.got().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        &paths[2..],
+        ["/ping/check-uuid/start", "/ping/check-uuid/fail"],
+        "{:?}",
+        hc.got()
+    );
+    assert!(
+        hc.got()[3].body.contains("exit status 7"),
+        "{:?}",
+        hc.got()[3]
+    );
+    let posted = &hook.got()[0];
+    assert_eq!(posted.json()["event"], "backup.failed", "{posted:?}");
+    let ts = &posted.headers["x-holdfast-timestamp"];
+    let sig = format!(
+        "sha256={}",
+        hmac_hex(HOOK_SECRET, format!("{ts}.{}", posted.body).as_bytes())
+    );
+    assert_eq!(posted.headers["x-holdfast-signature"], sig);
+
+    // An unreachable heartbeat is a warning; the backup still succeeds.
+    let closed = format!("http://127.0.0.1:{}/x", free_port());
+    let out = env
+        .cmd(&["backup", "cmd:app.txt", "--command", "echo again"])
+        .env("HOLDFAST_HEARTBEAT_URL", &closed)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: could not ping the heartbeat URL"),
+        "{err}"
+    );
+    assert!(!err.contains("/x"), "the URL is a credential: {err}");
+}
