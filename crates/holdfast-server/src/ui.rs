@@ -26,6 +26,7 @@ use crate::AppState;
 use crate::model::rfc3339;
 
 mod manage;
+mod notifiers;
 
 const COOKIE: &str = "holdfast_session";
 const PAGE: usize = 50;
@@ -60,6 +61,16 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/plans/{name}/resume", post(manage::resume))
         .route("/ui/cron-preview", get(manage::cron_preview))
         .route("/ui/agents", get(manage::agents))
+        .route(
+            "/ui/notifiers",
+            get(notifiers::notifiers).post(notifiers::create_notifier),
+        )
+        .route(
+            "/ui/notifiers/{name}",
+            get(notifiers::notifier).post(notifiers::save),
+        )
+        .route("/ui/notifiers/{name}/test", post(notifiers::test))
+        .route("/ui/notifiers/{name}/delete", post(notifiers::delete))
         .route("/ui/app.js", get(app_js))
         .route("/ui/app.css", get(app_css))
 }
@@ -157,6 +168,7 @@ fn page(title: &str, signed_in: Option<&Session>, body: Markup) -> Markup {
                             a href="/ui/endpoints" { "Endpoints" }
                             a href="/ui/sources" { "Sources" }
                             a href="/ui/agents" { "Agents" }
+                            a href="/ui/notifiers" { "Notifiers" }
                             form.inline method="post" action="/ui/logout" {
                                 input type="hidden" name="csrf" value=(sess.csrf);
                                 button { "Sign out" }
@@ -352,11 +364,26 @@ async fn dashboard(
     let pages = rows.len().div_ceil(PAGE).max(1);
     let at = q.page.unwrap_or(1).clamp(1, pages);
     let shown = &rows[(at - 1) * PAGE..(at * PAGE).min(rows.len())];
+    // Notifiers whose last message did not go out: alerts may not be reaching anyone.
+    let undelivered: Vec<crate::notify::NotifierView> =
+        match crate::api::notifiers::list_notifiers(State(s.clone())).await {
+            Ok(axum::Json(l)) => l
+                .into_iter()
+                .filter(|n| matches!(n.last_delivery.as_deref(), Some("retrying" | "failed")))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
     page(
         "Plans",
         Some(&sess),
         html! {
             h1 { "Backup plans" }
+            @for n in &undelivered {
+                p.error.notifier-warning role="alert" {
+                    "Notifier " a href="/ui/notifiers" { (n.name) } " cannot deliver alerts ("
+                    (n.last_delivery.clone().unwrap_or_default()) "): " (n.last_error.clone().unwrap_or_default())
+                }
+            }
             p { a.button href="/ui/plans/new" { "New plan" } }
             p.summary {
                 (rows.len()) " plans · "

@@ -119,3 +119,11 @@ document.addEventListener("submit", (e) => {
     e.preventDefault();
   }
 });
+
+// A form that destroys something names what is lost and asks first.
+document.addEventListener("submit", (e) => {
+  const ask = e.target.dataset && e.target.dataset.confirm;
+  if (ask && !window.confirm(ask)) {
+    e.preventDefault();
+  }
+});

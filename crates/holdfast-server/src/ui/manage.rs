@@ -20,14 +20,14 @@ use crate::AppState;
 use crate::api::{ApiError, Body};
 
 /// One input of a form.
-struct Input<'a> {
-    name: &'a str,
-    label: &'a str,
-    kind: InputKind,
-    hint: &'a str,
+pub(super) struct Input<'a> {
+    pub(super) name: &'a str,
+    pub(super) label: &'a str,
+    pub(super) kind: InputKind,
+    pub(super) hint: &'a str,
 }
 
-enum InputKind {
+pub(super) enum InputKind {
     Text,
     Secret,
     /// A write-only secret of several lines (an SSH private key).
@@ -36,7 +36,7 @@ enum InputKind {
     Check,
 }
 
-fn text<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
+pub(super) fn text<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
     Input {
         name,
         label,
@@ -45,7 +45,7 @@ fn text<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
     }
 }
 
-fn select<'a>(name: &'a str, label: &'a str, options: Vec<String>) -> Input<'a> {
+pub(super) fn select<'a>(name: &'a str, label: &'a str, options: Vec<String>) -> Input<'a> {
     Input {
         name,
         label,
@@ -54,7 +54,7 @@ fn select<'a>(name: &'a str, label: &'a str, options: Vec<String>) -> Input<'a> 
     }
 }
 
-fn secret<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
+pub(super) fn secret<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
     Input {
         name,
         label,
@@ -72,7 +72,7 @@ fn secret_lines<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
     }
 }
 
-fn check<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
+pub(super) fn check<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
     Input {
         name,
         label,
@@ -81,7 +81,7 @@ fn check<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
     }
 }
 
-fn form(
+pub(super) fn form(
     action: &str,
     sess: &Session,
     inputs: &[Input],
@@ -133,7 +133,7 @@ fn form(
 }
 
 /// Turns an API answer into "go there" or the form again with its errors.
-fn outcome<T>(r: Result<T, ApiError>, ok: &str) -> Result<Response, Vec<FieldError>> {
+pub(super) fn outcome<T>(r: Result<T, ApiError>, ok: &str) -> Result<Response, Vec<FieldError>> {
     match r {
         Ok(_) => Ok(Redirect::to(ok).into_response()),
         Err(ApiError::Invalid(errs)) => Err(errs),
@@ -145,14 +145,14 @@ fn outcome<T>(r: Result<T, ApiError>, ok: &str) -> Result<Response, Vec<FieldErr
 }
 
 /// A form field that is empty means "not given".
-fn opt(f: &Fields, k: &str) -> Value {
+pub(super) fn opt(f: &Fields, k: &str) -> Value {
     match f.get(k).map(|v| v.trim()) {
         None | Some("") => Value::Null,
         Some(v) => Value::String(v.to_string()),
     }
 }
 
-fn parse_input<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Vec<FieldError>> {
+pub(super) fn parse_input<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Vec<FieldError>> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         vec![FieldError {
             field: e.path().to_string(),

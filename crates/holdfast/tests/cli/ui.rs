@@ -229,3 +229,116 @@ fn the_ui_signs_in_runs_a_plan_and_follows_the_job_live() {
         );
     }
 }
+
+/// Notifiers through the forms: a refused URL named beside its field (the secret not echoed),
+/// create, "send a test" showing the receiver's answer, edit keeping the secrets, delete after a
+/// confirmation naming it; and the dashboard's warning about a notifier that cannot deliver.
+#[test]
+fn the_ui_manages_notifiers_and_warns_about_one_that_cannot_deliver() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("server"), &Meta::Sqlite, &[]);
+    // A receiver that answers 200 to everything, and one that refuses once it exists.
+    let ok = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ok_url = format!("http://{}", ok.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        for c in ok.incoming().flatten() {
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                continue;
+            }
+            sink.lock().unwrap().push(line.trim().to_string());
+            let mut h = String::new();
+            while r.read_line(&mut h).unwrap_or(0) > 2 {
+                h.clear();
+            }
+            let _ = (&c)
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    // `broken` accepts the connection check at creation, then is gone: its alert cannot go out.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone_url = format!("http://{}/hook", gone.local_addr().unwrap());
+    s.ok(
+        "POST",
+        "/api/v1/notifiers",
+        Some(&json!({"name": "broken", "kind": "webhook", "url": gone_url})),
+    );
+    drop(gone);
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "bad", "kind": "command", "url": "cmd:bad", "command": "exit 1"})),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "bad", "source": "bad", "endpoint": "local", "schedule": "@daily",
+        "retry": {"attempts": 1}, "step_retry": {"attempts": 1, "base_ms": 100, "cap_ms": 100},
+        "alerts": {"notify": [{"notifier": "broken"}]}}),
+        ),
+    );
+    let id = s.ok("POST", "/api/v1/plans/bad/run", None)["id"]
+        .as_i64()
+        .unwrap();
+    s.wait_job(id, |st| st == "failed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.ok("GET", "/api/v1/notifiers/broken", None)["last_delivery"] != "retrying" {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let closed = format!("http://127.0.0.1:{}/x", free_port());
+    let docs = shots(dir.path());
+    let seen = node(
+        "notifiers.cjs",
+        &[
+            &s.url,
+            TOKEN,
+            &ok_url,
+            &closed,
+            "broken",
+            docs.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(seen["warning"], 1, "{seen}");
+    assert!(
+        seen["urlError"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{seen}"
+    );
+    assert_eq!(seen["secretEchoed"], false, "{seen}");
+    let report = seen["report"].as_str().unwrap();
+    assert!(
+        report.contains("sent") && report.contains("HTTP 200"),
+        "{seen}"
+    );
+    assert!(
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("POST /ui-hook")),
+        "{:?}",
+        got.lock().unwrap()
+    );
+    assert!(
+        seen["dialog"]
+            .as_str()
+            .unwrap()
+            .contains("Delete notifier ops-hook?"),
+        "{seen}"
+    );
+    assert_eq!(
+        (
+            seen["keptAfterDismiss"].as_i64(),
+            seen["afterDelete"].as_i64()
+        ),
+        (Some(1), Some(0)),
+        "{seen}"
+    );
+}
