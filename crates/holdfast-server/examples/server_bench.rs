@@ -449,6 +449,29 @@ async fn main() {
         list[0].1 / 1024,
         ms(best)
     );
+    // What a Prometheus scrape costs: every plan's series from the store.
+    let mut scrape = Vec::new();
+    let mut size = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = http
+            .get(format!("{base}/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "/metrics: {}", r.status());
+        size = r.bytes().await.unwrap().len();
+        scrape.push(t.elapsed());
+    }
+    scrape.sort();
+    println!(
+        "  GET /metrics ({} plans, {} KiB): p50 {:.0} ms  p99 {:.0} ms",
+        a.plans,
+        size / 1024,
+        ms(pct(&scrape, 0.5)),
+        ms(pct(&scrape, 0.99))
+    );
     ui(&http, &base, a.plans).await;
     println!("server peak RSS (VmHWM): {} MiB", vm_hwm_kib(pid) / 1024);
     let _ = child.kill();

@@ -303,40 +303,42 @@ impl Store {
     }
 
     /// Claims the next due delivery for `owner` until `lease_expires`: a queued one whose time
-    /// has come, or one whose sender's lease ran out (it died mid-send).
+    /// has come, or one whose sender's lease ran out (it died mid-send). With `notifier`, only
+    /// its deliveries, queued ones due by the given time too (a message that groups what its
+    /// notifier has pending takes those due soon as well).
     pub async fn claim_delivery(
         &self,
         owner: &str,
         now: i64,
         lease_expires: i64,
-        notifier: Option<&str>,
+        notifier: Option<(&str, i64)>,
     ) -> Result<Option<(DeliveryRow, EventRow)>> {
-        const DUE: &str =
-            "((state = 'queued' AND next_at <= $1) OR (state = 'sending' AND lease_expires < $1))";
-        let only = if notifier.is_some() {
-            " AND notifier = $2"
-        } else {
-            ""
-        };
-        let sql =
-            format!("SELECT id FROM deliveries WHERE {DUE}{only} ORDER BY next_at, id LIMIT 8");
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
-        if let Some(n) = notifier {
-            q = q.bind(n);
-        }
-        let candidates: Vec<i64> = all(&q.fetch_all(&self.pool).await?, |r| col(r, "id"))?;
+        let (only, due_by) = notifier.unwrap_or(("", now));
+        let candidates = sqlx::query(
+            "SELECT id FROM deliveries
+             WHERE ((state = 'queued' AND next_at <= $3) OR (state = 'sending' AND lease_expires < $1))
+                 AND ($2 = '' OR notifier = $2)
+             ORDER BY next_at, id LIMIT 8",
+        )
+        .bind(now)
+        .bind(only)
+        .bind(due_by)
+        .fetch_all(&self.pool)
+        .await?;
+        let candidates: Vec<i64> = all(&candidates, |r| col(r, "id"))?;
         for id in candidates {
-            let sql = format!(
+            let r = sqlx::query(
                 "UPDATE deliveries SET state = 'sending', lease_owner = $2, lease_expires = $3
-                 WHERE id = $4 AND {DUE}"
-            );
-            let r = sqlx::query(AssertSqlSafe(sql))
-                .bind(now)
-                .bind(owner)
-                .bind(lease_expires)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+                 WHERE id = $4
+                     AND ((state = 'queued' AND next_at <= $5) OR (state = 'sending' AND lease_expires < $1))",
+            )
+            .bind(now)
+            .bind(owner)
+            .bind(lease_expires)
+            .bind(id)
+            .bind(due_by)
+            .execute(&self.pool)
+            .await?;
             if r.rows_affected() == 1 {
                 return self.delivery(id).await;
             }

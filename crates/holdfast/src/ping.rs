@@ -142,25 +142,7 @@ impl Pings {
 }
 
 fn note(event: EventKind, title: String) -> Notification {
-    Notification {
-        event,
-        id: 0,
-        at: jiff::Timestamp::now().to_string(),
-        text: title.clone(),
-        title,
-        plan: None,
-        endpoint: None,
-        source: None,
-        agent: None,
-        job: None,
-        error: None,
-        consecutive_failures: None,
-        last_success: None,
-        bytes_read: None,
-        median_bytes_read: None,
-        duration_secs: None,
-        snapshot_id: None,
-    }
+    Notification::new(event, title, jiff::Timestamp::now().to_string())
 }
 
 fn notifier(kind: NotifierKind, style: HeartbeatStyle) -> StoredNotifier {

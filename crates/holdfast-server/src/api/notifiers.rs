@@ -240,25 +240,12 @@ pub async fn test_notifier(
         None => Default::default(),
     };
     let now = s.now();
-    let note = Notification {
-        event: EventKind::Test,
-        id: 0,
-        at: rfc3339(now),
-        title: format!("Test notification from Holdfast to `{name}`"),
-        text: "If you read this, Holdfast's alerts reach you here.".into(),
-        plan: None,
-        endpoint: None,
-        source: None,
-        agent: None,
-        job: None,
-        error: None,
-        consecutive_failures: None,
-        last_success: None,
-        bytes_read: None,
-        median_bytes_read: None,
-        duration_secs: None,
-        snapshot_id: None,
-    };
+    let mut note = Notification::new(
+        EventKind::Test,
+        format!("Test notification from Holdfast to `{name}`"),
+        rfc3339(now),
+    );
+    note.text = "If you read this, Holdfast's alerts reach you here.".into();
     let key = format!("holdfast-test-{name}-{now}");
     Ok(Json(
         match s.sender.send(&n, &secrets, &[note], &key).await {

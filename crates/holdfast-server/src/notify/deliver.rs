@@ -110,7 +110,15 @@ impl Deliverer {
             while batch.len() < GROUP {
                 match s
                     .store
-                    .claim_delivery(owner, now, now + LEASE_MS, Some(&batch[0].0.notifier))
+                    .claim_delivery(
+                        owner,
+                        now,
+                        now + LEASE_MS,
+                        Some((
+                            batch[0].0.notifier.as_str(),
+                            now + i64::from(n.group_secs) * 1000,
+                        )),
+                    )
                     .await?
                 {
                     Some(more) => batch.push(more),

@@ -221,14 +221,7 @@ impl Context {
         let mut events = Vec::new();
         match (j.kind, j.state, j.plan.as_deref()) {
             (JobKind::Backup, JobState::Succeeded, Some(plan)) => {
-                let mut pa = s
-                    .store
-                    .plan_alert(plan)
-                    .await?
-                    .unwrap_or_else(|| PlanAlert {
-                        plan: plan.into(),
-                        ..Default::default()
-                    });
+                let mut pa = plan_alert(s, plan).await?;
                 let base = |kind| {
                     let mut n = notification(kind, j, now);
                     n.source = self.source_of(plan);
@@ -342,14 +335,7 @@ impl Context {
                 Ok((Some(pa), events))
             }
             (JobKind::Backup, JobState::Failed, Some(plan)) => {
-                let mut pa = s
-                    .store
-                    .plan_alert(plan)
-                    .await?
-                    .unwrap_or_else(|| PlanAlert {
-                        plan: plan.into(),
-                        ..Default::default()
-                    });
+                let mut pa = plan_alert(s, plan).await?;
                 let (after, repeat) = match self.plans.get(plan) {
                     Some((spec, _, _)) => (
                         i64::from(spec.alerts.after_failures),
@@ -438,14 +424,7 @@ impl Context {
             if now - fire < spec.alerts.missed_after_secs() * 1000 {
                 continue;
             }
-            let mut pa = s
-                .store
-                .plan_alert(plan)
-                .await?
-                .unwrap_or_else(|| PlanAlert {
-                    plan: plan.into(),
-                    ..Default::default()
-                });
+            let mut pa = plan_alert(s, plan).await?;
             if pa.alerted_at.is_none() {
                 pa.alerted_at = Some(now);
             }
@@ -564,25 +543,7 @@ impl Context {
 }
 
 fn blank(event: EventKind, now: i64) -> Notification {
-    Notification {
-        event,
-        id: 0,
-        at: rfc3339(now),
-        title: event.title().into(),
-        text: event.title().into(),
-        plan: None,
-        endpoint: None,
-        source: None,
-        agent: None,
-        job: None,
-        error: None,
-        consecutive_failures: None,
-        last_success: None,
-        bytes_read: None,
-        median_bytes_read: None,
-        duration_secs: None,
-        snapshot_id: None,
-    }
+    Notification::new(event, event.title(), rfc3339(now))
 }
 
 /// An event about job `j`, with what the job says.
@@ -598,6 +559,17 @@ fn notification(event: EventKind, j: &Job, now: i64) -> Notification {
         snapshot_id: j.snapshot_id.clone(),
         ..blank(event, now)
     }
+}
+
+/// The plan's alert state, or a fresh one.
+async fn plan_alert(s: &AppState, plan: &str) -> Result<PlanAlert, StoreError> {
+    Ok(s.store
+        .plan_alert(plan)
+        .await?
+        .unwrap_or_else(|| PlanAlert {
+            plan: plan.into(),
+            ..Default::default()
+        }))
 }
 
 fn duration_ms(j: &Job) -> Option<i64> {

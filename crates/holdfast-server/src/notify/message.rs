@@ -56,6 +56,30 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// An event with its headline as its text and no facts yet; `at` is RFC 3339.
+    pub fn new(event: EventKind, title: impl Into<String>, at: impl Into<String>) -> Self {
+        let title = title.into();
+        Self {
+            event,
+            id: 0,
+            at: at.into(),
+            text: title.clone(),
+            title,
+            plan: None,
+            endpoint: None,
+            source: None,
+            agent: None,
+            job: None,
+            error: None,
+            consecutive_failures: None,
+            last_success: None,
+            bytes_read: None,
+            median_bytes_read: None,
+            duration_secs: None,
+            snapshot_id: None,
+        }
+    }
+
     /// The PagerDuty incident this event opens or resolves: one per plan (or agent).
     pub fn incident_key(&self) -> String {
         match (&self.plan, &self.agent) {

@@ -16,7 +16,9 @@ use super::manage::{
 };
 use super::{Fields, Posted, Session, error_page, page};
 use crate::AppState;
-use crate::api::notifiers::{TestReport, list_notifiers, save_notifier, test_notifier};
+use crate::api::notifiers::{
+    DeliveryView, TestReport, list_notifiers, notifier_deliveries, save_notifier, test_notifier,
+};
 use crate::notify::NotifierView;
 
 const KINDS: &[&str] = &[
@@ -274,10 +276,26 @@ pub async fn notifier(
     if v["default"] == true {
         f.insert("default".into(), "true".into());
     }
-    edit(&sess, &name, &f, &[])
+    let deliveries = recent(&s, &name).await;
+    edit(&sess, &name, &f, &[], &deliveries)
 }
 
-fn edit(sess: &Session, name: &str, values: &Fields, errors: &[FieldError]) -> Response {
+/// The notifier's newest deliveries, for its page.
+async fn recent(s: &Arc<AppState>, name: &str) -> Vec<DeliveryView> {
+    let q = axum::extract::Query(crate::api::notifiers::Limit { limit: 20 });
+    match notifier_deliveries(State(s.clone()), Path(name.to_string()), q).await {
+        Ok(Json(d)) => d,
+        Err(_) => Vec::new(),
+    }
+}
+
+fn edit(
+    sess: &Session,
+    name: &str,
+    values: &Fields,
+    errors: &[FieldError],
+    deliveries: &[DeliveryView],
+) -> Response {
     let inputs: Vec<Input> = inputs()
         .into_iter()
         .filter(|i| i.name != "name")
@@ -297,6 +315,23 @@ fn edit(sess: &Session, name: &str, values: &Fields, errors: &[FieldError]) -> R
     let body = html! {
         h1 { "Notifier " (name) }
         (form(&format!("/ui/notifiers/{name}"), sess, &inputs, values, errors, "Save"))
+        h2 { "Deliveries" }
+        @if deliveries.is_empty() { p.hint { "Nothing sent yet." } } @else {
+            table #deliveries {
+                thead { tr { th { "Event" } th { "State" } th { "Tries" } th { "Answer" } th { "Last try" } } }
+                tbody { @for d in deliveries {
+                    tr data-delivery=(d.id) {
+                        td { (d.event) }
+                        td { span class={"badge " (d.state)} { (d.state) }
+                             @if let Some(n) = &d.next_at { " " small { "next try " (super::when_text(n)) } } }
+                        td { (d.attempts) }
+                        td { (d.last_status.clone().unwrap_or_default())
+                             @if let Some(e) = &d.last_error { " " span.error { (e) } } }
+                        td { @if let Some(t) = d.tries.last() { (super::when_text(&t.at)) } }
+                    }
+                } }
+            }
+        }
     };
     (status, page(&format!("Notifier {name}"), Some(sess), body)).into_response()
 }
@@ -315,7 +350,10 @@ pub async fn save(
     };
     match r {
         Ok(r) => r,
-        Err(errs) => edit(&sess, &name, &without_secrets(f), &errs),
+        Err(errs) => {
+            let deliveries = recent(&s, &name).await;
+            edit(&sess, &name, &without_secrets(f), &errs, &deliveries)
+        }
     }
 }
 

@@ -1130,3 +1130,98 @@ fn cli_backups_ping_their_heartbeat_and_post_failures() {
     );
     assert!(!err.contains("/x"), "the URL is a credential: {err}");
 }
+
+/// Two plans failing together reach a chat notifier as one message; a notifier with a rate
+/// limit of one message an hour holds the next one back (queued, not dropped, no attempt).
+#[test]
+fn alerts_close_together_go_out_as_one_and_a_rate_limit_holds_back_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--workers", "2"]);
+    let chat = Receiver::start();
+    let limited = Receiver::start();
+    s.ok(
+        "POST",
+        "/api/v1/notifiers",
+        Some(&json!({"name": "chat", "kind": "discord",
+        "url": format!("{}/api/webhooks/1/discord-token", chat.url), "group_secs": 3})),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/notifiers",
+        Some(&json!({"name": "limited", "kind": "webhook",
+        "url": limited.url, "max_per_hour": 1})),
+    );
+    let flag = dir.path().join("never");
+    for p in ["alpha", "beta"] {
+        flaky_plan(
+            &s,
+            p,
+            &flag,
+            json!({"notify": [{"notifier": "chat"}, {"notifier": "limited"}]}),
+        );
+    }
+    for p in ["alpha", "beta"] {
+        assert_eq!(run(&s, p)["state"], "failed");
+    }
+    wait_for(
+        30,
+        || !chat.got().is_empty() && !limited.got().is_empty(),
+        || format!("{:?}\n{}", chat.got(), s.log()),
+    );
+    let d = s.ok("GET", "/api/v1/notifiers/chat/deliveries", None);
+    wait_for(
+        30,
+        || {
+            s.ok("GET", "/api/v1/notifiers/chat/deliveries", None)
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["state"] == "sent")
+        },
+        || format!("{d}"),
+    );
+    assert_eq!(
+        chat.got().len(),
+        1,
+        "one message for both: {:?}",
+        chat.got()
+    );
+    let body = chat.got()[0].json();
+    assert_eq!(body["embeds"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(body["content"], "Holdfast: 2 events (2 problems)", "{body}");
+    assert_eq!(
+        body["allowed_mentions"]["parse"],
+        json!([]),
+        "no @everyone from an error text"
+    );
+
+    let l = s.ok("GET", "/api/v1/notifiers/limited/deliveries", None);
+    let states: Vec<(&str, i64)> = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["state"].as_str().unwrap(),
+                x["attempts"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("queued", 0), ("sent", 1)],
+        "newest first: the second waits for the hour: {l}"
+    );
+    assert_eq!(limited.got().len(), 1);
+    let metrics = metrics_text(&s.url, Some(crate::server::TOKEN));
+    assert!(
+        metrics.contains("holdfast_notification_pending{notifier=\"limited\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "holdfast_notification_deliveries_total{notifier=\"chat\",status=\"sent\"} 2"
+        ),
+        "{metrics}"
+    );
+}

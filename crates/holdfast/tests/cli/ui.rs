@@ -305,6 +305,11 @@ fn the_ui_manages_notifiers_and_warns_about_one_that_cannot_deliver() {
         ],
     );
     assert_eq!(seen["warning"], 1, "{seen}");
+    let row = seen["deliveryRow"].as_str().unwrap();
+    assert!(
+        row.contains("backup.failed") && row.contains("queued") && row.contains("cannot connect"),
+        "{seen}"
+    );
     assert!(
         seen["urlError"]
             .as_str()

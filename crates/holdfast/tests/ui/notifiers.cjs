@@ -21,6 +21,8 @@ const [url, token, receiver, closed, broken, shots] = process.argv.slice(2);
     await page.click("button[type=submit]");
     await page.waitForSelector("#plans, main p");
     seen.warning = await page.locator(`p.notifier-warning:has-text("${broken}")`).count();
+    await page.goto(url + "/ui/notifiers/" + broken);
+    seen.deliveryRow = await page.textContent("#deliveries tbody tr");
 
     await page.goto(url + "/ui/notifiers");
     await page.fill("#name", "ops-hook");
