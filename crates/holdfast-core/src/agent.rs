@@ -266,6 +266,9 @@ pub struct Finish {
     pub snapshot_id: Option<String>,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Backups: how many restore points of the plan the repository keeps after its retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_points: Option<u64>,
 }
 
 #[cfg(test)]

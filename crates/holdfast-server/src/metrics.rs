@@ -346,6 +346,18 @@ async fn render(s: &AppState, open: bool) -> Result<String, StoreError> {
         }
     }
 
+    o.family(
+        "holdfast_plan_restore_points",
+        "gauge",
+        "Restore points of the plan its last backup's retention kept.",
+    );
+    let points = store.restore_points().await?;
+    for (name, ..) in &plans {
+        if let Some(n) = points.get(name) {
+            o.sample("holdfast_plan_restore_points", &[("plan", name)], *n as f64);
+        }
+    }
+
     o.family("holdfast_jobs", "gauge", "Jobs by kind and state.");
     for (kind, state, n) in store.job_counts().await? {
         o.sample(

@@ -11,6 +11,8 @@ CREATE TABLE notifiers (
 ALTER TABLE jobs ADD COLUMN evaluated {INT} NOT NULL DEFAULT 0;
 -- What happened before alerts existed is not news.
 UPDATE jobs SET evaluated = 2;
+-- Backups: how many restore points of the plan its repository kept after the retention.
+ALTER TABLE jobs ADD COLUMN restore_points {INT};
 CREATE INDEX jobs_evaluated ON jobs (evaluated, state);
 -- Events the server computed. `dedup` makes each one happen once, whichever replica sees it.
 CREATE TABLE events (

@@ -103,6 +103,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Records how many restore points of its plan a backup's retention kept.
+    pub async fn set_restore_points(&self, job: i64, n: i64) -> Result<()> {
+        sqlx::query("UPDATE jobs SET restore_points = $2 WHERE id = $1")
+            .bind(job)
+            .bind(n)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// For each plan, the restore points its newest successful backup that counted them left.
+    pub async fn restore_points(&self) -> Result<HashMap<String, i64>> {
+        let rows = sqlx::query(
+            "SELECT p.name AS plan, (SELECT s.restore_points FROM jobs s
+                 WHERE s.plan = p.name AND s.kind = 'backup' AND s.state = 'succeeded'
+                     AND s.restore_points IS NOT NULL
+                 ORDER BY s.id DESC LIMIT 1) AS n
+             FROM plans p",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = HashMap::new();
+        for r in &rows {
+            if let Some(n) = col::<Option<i64>>(r, "n")? {
+                out.insert(col(r, "plan")?, n);
+            }
+        }
+        Ok(out)
+    }
+
     /// Jobs by kind and state: (kind, state, count).
     pub async fn job_counts(&self) -> Result<Vec<(String, String, i64)>> {
         let rows = sqlx::query(

@@ -109,18 +109,25 @@ impl Ctx {
                 s.short_id, s.bytes, s.added_bytes, s.duration_secs
             ));
             // Retention touches only this plan's snapshots; a failure here keeps the backup.
-            match repo.forget(&policy, false, Some(&format!("plan={}", plan.name))) {
-                Ok(r) => log.line(format!(
-                    "retention: kept {} restore point(s), forgot {}",
-                    r.kept.len(),
-                    r.removed.len()
-                )),
-                Err(e) => log.line(format!("retention failed (the backup is saved): {e}")),
-            }
+            let kept = match repo.forget(&policy, false, Some(&format!("plan={}", plan.name))) {
+                Ok(r) => {
+                    log.line(format!(
+                        "retention: kept {} restore point(s), forgot {}",
+                        r.kept.len(),
+                        r.removed.len()
+                    ));
+                    Some(r.kept.len() as u64)
+                }
+                Err(e) => {
+                    log.line(format!("retention failed (the backup is saved): {e}"));
+                    None
+                }
+            };
             Ok(Done {
                 snapshot_id: Some(s.id.clone()),
                 bytes_read: s.bytes,
                 bytes_written: s.added_bytes,
+                restore_points: kept,
             })
         })
         .await;

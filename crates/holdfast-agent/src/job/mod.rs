@@ -70,6 +70,8 @@ struct Done {
     snapshot_id: Option<String>,
     bytes_read: u64,
     bytes_written: u64,
+    /// Backups: the plan's restore points after retention.
+    restore_points: Option<u64>,
 }
 
 fn jitter() -> f64 {
@@ -129,6 +131,7 @@ pub async fn run(link: Arc<Link>, t: Ticket, mut shutdown: watch::Receiver<bool>
             snapshot_id: done.snapshot_id,
             bytes_read: done.bytes_read,
             bytes_written: done.bytes_written,
+            restore_points: done.restore_points,
         },
         Err(f) => {
             let cancelled = flags.cancelled.load(Ordering::SeqCst);
@@ -152,6 +155,7 @@ pub async fn run(link: Arc<Link>, t: Ticket, mut shutdown: watch::Receiver<bool>
                 snapshot_id: None,
                 bytes_read: progress.read(),
                 bytes_written: progress.written.load(Ordering::Relaxed),
+                restore_points: None,
             }
         }
     };

@@ -73,6 +73,7 @@ impl Ctx {
                 snapshot_id: Some(snap.id.clone()),
                 bytes_read: bytes,
                 bytes_written: bytes,
+                restore_points: None,
             })
         })
         .await?;

@@ -643,6 +643,11 @@ pub async fn finish(
             i64::try_from(f.bytes_written).unwrap_or(i64::MAX),
         ),
     );
+    if let Some(n) = f.restore_points {
+        s.store
+            .set_restore_points(id, i64::try_from(n).unwrap_or(i64::MAX))
+            .await?;
+    }
     if !s.store.finish(id, &name, &c).await? {
         return Err(lost(id, &name));
     }

@@ -3,7 +3,7 @@
 
 use holdfast_core::job::{JobKind, JobState, Trigger};
 use holdfast_store::testing::TestDb;
-use holdfast_store::{JobUpdate, NewJob, Store, StoreError, on_both_stores};
+use holdfast_store::{Attempt, JobUpdate, NewEvent, NewJob, Store, StoreError, on_both_stores};
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -141,7 +141,159 @@ async fn a_missing_column_is_an_error_not_a_panic(db: TestDb) {
     assert!(err.to_string().contains("hostname"), "{err}");
 }
 
+fn event(dedup: &str, to: &[&str]) -> NewEvent {
+    NewEvent {
+        kind: "backup.failed".into(),
+        plan: Some("p".into()),
+        subject: "p".into(),
+        dedup: dedup.into(),
+        job_id: None,
+        at: NOW,
+        alert: true,
+        payload: "{}".into(),
+        to: to.iter().map(|n| (n.to_string(), NOW)).collect(),
+    }
+}
+
+/// An event recorded twice (a crash before the job was marked, two evaluators) happens once,
+/// with its deliveries once.
+async fn an_event_happens_once_whoever_records_it(db: TestDb) {
+    let s = db.store().await;
+    let job = s.enqueue(&backup(), NOW).await.unwrap();
+    assert!(
+        s.record_evaluation(None, None, &[event("failed:1", &["a", "b"])])
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.record_evaluation(None, None, &[event("failed:1", &["a", "b"])])
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.events(10).await.unwrap().len(), 1);
+    assert_eq!(s.deliveries(None, 10).await.unwrap().len(), 2);
+    // A job is marked seen once: the second evaluator's whole transaction is refused.
+    assert!(
+        s.record_evaluation(Some((job, 0, 2)), None, &[event("x", &["a"])])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.record_evaluation(Some((job, 0, 2)), None, &[event("y", &["a"])])
+            .await
+            .unwrap()
+    );
+    let kinds: Vec<String> = s
+        .events(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.dedup)
+        .collect();
+    assert_eq!(kinds, ["x", "failed:1"]);
+}
+
+/// Each delivery goes to one sender; a sender whose lease ran out loses it to the next; only
+/// the lease holder records the attempt; a retry waits for its time.
+async fn a_delivery_is_claimed_by_one_sender_at_a_time(db: TestDb) {
+    let s = db.store().await;
+    s.record_evaluation(None, None, &[event("e", &["hook"])])
+        .await
+        .unwrap();
+    let (d, e) = s
+        .claim_delivery("r1", NOW, NOW + 1_000, None)
+        .await
+        .unwrap()
+        .expect("due");
+    assert_eq!((d.notifier.as_str(), e.dedup.as_str()), ("hook", "e"));
+    assert!(
+        s.claim_delivery("r2", NOW + 10, NOW + 1_010, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // r1 died: after its lease, r2 takes it; r1's late answer is refused.
+    let (d2, _) = s
+        .claim_delivery("r2", NOW + 1_001, NOW + 2_000, None)
+        .await
+        .unwrap()
+        .expect("expired");
+    assert_eq!(d2.id, d.id);
+    let failed = Attempt {
+        at: NOW + 1_002,
+        ok: false,
+        status: Some("HTTP 503".into()),
+        error: Some("busy".into()),
+        retry_at: Some(NOW + 6_000),
+    };
+    assert!(!s.finish_delivery(d.id, "r1", &failed).await.unwrap());
+    assert!(s.finish_delivery(d.id, "r2", &failed).await.unwrap());
+    assert!(
+        s.claim_delivery("r1", NOW + 5_999, NOW + 9_000, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A grouping sender may take it early.
+    let early = s
+        .claim_delivery("r1", NOW + 5_999, NOW + 9_000, Some(("hook", NOW + 6_000)))
+        .await
+        .unwrap();
+    assert!(early.is_some());
+    let sent = Attempt {
+        at: NOW + 6_001,
+        ok: true,
+        status: Some("HTTP 200".into()),
+        error: None,
+        retry_at: None,
+    };
+    assert!(s.finish_delivery(d.id, "r1", &sent).await.unwrap());
+    let (d, _) = s.delivery(d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.state.as_str(), d.attempts, d.sent_at),
+        ("sent", 2, Some(NOW + 6_001))
+    );
+    let tries: Vec<Option<String>> = s
+        .delivery_attempts(d.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(tries, [Some("HTTP 503".into()), Some("HTTP 200".into())]);
+    assert_eq!(s.sent_since("hook", NOW).await.unwrap(), 1);
+}
+
+/// One owner at a time holds a named lease; it passes on when it expires.
+async fn a_lease_has_one_holder(db: TestDb) {
+    let s = db.store().await;
+    assert!(s.take_lease("alerts", "r1", NOW, NOW + 100).await.unwrap());
+    assert!(
+        !s.take_lease("alerts", "r2", NOW + 50, NOW + 150)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.take_lease("alerts", "r1", NOW + 60, NOW + 160)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.take_lease("alerts", "r2", NOW + 161, NOW + 300)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.take_lease("alerts", "r1", NOW + 200, NOW + 400)
+            .await
+            .unwrap()
+    );
+}
+
 on_both_stores!(
+    an_event_happens_once_whoever_records_it,
+    a_delivery_is_claimed_by_one_sender_at_a_time,
+    a_lease_has_one_holder,
     jobs_keep_their_kind_trigger_and_state,
     only_one_agent_claims_a_job,
     a_requested_cancel_survives_a_retry,

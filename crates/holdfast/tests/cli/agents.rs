@@ -18,6 +18,8 @@ const DB_PASSWORD: &str = "agent-pw-that-must-never-show";
 struct Agent {
     child: Child,
     log: Arc<Mutex<String>>,
+    /// The thread reading its stderr into `log`.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -57,14 +59,18 @@ impl Agent {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        Self { child, log }
+        Self {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 
     fn log(&self) -> String {
@@ -81,11 +87,16 @@ impl Agent {
     /// Waits for the agent to exit on its own; its exit code.
     fn wait_exit(&mut self) -> i32 {
         let log = self.log.clone();
-        crate::helpers::wait_exit(&mut self.child, || {
+        let code = crate::helpers::wait_exit(&mut self.child, || {
             format!("agent did not exit:\n{}", log.lock().unwrap())
         })
         .code()
-        .unwrap_or(-1)
+        .unwrap_or(-1);
+        // Its last lines are read to the end of its stderr before anyone looks at them.
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        code
     }
 }
 

@@ -855,6 +855,10 @@ fn prometheus_scrapes_the_last_successful_backup() {
         text.contains("holdfast_backup_runs_total{plan=\"small\",status=\"failed\"} 0"),
         "{text}"
     );
+    assert!(
+        text.contains("holdfast_plan_restore_points{plan=\"small\"} 1"),
+        "{text}"
+    );
     let open = reqwest::blocking::Client::new()
         .get(format!("http://127.0.0.1:{mport}/metrics"))
         .header("Accept", "application/openmetrics-text; version=1.0.0")

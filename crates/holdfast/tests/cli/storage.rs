@@ -222,11 +222,20 @@ fn wrong_storage_credentials_fail_fast_and_say_which() {
     let user = unique("nobody");
     ftp.repo = ftp.repo.replace("holdfast@", &format!("{user}@"));
     refused(&ftp, "user and storage_password");
-    let log = std::fs::read_to_string("/var/lib/holdfast-test/ftp/ftp.log").unwrap();
-    let attempts = log
-        .lines()
-        .filter(|l| l.contains(&format!("USER '{user}' failed login")))
-        .count();
+    // pyftpdlib logs a failed login after answering it (and a loaded machine may show the line
+    // late): wait for the first line, then count.
+    let failed_logins = || {
+        std::fs::read_to_string("/var/lib/holdfast-test/ftp/ftp.log")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!("USER '{user}' failed login")))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while failed_logins() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let attempts = failed_logins();
     assert_eq!(attempts, 1, "the FTP server saw {attempts} login attempts");
 
     // SFTP: a key the server does not know.
