@@ -415,9 +415,10 @@ async fn render(s: &AppState, open: bool) -> Result<String, StoreError> {
             deliveries.insert((r.name.clone(), st.into()), 0);
         }
     }
-    for (notifier, state, n) in store.delivery_counts().await? {
+    let counts = store.delivery_counts().await?;
+    for (notifier, state, n) in &counts {
         if state == "sent" || state == "failed" {
-            deliveries.insert((notifier, state), n);
+            deliveries.insert((notifier.clone(), state.clone()), *n);
         }
     }
     for ((notifier, state), n) in &deliveries {
@@ -434,7 +435,7 @@ async fn render(s: &AppState, open: bool) -> Result<String, StoreError> {
     );
     let mut pending: BTreeMap<String, i64> =
         deliveries.keys().map(|(n, _)| (n.clone(), 0)).collect();
-    for (notifier, state, n) in store.delivery_counts().await? {
+    for (notifier, state, n) in counts {
         if state == "queued" || state == "sending" {
             *pending.entry(notifier).or_default() += n;
         }

@@ -67,12 +67,7 @@ impl Deliverer {
         let notifier = match s.store.get(Kind::Notifier, &first.notifier).await? {
             Some(r) => r,
             None => {
-                let gone = failure(
-                    now,
-                    None,
-                    format!("notifier `{}` was deleted", first.notifier),
-                    true,
-                );
+                let gone = given_up(now, format!("notifier `{}` was deleted", first.notifier));
                 s.store.finish_delivery(first.id, owner, &gone).await?;
                 return Ok(true);
             }
@@ -92,7 +87,7 @@ impl Deliverer {
             Ok(x) => x,
             Err(e) => {
                 s.store
-                    .finish_delivery(first.id, owner, &failure(now, None, e, true))
+                    .finish_delivery(first.id, owner, &given_up(now, e))
                     .await?;
                 return Ok(true);
             }
@@ -160,13 +155,14 @@ fn notification(e: &EventRow) -> Option<Notification> {
     Some(n)
 }
 
-fn failure(at: i64, status: Option<String>, error: String, permanent: bool) -> Attempt {
+/// An attempt that cannot succeed by trying again: the delivery is given up.
+fn given_up(at: i64, error: String) -> Attempt {
     Attempt {
         at,
         ok: false,
-        status,
+        status: None,
         error: Some(error),
-        retry_at: (!permanent).then_some(at),
+        retry_at: None,
     }
 }
 
