@@ -12,6 +12,7 @@
 mod hook;
 mod job;
 mod link;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use secrecy::SecretString;
 use tokio::sync::watch;
 
 use link::{Link, LinkError};
+pub use policy::Policy;
 
 /// How an agent runs.
 #[derive(Debug, Clone)]
@@ -39,6 +41,11 @@ pub struct AgentConfig {
     /// At shutdown, how long running jobs may go on before they are stopped and handed back
     /// to the queue (their cleanup and unlock steps still run).
     pub shutdown_grace: Duration,
+    /// Where the agent keeps the credential an enrolment gave it (0600). When the file
+    /// holds one, it is used; otherwise the token given must be an enrolment token.
+    pub credential_file: Option<std::path::PathBuf>,
+    /// What this agent will run and touch, whatever a job asks.
+    pub policy: Policy,
 }
 
 fn hostname() -> String {
@@ -70,12 +77,68 @@ async fn register(link: &Link, hello: &Hello) -> Result<(), String> {
     }
 }
 
+/// The agent's own credential: the one kept in its credential file, or the one an
+/// enrolment with `token` gives now (then kept there).
+async fn credential(
+    config: &AgentConfig,
+    token: SecretString,
+    hello: &Hello,
+) -> Result<SecretString, String> {
+    use secrecy::ExposeSecret;
+    if let Some(f) = &config.credential_file {
+        match std::fs::read_to_string(f) {
+            Ok(c) if !c.trim().is_empty() => return Ok(SecretString::from(c.trim().to_string())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("credential file {}: {e}", f.display())),
+        }
+    }
+    if !token.expose_secret().starts_with("hf_enrol_") {
+        return Ok(token);
+    }
+    let Some(file) = &config.credential_file else {
+        return Err(
+            "an enrolment token needs --credential-file, where the agent keeps the \
+                    credential it is given"
+                .into(),
+        );
+    };
+    let link = Link::new(&config.server, token, &config.name, 1)?;
+    let enrolled = link
+        .enrol(hello)
+        .await
+        .map_err(|e| format!("enrolling agent `{}`: {e}", hello.name))?;
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("credential file {}: {e}", file.display()))?;
+    }
+    write_private(file, &enrolled.credential)
+        .map_err(|e| format!("credential file {}: {e}", file.display()))?;
+    tracing::info!(agent = %hello.name, file = %file.display(), "agent enrolled; its credential is kept in the file");
+    Ok(SecretString::from(enrolled.credential))
+}
+
+/// Writes `contents` to `path`, readable by this user only.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")
+}
+
 /// One slot: claims and runs jobs, one at a time, until a fatal error or `stop`.
 async fn slot(
     link: Arc<Link>,
     hello: Arc<Hello>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
+    policy: Arc<Policy>,
 ) -> Result<(), String> {
     let mut wait = Duration::from_millis(500);
     loop {
@@ -87,7 +150,7 @@ async fn slot(
             Ok(Some(ticket)) => {
                 wait = Duration::from_millis(500);
                 tracing::info!(job = ticket.job, kind = %ticket.kind(), attempt = ticket.attempt, "job claimed");
-                job::run(link.clone(), ticket, stop.clone(), grace).await;
+                job::run(link.clone(), ticket, stop.clone(), grace, policy.clone()).await;
             }
             Ok(None) => wait = Duration::from_millis(500),
             // The server forgot this agent (its metadata was recreated): introduce it again.
@@ -127,12 +190,6 @@ pub async fn run(
             config.name
         ));
     }
-    let link = Arc::new(Link::new(
-        &config.server,
-        token,
-        &config.name,
-        config.poll_secs.clamp(1, 60),
-    )?);
     let hello = Arc::new(Hello {
         name: config.name.clone(),
         labels: config.labels.clone(),
@@ -140,8 +197,16 @@ pub async fn run(
         hostname: hostname(),
         slots: config.slots.max(1),
     });
+    let token = credential(&config, token, &hello).await?;
+    let link = Arc::new(Link::new(
+        &config.server,
+        token,
+        &config.name,
+        config.poll_secs.clamp(1, 60),
+    )?);
     register(&link, &hello).await?;
     tracing::info!(agent = %config.name, labels = ?config.labels, "agent registered");
+    let policy = Arc::new(config.policy.clone());
     let mut slots = tokio::task::JoinSet::new();
     for _ in 0..hello.slots {
         slots.spawn(slot(
@@ -149,6 +214,7 @@ pub async fn run(
             hello.clone(),
             stop.clone(),
             config.shutdown_grace,
+            policy.clone(),
         ));
     }
     while let Some(r) = slots.join_next().await {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use holdfast_core::agent::{
-    Finish, Heartbeat, HeartbeatReply, Hello, LogLines, StepReport, Ticket,
+    Enrolled, Finish, Heartbeat, HeartbeatReply, Hello, LogLines, StepReport, Ticket,
 };
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -30,8 +30,9 @@ impl std::fmt::Display for LinkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Refused => f.write_str(
-                "the server refused the agent's token (unknown or revoked); create one with \
-                 POST /api/v1/tokens and pass it in HOLDFAST_TOKEN or --token-file",
+                "the server refused the agent's credential (unknown, revoked or expired); \
+                 enrol the agent again with an enrolment token from POST /api/v1/enrolments \
+                 in HOLDFAST_TOKEN (delete its credential file first)",
             ),
             Self::Lost(m) | Self::Unknown(m) | Self::Unreachable(m) | Self::Rejected(m) => {
                 f.write_str(m)
@@ -114,6 +115,9 @@ impl Link {
             .unwrap_or(text);
         Err(match status {
             StatusCode::UNAUTHORIZED => LinkError::Refused,
+            StatusCode::FORBIDDEN => {
+                LinkError::Rejected(format!("server refused {path}: {reason}"))
+            }
             StatusCode::CONFLICT => LinkError::Lost(reason),
             StatusCode::NOT_FOUND => LinkError::Unknown(reason),
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
@@ -143,6 +147,13 @@ impl Link {
                 other => return other,
             }
         }
+    }
+
+    /// Trades the enrolment token this link carries for the agent's own credential.
+    pub async fn enrol(&self, hello: &Hello) -> Result<Enrolled, LinkError> {
+        self.post("/agents/enrol", hello)
+            .await?
+            .ok_or_else(|| LinkError::Rejected("the enrolment answer was empty".into()))
     }
 
     pub async fn register(&self, hello: &Hello) -> Result<(), LinkError> {

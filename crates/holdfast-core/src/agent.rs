@@ -43,6 +43,17 @@ pub struct Hello {
     pub slots: u32,
 }
 
+/// The answer to an enrolment (`POST /api/v1/agents/enrol`): the agent's own credential,
+/// shown only this once. The agent keeps it in its credential file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Enrolled {
+    pub name: String,
+    /// The labels this credential may serve.
+    pub labels: BTreeMap<String, String>,
+    pub credential: String,
+}
+
 /// Whether an agent with `agent_labels` may run a job of a source labelled `selector`: every
 /// label of the source must be among the agent's. A source without labels runs anywhere.
 pub fn labels_match(

@@ -5,7 +5,9 @@
 //! **Architecture invariant:** this is the only crate that serves HTTP. It reads and writes
 //! metadata only through `holdfast-store`, and moves data only through `holdfast-engine`.
 
+mod access;
 mod api;
+mod audit;
 mod loops;
 mod metrics;
 mod model;

@@ -53,6 +53,38 @@ impl worker::Worker for Reaper {
     }
 }
 
+/// Housekeeping: drops audit entries older than the retention and sessions that ended.
+pub(crate) struct Housekeeping(pub(crate) Arc<AppState>);
+
+impl worker::Worker for Housekeeping {
+    fn name(&self) -> &'static str {
+        "housekeeping"
+    }
+
+    async fn step(&self) -> Result<Duration, String> {
+        let s = &self.0;
+        let now = s.now();
+        let keep = i64::try_from(s.config.audit_retention.as_millis()).unwrap_or(i64::MAX);
+        let e = |e: holdfast_store::StoreError| e.to_string();
+        let gone = s
+            .store
+            .prune_audit(now.saturating_sub(keep))
+            .await
+            .map_err(e)?;
+        if gone > 0 {
+            tracing::info!(
+                entries = gone,
+                "audit log entries past their retention removed"
+            );
+        }
+        s.store
+            .delete_expired_sessions(now, crate::ui::SESSION_IDLE_MS)
+            .await
+            .map_err(e)?;
+        Ok(Duration::from_secs(600))
+    }
+}
+
 /// The embedded agent, over loopback. At shutdown it stops claiming and hands its running
 /// jobs back (after the grace period), so nothing is left running without a lease.
 pub(crate) struct EmbeddedAgent {

@@ -701,27 +701,6 @@ pub struct RestorePointView {
     pub tags: Vec<String>,
 }
 
-// ----- tokens -----
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TokenInput {
-    /// Who or what uses the token: 1 to 100 characters, not all blank.
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct TokenView {
-    pub id: i64,
-    pub name: String,
-    pub created_at: String,
-    pub revoked_at: Option<String>,
-    /// Only in the answer to the create call: the token itself. It is not stored.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-}
-
 // ----- endpoint test -----
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use holdfast_store::{Kind, NewResource, Store};
+use holdfast_store::{Kind, NewResource, NewToken, Store, UserRow};
 
 use crate::model::{EndpointKind, EndpointSecrets, StoredEndpoint};
 use crate::secrets::{self};
@@ -18,6 +18,9 @@ pub struct FirstStart {
     /// `HOLDFAST_ADMIN_TOKEN` (`from_env` then).
     pub admin_token: Option<String>,
     pub admin_token_from_env: bool,
+    /// The `admin` account made at this start and its one-time password (`None` when it
+    /// came from `HOLDFAST_ADMIN_PASSWORD`).
+    pub admin_account: Option<Option<String>>,
     /// The `local` endpoint created at this start: its repository and password file.
     pub local_endpoint: Option<(PathBuf, PathBuf)>,
 }
@@ -34,8 +37,8 @@ pub(crate) async fn check_admin_token(state: &AppState, made_now: bool) -> Resul
         return Ok(());
     }
     match state.store.token_by_hash(&secrets::hash_token(t)).await {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ServeError::AdminToken(
+        Ok(Some(t)) if t.revoked_at.is_none() => Ok(()),
+        Ok(_) => Err(ServeError::AdminToken(
             "it is not a live token of this server (the admin token is made at the first start \
              and revoked tokens stay revoked); unset it, or make a new admin token with \
              `holdfast admin reset-token` on this host"
@@ -75,18 +78,77 @@ pub async fn reset_admin_token(
     };
     let store = Store::open(&url).await.map_err(store_err)?;
     let now = jiff::Timestamp::now().as_millisecond();
-    for (id, name, _, revoked) in store.tokens().await.map_err(store_err)? {
-        if name == "admin" && revoked.is_none() {
-            store.revoke_token(id, now).await.map_err(store_err)?;
-        }
-    }
+    let admin = store
+        .user_by_name("admin")
+        .await
+        .map_err(store_err)?
+        .map(|u| u.id);
+    // The new token first, so that revoking the old ones never leaves no way in.
     let token = secrets::new_token();
-    store
-        .insert_token("admin", &secrets::hash_token(&token), now)
+    let new = store
+        .insert_token(&admin_token_row(&secrets::hash_token(&token), admin), now)
         .await
         .map_err(store_err)?;
+    for t in store.tokens().await.map_err(store_err)? {
+        if t.name == "admin" && t.kind == "api" && t.revoked_at.is_none() && t.id != new {
+            store.revoke_token(t.id, now).await.map_err(store_err)?;
+        }
+    }
     store.close().await;
     Ok(token)
+}
+
+fn admin_token_row(hash: &str, user_id: Option<i64>) -> NewToken<'_> {
+    NewToken {
+        name: "admin",
+        hash,
+        kind: "api",
+        user_id,
+        role: "admin",
+        ..NewToken::default()
+    }
+}
+
+/// Makes the `admin` account when there is no account yet (a first start, or the first
+/// start after accounts came), and gives it the tokens that have no owner.
+async fn admin_account(state: &AppState, done: &mut FirstStart) -> Result<Option<i64>, String> {
+    let store = &state.store;
+    let e = |e: holdfast_store::StoreError| e.to_string();
+    if let Some(u) = store.user_by_name("admin").await.map_err(e)? {
+        return Ok(Some(u.id));
+    }
+    if !store.users().await.map_err(e)?.is_empty()
+        || !store
+            .set_setting_once("admin-account", "created")
+            .await
+            .map_err(e)?
+    {
+        return Ok(None);
+    }
+    let (password, shown) = match &state.config.admin_password {
+        Some(p) => (p.clone(), None),
+        None => {
+            let p = secrets::new_password();
+            (p.clone(), Some(p))
+        }
+    };
+    let id = store
+        .insert_user(&UserRow {
+            id: 0,
+            name: "admin".into(),
+            kind: "user".into(),
+            role: "admin".into(),
+            password_hash: Some(crate::access::password::hash(&password)),
+            failed_logins: 0,
+            locked_until: None,
+            created_at: state.now(),
+            disabled_at: None,
+        })
+        .await
+        .map_err(e)?;
+    store.adopt_tokens(id).await.map_err(e)?;
+    done.admin_account = Some(shown);
+    Ok(Some(id))
 }
 
 /// What the first start set up.
@@ -94,6 +156,7 @@ pub(crate) async fn first_start(state: &AppState) -> Result<FirstStart, String> 
     let store = &state.store;
     let now = state.now();
     let mut done = FirstStart::default();
+    let admin = admin_account(state, &mut done).await?;
     if store.tokens().await.map_err(|e| e.to_string())?.is_empty()
         && store
             .set_setting_once("admin-token", "created")
@@ -112,7 +175,7 @@ pub(crate) async fn first_start(state: &AppState) -> Result<FirstStart, String> 
             }
         };
         store
-            .insert_token("admin", &secrets::hash_token(&token), now)
+            .insert_token(&admin_token_row(&secrets::hash_token(&token), admin), now)
             .await
             .map_err(|e| e.to_string())?;
     }

@@ -226,6 +226,11 @@ impl Server {
                 stop.clone(),
             ),
             workers.spawn(
+                crate::loops::Housekeeping(state.clone()),
+                worker::Restart::default(),
+                stop.clone(),
+            ),
+            workers.spawn(
                 crate::notify::evaluate::Evaluator::new(state.clone()),
                 worker::Restart::default(),
                 stop.clone(),
@@ -252,6 +257,15 @@ impl Server {
                 slots: u32::try_from(state.config.workers).unwrap_or(1),
                 poll_secs: 20,
                 shutdown_grace: state.config.shutdown_grace,
+                credential_file: None,
+                policy: {
+                    let mut p = state.config.agent_policy.clone();
+                    p.never.push(state.config.data_dir.clone());
+                    if let Some(k) = &state.config.server_key_file {
+                        p.never.push(k.clone());
+                    }
+                    p
+                },
             };
             agent = Some(workers.spawn(
                 EmbeddedAgent {
@@ -268,11 +282,14 @@ impl Server {
         // back over it.
         let (http_stop_tx, http_stop) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(
-            axum::serve(listener, api::router(state.clone()))
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.await;
-                })
-                .into_future(),
+            axum::serve(
+                listener,
+                api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.await;
+            })
+            .into_future(),
         );
         if let Some(l) = metrics_listener {
             let mut stopped = state.stopping.subscribe();

@@ -32,10 +32,14 @@ pub struct ServerConfig {
     pub server_key_file: Option<PathBuf>,
     /// Used as the admin token on first start instead of a random one.
     pub admin_token: Option<String>,
+    /// Used as the `admin` account's password when it is made, instead of a random one.
+    pub admin_password: Option<String>,
     /// Jobs the embedded agent runs at once (0: no embedded agent; this replica runs no jobs).
     pub workers: usize,
     /// Labels of the embedded agent (sources with other labels run on other agents).
     pub agent_labels: std::collections::BTreeMap<String, String>,
+    /// What the embedded agent will run and touch (the data directory is never among it).
+    pub agent_policy: holdfast_agent::Policy,
     /// How long a claimed job stays with its worker without a heartbeat.
     pub lease: Duration,
     /// How often a waiting agent's claim looks for jobs queued by other replicas.
@@ -51,6 +55,8 @@ pub struct ServerConfig {
     /// A second address that serves only `/metrics`, without a token (bind it to loopback or
     /// a private network). On the main address `/metrics` needs an API token.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long the audit log keeps an entry.
+    pub audit_retention: Duration,
 }
 
 /// Shared by every request handler and background task.

@@ -1,17 +1,16 @@
 //! The web UI: server-rendered HTML (maud, escaped by construction) and a few lines of
 //! hand-written JavaScript for live progress over Server-Sent Events. No build step, no CDN.
 //!
-//! Sign-in takes an API token and keeps it in an HttpOnly, SameSite=Strict cookie; every form
-//! that changes something also carries a CSRF token derived from the session.
+//! Sign-in, sessions and what each form needs are in `session`; every page shows only the
+//! controls its viewer's role can use, and the handlers refuse the rest anyway.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Form, FromRequest, FromRequestParts, Path, Query, Request, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -23,19 +22,23 @@ use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::access::Perm;
 use crate::model::rfc3339;
 
 mod manage;
 mod notifiers;
+mod session;
 
-const COOKIE: &str = "holdfast_session";
+pub(crate) use session::IDLE_MS as SESSION_IDLE_MS;
+use session::{Posted, Session};
+
 const PAGE: usize = 50;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(dashboard))
-        .route("/ui/login", get(login_form).post(login))
-        .route("/ui/logout", post(logout))
+        .route("/ui/login", get(session::login_form).post(session::login))
+        .route("/ui/logout", post(session::logout))
         .route("/ui/jobs", get(jobs))
         .route("/ui/jobs/{id}", get(job))
         .route("/ui/jobs/{id}/events", get(job_events))
@@ -73,78 +76,6 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/notifiers/{name}/delete", post(notifiers::delete))
         .route("/ui/app.js", get(app_js))
         .route("/ui/app.css", get(app_css))
-}
-
-/// A signed-in browser: its token, checked against the store on every request.
-struct Session {
-    csrf: String,
-}
-
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(&format!("{COOKIE}="))
-                .map(str::to_string)
-        })
-}
-
-async fn session(s: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
-    let to_login = || Redirect::to("/ui/login").into_response();
-    let token = cookie_token(headers).ok_or_else(to_login)?;
-    let hash = crate::secrets::hash_token(&token);
-    match s.store.token_by_hash(&hash).await {
-        Ok(Some(_)) => Ok(Session {
-            csrf: crate::secrets::hash_token(&format!("csrf:{hash}"))[..32].to_string(),
-        }),
-        Ok(None) => Err(to_login()),
-        Err(e) => Err(error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
-    }
-}
-
-impl FromRequestParts<Arc<AppState>> for Session {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, s: &Arc<AppState>) -> Result<Self, Response> {
-        session(s, &parts.headers).await
-    }
-}
-
-/// Form fields as they came, by name.
-type Fields = std::collections::BTreeMap<String, String>;
-
-/// A form posted by a signed-in browser, with this session's CSRF token: its fields.
-struct Posted {
-    sess: Session,
-    fields: Fields,
-}
-
-impl FromRequest<Arc<AppState>> for Posted {
-    type Rejection = Response;
-    async fn from_request(req: Request, s: &Arc<AppState>) -> Result<Self, Response> {
-        let (mut parts, body) = req.into_parts();
-        let sess = Session::from_request_parts(&mut parts, s).await?;
-        let Form(fields) = Form::<Fields>::from_request(Request::from_parts(parts, body), s)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        if let Some(r) = bad_csrf(&sess, fields.get("csrf").map_or("", String::as_str)) {
-            return Err(r);
-        }
-        Ok(Self { sess, fields })
-    }
-}
-
-/// The answer to a form whose CSRF token is not this session's, if it is not.
-fn bad_csrf(sess: &Session, given: &str) -> Option<Response> {
-    (given != sess.csrf).then(|| {
-        error_page(
-            StatusCode::FORBIDDEN,
-            "the form's security token does not match this session; reload the page and try again",
-        )
-    })
 }
 
 fn page(title: &str, signed_in: Option<&Session>, body: Markup) -> Markup {
@@ -192,67 +123,6 @@ fn error_page(status: StatusCode, message: &str) -> Response {
         ),
     )
         .into_response()
-}
-
-// ----- sign-in -----
-
-async fn login_form() -> Markup {
-    login_page(None)
-}
-
-fn login_page(error: Option<&str>) -> Markup {
-    page(
-        "Sign in",
-        None,
-        html! {
-            h1 { "Sign in" }
-            form method="post" action="/ui/login" {
-                label for="token" { "API token" }
-                input #token type="password" name="token" autocomplete="current-password" required;
-                @if let Some(e) = error { p.error #token-error role="alert" { (e) } }
-                button type="submit" { "Sign in" }
-            }
-            p.hint { "The admin token is printed when the server first starts; more come from "
-                code { "POST /api/v1/tokens" } "." }
-        },
-    )
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    token: String,
-}
-
-async fn login(State(s): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> Response {
-    let token = f.token.trim();
-    let known = matches!(
-        s.store
-            .token_by_hash(&crate::secrets::hash_token(token))
-            .await,
-        Ok(Some(_))
-    );
-    if !known {
-        return (
-            StatusCode::UNAUTHORIZED,
-            login_page(Some("unknown or revoked token")),
-        )
-            .into_response();
-    }
-    let mut r = Redirect::to("/").into_response();
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200");
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    r
-}
-
-async fn logout(_: Posted) -> Response {
-    let mut r = Redirect::to("/ui/login").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("holdfast_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-    );
-    r
 }
 
 // ----- dashboard -----
@@ -423,9 +293,11 @@ async fn dashboard(
                                 td { @match r.last_success { Some(at) => (when(at)), None => "never" } }
                                 td { (r.next.clone().unwrap_or_else(|| "—".into())) }
                                 td {
-                                    form.inline method="post" action={"/ui/plans/" (r.spec.name) "/run"} {
-                                        input type="hidden" name="csrf" value=(sess.csrf);
-                                        button.run { "Run now" }
+                                    @if sess.can(Perm::Run) {
+                                        form.inline method="post" action={"/ui/plans/" (r.spec.name) "/run"} {
+                                            input type="hidden" name="csrf" value=(sess.csrf);
+                                            button.run { "Run now" }
+                                        }
                                     }
                                 }
                             }

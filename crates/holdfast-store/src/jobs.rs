@@ -510,6 +510,20 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Ends the leases `owner` holds (a revoked agent): its running jobs count as expired
+    /// before `now`, for the reaper to take back. Returns their ids.
+    pub async fn expire_leases_of(&self, owner: &str, now: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET lease_expires = $2
+             WHERE lease_owner = $1 AND state = 'running' RETURNING id",
+        )
+        .bind(owner)
+        .bind(now - 1)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(all(&rows, |r| col(r, "id"))?)
+    }
+
     /// Running jobs whose lease ran out before `now`.
     pub async fn expired(&self, now: i64) -> Result<Vec<Job>> {
         let sql = format!(

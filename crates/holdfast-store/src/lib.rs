@@ -7,6 +7,7 @@
 //! callers pass the times and states that the rules in `holdfast-core` decided, and every change
 //! that could race another replica is a compare-and-set in one statement.
 
+mod access;
 mod agents;
 mod alerts;
 mod jobs;
@@ -23,8 +24,9 @@ use std::time::Duration;
 use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
-use crate::row::{all, col};
+use crate::row::col;
 
+pub use access::{AuditFilter, AuditRow, NewToken, SessionRow, TokenRow, UserRow};
 pub use agents::{AgentRow, StepRow};
 pub use alerts::{Attempt, AttemptRow, DeliveryRow, EventRow, NewEvent, PlanAlert};
 pub use jobs::{FireOutcome, Job, JobFilter, JobUpdate, LogLine, NewJob};
@@ -56,6 +58,12 @@ pub enum StoreError {
         name: String,
         used_by: String,
     },
+
+    #[error(
+        "refused: this is the last way an admin can get in; create another admin account or \
+         admin token first"
+    )]
+    LastAdmin,
 
     #[error("metadata store: {0}")]
     Db(#[from] sqlx::Error),
@@ -161,58 +169,6 @@ impl Store {
         .bind(value)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    // ----- API tokens -----
-
-    /// Stores a token's hash; returns its id.
-    pub async fn insert_token(&self, name: &str, hash: &str, now: i64) -> Result<i64> {
-        let row = sqlx::query(
-            "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(name)
-        .bind(hash)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(col(&row, "id")?)
-    }
-
-    /// The live (not revoked) token with this hash: its id and name.
-    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<(i64, String)>> {
-        let row = sqlx::query("SELECT id, name FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row
-            .map(|r| Ok::<_, sqlx::Error>((col(&r, "id")?, col(&r, "name")?)))
-            .transpose()?)
-    }
-
-    /// Every token: (id, name, created_at, revoked_at).
-    pub async fn tokens(&self) -> Result<Vec<(i64, String, i64, Option<i64>)>> {
-        let rows = sqlx::query("SELECT id, name, created_at, revoked_at FROM tokens ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(all(&rows, |r| {
-            Ok((
-                col(r, "id")?,
-                col(r, "name")?,
-                col(r, "created_at")?,
-                col(r, "revoked_at")?,
-            ))
-        })?)
-    }
-
-    /// Revokes a token; false when there is no live token with that id.
-    pub async fn revoke_token(&self, id: i64, now: i64) -> Result<bool> {
-        let r =
-            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
         Ok(r.rows_affected() == 1)
     }
 

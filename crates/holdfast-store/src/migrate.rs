@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_indexes.sql")),
     (4, include_str!("../migrations/0004_agents.sql")),
     (5, include_str!("../migrations/0005_alerts.sql")),
+    (6, include_str!("../migrations/0006_access.sql")),
 ];
 
 /// Arbitrary, fixed: "holdfast" in ASCII, truncated to fit.

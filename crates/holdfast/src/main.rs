@@ -216,17 +216,64 @@ struct AgentArgs {
     /// handed back to the queue (their cleanup and unlock steps still run).
     #[arg(long, default_value_t = 30)]
     shutdown_grace_secs: u64,
+    /// Where the agent keeps the credential its enrolment gave it (made 0600) [default:
+    /// ~/.local/state/holdfast/agent-NAME.credential].
+    #[arg(long, env = "HOLDFAST_AGENT_CREDENTIAL")]
+    credential_file: Option<std::path::PathBuf>,
+    /// Run plans' inline hook scripts (shell commands stored on the server): only when
+    /// everyone who may change plans may run commands on this host.
+    #[arg(long)]
+    allow_hook_scripts: bool,
+    /// Run named hooks from this directory: a hook `run = "NAME"` runs DIR/NAME.
+    #[arg(long)]
+    hooks_dir: Option<std::path::PathBuf>,
+    /// Run `cmd:` sources and restore targets.
+    #[arg(long)]
+    allow_commands: bool,
+    /// A folder (repeatable) where `file://` and `sqlite://` sources and restore targets may
+    /// lie; none by default.
+    #[arg(long = "allow-path")]
+    allow_paths: Vec<std::path::PathBuf>,
+}
+
+/// Where an agent named `name` keeps its credential by default.
+fn default_credential_file(name: &str) -> std::path::PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    base.join("holdfast")
+        .join(format!("agent-{name}.credential"))
 }
 
 fn agent(args: AgentArgs) -> Result<(), Error> {
-    let token = client::read_token(&args.server)?;
+    let name = args.name.unwrap_or_else(holdfast_agent::default_name);
+    let credential_file = args
+        .credential_file
+        .unwrap_or_else(|| default_credential_file(&name));
+    // With a credential kept from an earlier enrolment, no token is needed.
+    let token = match client::read_token(&args.server) {
+        Ok(t) => t,
+        Err(_) if credential_file.is_file() => secrecy::SecretString::from(String::new()),
+        Err(e) => return Err(e),
+    };
     let config = holdfast_agent::AgentConfig {
         server: args.server.server.clone(),
-        name: args.name.unwrap_or_else(holdfast_agent::default_name),
+        name,
         labels: args.labels.into_iter().collect(),
         slots: args.slots.max(1),
         poll_secs: args.poll_secs,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        credential_file: Some(credential_file),
+        policy: holdfast_agent::Policy {
+            hook_scripts: args.allow_hook_scripts,
+            hooks_dir: args.hooks_dir,
+            commands: args.allow_commands,
+            paths: args.allow_paths,
+            never: vec![],
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -309,6 +356,23 @@ struct ServeArgs {
     /// KEY=VALUE label of the embedded agent (repeatable).
     #[arg(long = "agent-label", value_parser = parse_tag)]
     agent_labels: Vec<(String, String)>,
+    /// The embedded agent runs plans' inline hook scripts (shell commands stored on the
+    /// server): only when everyone who may change plans may run commands on this host.
+    #[arg(long)]
+    agent_allow_hook_scripts: bool,
+    /// The embedded agent runs named hooks from this directory (a hook `run = "NAME"`).
+    #[arg(long)]
+    agent_hooks_dir: Option<std::path::PathBuf>,
+    /// The embedded agent runs `cmd:` sources and restore targets.
+    #[arg(long)]
+    agent_allow_commands: bool,
+    /// A folder (repeatable) where the embedded agent's `file://` and `sqlite://` sources and
+    /// restore targets may lie; none by default. The server's data directory never counts.
+    #[arg(long = "agent-allow-path")]
+    agent_allow_paths: Vec<std::path::PathBuf>,
+    /// Days the audit log keeps an entry.
+    #[arg(long, default_value_t = 400)]
+    audit_retention_days: u64,
     /// Seconds a running job stays with its worker without a heartbeat before it is retried.
     #[arg(long, default_value_t = 60)]
     lease_secs: u64,
@@ -342,20 +406,43 @@ fn serve(args: ServeArgs) -> ExitCode {
     let admin_token = std::env::var("HOLDFAST_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    let admin_password = match std::env::var_os("HOLDFAST_ADMIN_PASSWORD_FILE") {
+        Some(f) => match std::fs::read_to_string(&f) {
+            Ok(p) => Some(p.trim().to_string()),
+            Err(e) => {
+                eprintln!(
+                    "holdfast: error: HOLDFAST_ADMIN_PASSWORD_FILE {}: {e}",
+                    std::path::Path::new(&f).display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => std::env::var("HOLDFAST_ADMIN_PASSWORD").ok(),
+    }
+    .filter(|p| !p.is_empty());
     let config = holdfast_server::ServerConfig {
         listen: args.listen,
         data_dir,
         database_url: args.database_url,
         server_key_file: args.server_key_file,
         admin_token,
+        admin_password,
         workers: args.workers,
         agent_labels: args.agent_labels.into_iter().collect(),
+        agent_policy: holdfast_agent::Policy {
+            hook_scripts: args.agent_allow_hook_scripts,
+            hooks_dir: args.agent_hooks_dir,
+            commands: args.agent_allow_commands,
+            paths: args.agent_allow_paths,
+            never: vec![],
+        },
         lease: std::time::Duration::from_secs(args.lease_secs.max(1)),
         poll: std::time::Duration::from_millis(1000),
         tick: std::time::Duration::from_millis(args.tick_ms.max(10)),
         replica: None,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         metrics_listen: args.metrics_listen,
+        audit_retention: Duration::from_secs(args.audit_retention_days.max(1) * 86_400),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -390,11 +477,22 @@ fn print_first_start(f: &holdfast_server::FirstStart, addr: std::net::SocketAddr
     if let Some(token) = &f.admin_token {
         eprintln!(
             "\nholdfast: first start. The admin API token (shown only now; keep it safe):\n\n    \
-             {token}\n\nSign in at http://{addr}/ with it, or send it as `Authorization: Bearer \
-             TOKEN`. Create more tokens with POST /api/v1/tokens.\n"
+             {token}\n\nSend it as `Authorization: Bearer TOKEN` (or sign in at http://{addr}/ \
+             with it). Create more tokens with POST /api/v1/tokens, and agents' enrolment \
+             tokens with POST /api/v1/enrolments.\n"
         );
     } else if f.admin_token_from_env {
         eprintln!("holdfast: first start; the admin API token is the one in HOLDFAST_ADMIN_TOKEN");
+    }
+    match &f.admin_account {
+        Some(Some(password)) => eprintln!(
+            "\nholdfast: created the `admin` account. Its password (shown only now; change it \
+             after signing in):\n\n    {password}\n"
+        ),
+        Some(None) => eprintln!(
+            "holdfast: created the `admin` account with the password in HOLDFAST_ADMIN_PASSWORD"
+        ),
+        None => {}
     }
     if let Some((dir, pw_file)) = &f.local_endpoint {
         eprintln!(

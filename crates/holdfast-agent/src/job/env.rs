@@ -92,6 +92,11 @@ impl Ctx {
         };
         for line in text.lines() {
             if let Some(url) = line.trim().strip_prefix("HOLDFAST_SOURCE_URL=") {
+                if let Some(why) = self.policy.refuses_source(st, url.trim()) {
+                    return Err(Failure::permanent(format!(
+                        "the URL a hook handed over is refused by this agent: {why}"
+                    )));
+                }
                 let spec = source_spec(st, url.trim())?;
                 let mut cur = self.source.lock().unwrap();
                 if cur.as_ref().map(|c| c.to_string()) != Some(spec.to_string()) {

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::hook::{self, HookEnv};
 use crate::link::{Link, LinkError};
+use crate::policy::Policy;
 
 use heartbeat::{Flags, Progress, heartbeat};
 pub use log::JobLog;
@@ -81,7 +82,13 @@ fn jitter() -> f64 {
 
 /// Runs one attempt of the job and reports its end. When `shutdown` is raised, the job may
 /// go on for `grace`; then it is stopped like a cancel and handed back to the queue.
-pub async fn run(link: Arc<Link>, t: Ticket, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+pub async fn run(
+    link: Arc<Link>,
+    t: Ticket,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+    policy: Arc<Policy>,
+) {
     let (log, flusher) = JobLog::start(link.clone(), t.job);
     log.line(format!(
         "attempt {} of {} started on agent {}",
@@ -116,9 +123,25 @@ pub async fn run(link: Arc<Link>, t: Ticket, mut shutdown: watch::Receiver<bool>
             let _ = stop_tx.send(true);
         })
     };
-    let result = match Ctx::new(link.clone(), &t, log.clone(), stop, progress.clone()) {
-        Ok(ctx) => ctx.execute().await,
-        Err(f) => Err(f),
+    let result = if let Some(why) = policy.refuses(&t) {
+        // Nothing of the job runs, not even its cleanup hooks: they are the plan's too.
+        log.line(format!("refused by agent {}: {why}", link.agent()));
+        Err(Failure::permanent(format!(
+            "refused by agent {}: {why}",
+            link.agent()
+        )))
+    } else {
+        match Ctx::new(
+            link.clone(),
+            &t,
+            log.clone(),
+            stop,
+            progress.clone(),
+            policy,
+        ) {
+            Ok(ctx) => ctx.execute().await,
+            Err(f) => Err(f),
+        }
     };
     hb.abort();
     hand_back.abort();
@@ -213,6 +236,7 @@ struct Ctx {
     /// The attempt's private directory (mode 0700), removed at the end.
     work: tempfile::TempDir,
     env_file: PathBuf,
+    policy: Arc<Policy>,
 }
 
 impl Ctx {
@@ -222,6 +246,7 @@ impl Ctx {
         log: JobLog,
         stop: watch::Receiver<bool>,
         progress: Arc<Progress>,
+        policy: Arc<Policy>,
     ) -> Result<Self, Failure> {
         let work = tempfile::Builder::new()
             .prefix(&format!("holdfast-job-{}-", t.job))
@@ -249,6 +274,7 @@ impl Ctx {
             source: Mutex::new(source),
             work,
             env_file,
+            policy,
         })
     }
 
@@ -258,6 +284,18 @@ impl Ctx {
 
     fn hook(&self, step: Step) -> Option<&Hook> {
         self.t.plan().and_then(|p| p.hooks.get(step))
+    }
+
+    /// The hook of `step` as it runs here: a named hook becomes the path of its file in the
+    /// agent's hooks directory (the policy checked before the job started that it exists).
+    fn hook_to_run(&self, step: Step) -> Option<Hook> {
+        let mut h = self.hook(step)?.clone();
+        if let Some(dir) = &self.policy.hooks_dir
+            && crate::policy::is_named(&h.run)
+        {
+            h.run = env::sh_quote(&dir.join(&h.run).display().to_string());
+        }
+        Some(h)
     }
 
     fn stopped(&self) -> bool {
@@ -428,7 +466,7 @@ impl Ctx {
         attempt: u32,
         stop: watch::Receiver<bool>,
     ) -> Result<Option<Done>, Failure> {
-        match (step, self.hook(step).cloned()) {
+        match (step, self.hook_to_run(step)) {
             (Step::Backup, hook) => self.backup(hook).await.map(Some),
             (Step::Restore, hook) => self.restore(hook).await.map(Some),
             (_, Some(hook)) => {

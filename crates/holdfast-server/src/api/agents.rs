@@ -25,6 +25,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, Body, ErrorBody};
 use crate::AppState;
+use crate::access::Principal;
 use crate::model::*;
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -73,7 +74,7 @@ fn agent_view(a: &AgentRow, running: &[(i64, String)], now: i64) -> AgentView {
     }
 }
 
-#[utoipa::path(get, path = "/agents", tag = "agents",
+#[utoipa::path(get, path = "/agents", security(("token" = ["read"])), tag = "agents",
     description = "Every agent that registered: its labels, version, when it was last heard from, and the jobs it runs now.",
     responses((status = 200, body = [AgentView])))]
 pub async fn list_agents(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<AgentView>>> {
@@ -88,17 +89,61 @@ pub async fn list_agents(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<A
     ))
 }
 
-#[utoipa::path(post, path = "/agents", tag = "agents", request_body = Hello,
+#[utoipa::path(post, path = "/agents", security(("token" = ["agent"])), tag = "agents", request_body = Hello,
     description = "An agent registers (again, after a restart or with new labels).",
     responses((status = 200, body = AgentView), (status = 422, body = ErrorBody)))]
 pub async fn register_agent(
     State(s): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
     Body(h): Body<Hello>,
 ) -> ApiResult<Json<AgentView>> {
-    if !valid_name(&h.name) {
+    check_hello(&h)?;
+    if let Principal::Agent { name, labels, .. } = &p {
+        if *name != h.name {
+            return Err(ApiError::Forbidden(format!(
+                "this credential belongs to agent `{name}`; it cannot register as `{}`",
+                h.name
+            )));
+        }
+        if let Some(why) = beyond(&h.labels, labels) {
+            return Err(ApiError::Forbidden(format!(
+                "agent `{name}` may not serve {why}; enrol it again with those labels"
+            )));
+        }
+    }
+    let now = s.now();
+    let row = AgentRow {
+        name: h.name.clone(),
+        labels: serde_json::to_string(&h.labels).expect("labels serialize"),
+        version: h.version,
+        hostname: h.hostname,
+        slots: i64::from(h.slots),
+        registered_at: now,
+        last_seen: now,
+    };
+    s.store.upsert_agent(&row).await?;
+    tracing::info!(agent = %h.name, labels = ?h.labels, "agent registered");
+    let running = s.store.running_owners().await?;
+    Ok(Json(agent_view(&row, &running, now)))
+}
+
+/// The first label of `asked` that `bound` does not grant (`team=payments`), if any.
+pub(crate) fn beyond(
+    asked: &BTreeMap<String, String>,
+    bound: &BTreeMap<String, String>,
+) -> Option<String> {
+    asked
+        .iter()
+        .find(|(k, v)| bound.get(*k) != Some(*v))
+        .map(|(k, v)| format!("label `{k}={v}`"))
+}
+
+/// What an agent says of itself, checked: its name, labels, version, host name and slots.
+pub(crate) fn check_hello(h: &Hello) -> ApiResult<()> {
+    if !valid_name(&h.name) || h.name == "enrol" {
         return Err(ApiError::field(
             "name",
-            "1 to 100 letters, digits, `-`, `_`, `.` or `:`",
+            "1 to 100 letters, digits, `-`, `_`, `.` or `:` (not `enrol`)",
         ));
     }
     if let Some(k) = h.labels.keys().find(|k| !valid_name(k)) {
@@ -124,20 +169,7 @@ pub async fn register_agent(
     if h.slots == 0 || h.slots > 64 {
         return Err(ApiError::field("slots", "1 to 64"));
     }
-    let now = s.now();
-    let row = AgentRow {
-        name: h.name.clone(),
-        labels: serde_json::to_string(&h.labels).expect("labels serialize"),
-        version: h.version,
-        hostname: h.hostname,
-        slots: i64::from(h.slots),
-        registered_at: now,
-        last_seen: now,
-    };
-    s.store.upsert_agent(&row).await?;
-    tracing::info!(agent = %h.name, labels = ?h.labels, "agent registered");
-    let running = s.store.running_owners().await?;
-    Ok(Json(agent_view(&row, &running, now)))
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -148,7 +180,7 @@ pub struct ClaimQuery {
     wait: Option<i64>,
 }
 
-#[utoipa::path(delete, path = "/agents/{name}", tag = "agents",
+#[utoipa::path(delete, path = "/agents/{name}", security(("token" = ["access"])), tag = "agents",
     description = "Forgets an agent (one that is gone for good). Refused while it runs jobs; an agent that comes back registers again.",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_agent(
@@ -436,12 +468,12 @@ async fn claim_for(
     }
 }
 
-#[utoipa::path(post, path = "/agents/{name}/claim", tag = "agents", params(ClaimQuery),
+#[utoipa::path(post, path = "/agents/{name}/claim", security(("token" = ["agent"])), tag = "agents", params(ClaimQuery),
     description = "Long-polls for a job whose source labels the agent carries. 200 with the job's ticket (secrets included), or 204 when none came within `wait` seconds.",
     responses((status = 200, body = Ticket), (status = 204), (status = 404, body = ErrorBody)))]
 pub async fn claim(
     State(s): State<Arc<AppState>>,
-    caller: Option<axum::Extension<super::Caller>>,
+    axum::Extension(p): axum::Extension<Principal>,
     Path(name): Path<String>,
     q: Result<Query<ClaimQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
@@ -452,10 +484,26 @@ pub async fn claim(
             "agent `{name}` is not registered; POST /api/v1/agents first"
         ))
     })?;
-    let labels: BTreeMap<String, String> = serde_json::from_str(&agent.labels).unwrap_or_default();
+    let registered: BTreeMap<String, String> =
+        serde_json::from_str(&agent.labels).unwrap_or_default();
+    let Principal::Agent {
+        labels: bound,
+        embedded,
+        ..
+    } = &p
+    else {
+        return Err(ApiError::Forbidden(
+            "claiming takes an agent credential".into(),
+        ));
+    };
+    // Only what the credential grants counts, whatever the agents table says.
+    let labels: BTreeMap<String, String> = registered
+        .into_iter()
+        .filter(|(k, v)| bound.get(k) == Some(v))
+        .collect();
+    let embedded = *embedded;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.unsigned_abs());
     let mut stopping = s.stopping.subscribe();
-    let embedded = caller.is_some_and(|c| c.0 == super::Caller::EmbeddedAgent);
     loop {
         if *stopping.borrow_and_update() {
             return Ok(StatusCode::NO_CONTENT.into_response());
@@ -492,7 +540,17 @@ fn lost(id: i64, agent: &str) -> ApiError {
     ))
 }
 
-#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/heartbeat", tag = "agents", request_body = Heartbeat,
+/// Job `id`, if agent `agent` holds its lease: only the lease holder reports on a job, and
+/// nothing is written to a finished one.
+async fn held(s: &AppState, id: i64, agent: &str) -> ApiResult<Job> {
+    let job = s.store.must_job(id).await?;
+    if job.state != JobState::Running || job.lease_owner.as_deref() != Some(agent) {
+        return Err(lost(id, agent));
+    }
+    Ok(job)
+}
+
+#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/heartbeat", security(("token" = ["agent"])), tag = "agents", request_body = Heartbeat,
     description = "Renews the job's lease and records progress. 409 when the lease is lost: stop the job.",
     responses((status = 200, body = HeartbeatReply), (status = 409, body = ErrorBody)))]
 pub async fn heartbeat(
@@ -520,15 +578,15 @@ pub async fn heartbeat(
     }
 }
 
-#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/log", tag = "agents", request_body = LogLines,
+#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/log", security(("token" = ["agent"])), tag = "agents", request_body = LogLines,
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn log(
     State(s): State<Arc<AppState>>,
-    Path((_name, id)): Path<(String, String)>,
+    Path((name, id)): Path<(String, String)>,
     Body(l): Body<LogLines>,
 ) -> ApiResult<StatusCode> {
     let id = job_id(&id)?;
-    s.store.must_job(id).await?;
+    held(&s, id, &name).await?;
     let lines: Vec<String> = l
         .lines
         .into_iter()
@@ -548,7 +606,7 @@ pub async fn log(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/steps", tag = "agents", request_body = StepReport,
+#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/steps", security(("token" = ["agent"])), tag = "agents", request_body = StepReport,
     description = "Records a lifecycle step starting or ending.",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn step(
@@ -557,7 +615,7 @@ pub async fn step(
     Body(r): Body<StepReport>,
 ) -> ApiResult<StatusCode> {
     let id = job_id(&id)?;
-    s.store.must_job(id).await?;
+    held(&s, id, &name).await?;
     if r.step != RELEASED && r.step != COPY && Step::parse(&r.step).is_none() {
         return Err(ApiError::field(
             "step",
@@ -584,7 +642,7 @@ pub async fn step(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/finish", tag = "agents", request_body = Finish,
+#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/finish", security(("token" = ["agent"])), tag = "agents", request_body = Finish,
     description = "Ends the agent's attempt. The server decides what follows: done, or back in the queue after a backoff, or failed when out of attempts.",
     responses((status = 200, body = JobView), (status = 409, body = ErrorBody)))]
 pub async fn finish(
@@ -593,10 +651,7 @@ pub async fn finish(
     Body(f): Body<Finish>,
 ) -> ApiResult<Json<JobView>> {
     let id = job_id(&id)?;
-    let job = s.store.must_job(id).await?;
-    if job.state != JobState::Running || job.lease_owner.as_deref() != Some(name.as_str()) {
-        return Err(lost(id, &name));
-    }
+    let job = held(&s, id, &name).await?;
     let event = match f.outcome {
         Outcome::Succeeded => Event::Succeeded,
         // A failure after a cancel was asked for ends the job, never retries it.

@@ -125,6 +125,10 @@ fn add_errors(op: &mut Value) {
     let params = op["parameters"].as_array().cloned().unwrap_or_default();
     let has_in = |place: &str| params.iter().any(|p| p["in"] == place);
     let has_body = op.get("requestBody").is_some();
+    let scope = op["security"][0]["token"][0]
+        .as_str()
+        .unwrap_or("admin")
+        .to_string();
     let mut add = |status: &str, description: &str| {
         let responses = &mut op["responses"];
         if responses.get(status).is_none() {
@@ -136,7 +140,14 @@ fn add_errors(op: &mut Value) {
     };
     add(
         "401",
-        "Missing, unknown or revoked API token: send `Authorization: Bearer TOKEN`.",
+        "Missing, unknown, revoked or expired token: send `Authorization: Bearer TOKEN`.",
+    );
+    add(
+        "403",
+        &format!(
+            "The credential may not do this: the route needs `{scope}` (see the `token` \
+             security requirement), or what the body asks for needs more."
+        ),
     );
     if has_in("query") || has_body {
         add(

@@ -51,7 +51,7 @@ fn endpoint_view(r: &Resource, state: &AppState) -> ApiResult<EndpointView> {
     })
 }
 
-#[utoipa::path(get, path = "/endpoints", tag = "endpoints",
+#[utoipa::path(get, path = "/endpoints", security(("token" = ["read"])), tag = "endpoints",
     responses((status = 200, body = [EndpointView])))]
 pub async fn list_endpoints(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<EndpointView>>> {
     let rows = s.store.list(Kind::Endpoint).await?;
@@ -104,7 +104,7 @@ pub(crate) async fn save_endpoint(
     Ok(tagged(status, r.version, endpoint_view(&r, s)?))
 }
 
-#[utoipa::path(post, path = "/endpoints", tag = "endpoints", request_body = EndpointInput,
+#[utoipa::path(post, path = "/endpoints", security(("token" = ["configure"])), tag = "endpoints", request_body = EndpointInput,
     responses((status = 201, body = EndpointView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_endpoint(
     State(s): State<Arc<AppState>>,
@@ -114,7 +114,7 @@ pub async fn create_endpoint(
     save_endpoint(&s, false, input, None, &headers).await
 }
 
-#[utoipa::path(get, path = "/endpoints/{name}", tag = "endpoints",
+#[utoipa::path(get, path = "/endpoints/{name}", security(("token" = ["read"])), tag = "endpoints",
     responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
 pub async fn get_endpoint(
     State(s): State<Arc<AppState>>,
@@ -124,7 +124,7 @@ pub async fn get_endpoint(
     Ok(tagged(StatusCode::OK, r.version, endpoint_view(&r, &s)?))
 }
 
-#[utoipa::path(put, path = "/endpoints/{name}", tag = "endpoints", params(WriteOpts), request_body = EndpointInput,
+#[utoipa::path(put, path = "/endpoints/{name}", security(("token" = ["configure"])), tag = "endpoints", params(WriteOpts), request_body = EndpointInput,
     description = "Creates or replaces an endpoint. Secrets left out keep their stored values. Send If-Match with the ETag of a GET to refuse a concurrent change (412).",
     responses((status = 200, body = EndpointView), (status = 201, body = EndpointView), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_endpoint(
@@ -137,7 +137,7 @@ pub async fn put_endpoint(
     save_endpoint(&s, opts.dry_run, input, Some(&name), &headers).await
 }
 
-#[utoipa::path(delete, path = "/endpoints/{name}", tag = "endpoints",
+#[utoipa::path(delete, path = "/endpoints/{name}", security(("token" = ["configure"])), tag = "endpoints",
     description = "Deletes the endpoint's record; the repository and its backups stay where they are.",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_endpoint(
@@ -162,7 +162,7 @@ pub async fn delete_endpoint(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/endpoints/{name}/test", tag = "endpoints",
+#[utoipa::path(post, path = "/endpoints/{name}/test", security(("token" = ["configure"])), tag = "endpoints",
     description = "Opens the endpoint's repository, creating it when it does not exist, and reports each check.",
     responses((status = 200, body = EndpointTestReport), (status = 404, body = ErrorBody)))]
 pub async fn test_endpoint(
@@ -177,7 +177,7 @@ pub async fn test_endpoint(
     Ok(Json(report))
 }
 
-#[utoipa::path(post, path = "/endpoints/{name}/prune", tag = "endpoints",
+#[utoipa::path(post, path = "/endpoints/{name}/prune", security(("token" = ["configure"])), tag = "endpoints",
     description = "Queues a prune of the endpoint's repository now (as its `prune_schedule` does): data no restore point uses is removed. It waits while other jobs use the endpoint.",
     responses((status = 202, body = JobView), (status = 404, body = ErrorBody)))]
 pub async fn prune_endpoint(

@@ -38,7 +38,7 @@ pub struct JobQuery {
     limit: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/jobs", tag = "jobs", params(JobQuery),
+#[utoipa::path(get, path = "/jobs", security(("token" = ["read"])), tag = "jobs", params(JobQuery),
     description = "Jobs, newest first.",
     responses((status = 200, body = [JobView]), (status = 400, body = ErrorBody)))]
 pub async fn list_jobs(
@@ -89,7 +89,7 @@ fn log_view(l: holdfast_store::LogLine) -> LogLineView {
     }
 }
 
-#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
+#[utoipa::path(get, path = "/jobs/{id}", security(("token" = ["read"])), tag = "jobs",
     responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
 pub async fn get_job(
     State(s): State<Arc<AppState>>,
@@ -115,7 +115,7 @@ pub struct LogQuery {
     limit: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/jobs/{id}/log", tag = "jobs", params(LogQuery),
+#[utoipa::path(get, path = "/jobs/{id}/log", security(("token" = ["read"])), tag = "jobs", params(LogQuery),
     responses((status = 200, body = [LogLineView]), (status = 404, body = ErrorBody)))]
 pub async fn job_log(
     State(s): State<Arc<AppState>>,
@@ -129,7 +129,7 @@ pub async fn job_log(
     Ok(Json(lines.into_iter().map(log_view).collect()))
 }
 
-#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs",
+#[utoipa::path(post, path = "/jobs/{id}/cancel", security(("token" = ["run"])), tag = "jobs",
     description = "Cancels a queued job at once; a running job stops at its next heartbeat and ends `cancelled`, without a restore point.",
     responses((status = 202, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel_job(

@@ -1,8 +1,10 @@
 //! The REST API under `/api/v1`: routing, authentication, errors, and the OpenAPI document.
 
 pub(crate) mod agents;
+mod audit;
 mod document;
 pub(crate) mod endpoints;
+pub(crate) mod enrolments;
 pub(crate) mod jobs;
 pub(crate) mod notifiers;
 pub(crate) mod plans;
@@ -10,13 +12,13 @@ mod resources;
 pub(crate) mod restores;
 pub(crate) mod sources;
 pub(crate) mod tokens;
+mod users;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use holdfast_core::plan::FieldError;
@@ -48,7 +50,10 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     Precondition(String),
-    Unauthorized,
+    /// No credential, or one that is unknown, revoked or expired: why.
+    Unauthorized(String),
+    /// A credential that may not do this: what it lacks.
+    Forbidden(String),
     BadRequest(String),
     /// The storage endpoint or the source failed (the API itself is fine).
     BadGateway(String),
@@ -68,7 +73,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { .. } => Self::NotFound(e.to_string()),
-            StoreError::Exists { .. } | StoreError::InUse { .. } => Self::Conflict(e.to_string()),
+            StoreError::Exists { .. } | StoreError::InUse { .. } | StoreError::LastAdmin => {
+                Self::Conflict(e.to_string())
+            }
             StoreError::VersionMismatch { .. } => Self::Precondition(e.to_string()),
             StoreError::Db(_) => Self::Internal(e.to_string()),
         }
@@ -88,7 +95,8 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Precondition(_) => StatusCode::PRECONDITION_FAILED,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -106,11 +114,13 @@ impl std::fmt::Display for ApiError {
                     .collect();
                 f.write_str(&msg.join("; "))
             }
-            Self::Unauthorized => f.write_str(
-                "missing, unknown or revoked API token: send `Authorization: Bearer TOKEN` \
-                 (the admin token is printed at the server's first start)",
+            Self::Unauthorized(why) => write!(
+                f,
+                "{why}: send `Authorization: Bearer TOKEN` with a live token (the admin token \
+                 is printed at the server's first start; more come from POST /api/v1/tokens)"
             ),
             Self::NotFound(m)
+            | Self::Forbidden(m)
             | Self::Conflict(m)
             | Self::Precondition(m)
             | Self::BadRequest(m)
@@ -244,40 +254,6 @@ pub fn tagged<T: Serialize>(status: StatusCode, version: i64, body: T) -> Respon
         .into_response()
 }
 
-/// Who is calling, as the auth layer found out (a request extension).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
-    /// This replica's embedded agent, with the token it was given at this start.
-    EmbeddedAgent,
-    /// An API token of the store.
-    Token,
-}
-
-async fn auth(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(token) = token else {
-        return ApiError::Unauthorized.into_response();
-    };
-    let hash = crate::secrets::hash_token(token);
-    if state.internal_token_hash.as_deref() == Some(hash.as_str()) {
-        req.extensions_mut().insert(Caller::EmbeddedAgent);
-        return next.run(req).await;
-    }
-    match state.store.token_by_hash(&hash).await {
-        Ok(Some(_)) => {
-            req.extensions_mut().insert(Caller::Token);
-            next.run(req).await
-        }
-        Ok(None) => ApiError::Unauthorized.into_response(),
-        Err(e) => ApiError::from(e).into_response(),
-    }
-}
-
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.count(holdfast_store::Kind::Plan).await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
@@ -300,7 +276,7 @@ pub struct Health {
     pub workers: Vec<crate::worker::WorkerStatus>,
 }
 
-#[utoipa::path(get, path = "/health", tag = "health",
+#[utoipa::path(get, path = "/health", security(("token" = ["read"])), tag = "health",
     description = "The metadata store and every background worker (scheduler, reaper, embedded agent): runs, last run, last error, restarts. `/healthz` (no token) answers only ok or 503.",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
@@ -362,6 +338,9 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(restores::router())
         .merge(tokens::router())
         .merge(agents::router())
+        .merge(enrolments::router())
+        .merge(users::router())
+        .merge(audit::router())
         .merge(notifiers::router())
         .routes(routes!(health))
 }
@@ -382,11 +361,21 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: Arc<AppState>) -> Router {
     let metrics = Router::new()
         .route("/metrics", get(crate::metrics::metrics))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::layer,
+        ));
     let api = api_routes()
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::layer,
+        ))
         .layer(axum::middleware::from_fn(document::json_errors));
     let (api, _) = OpenApiRouter::new().nest("/api/v1", api).split_for_parts();
     Router::new()
@@ -394,5 +383,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(metrics)
         .merge(api)
         .merge(crate::ui::router())
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// What every answer carries so that a browser treats it safely: the UI's pages load only
+/// their own script and style, are never framed, never sniffed, never sent as a referrer,
+/// and no answer (pages, API) is kept in a cache.
+async fn security_headers(req: Request, next: axum::middleware::Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; \
+             object-src 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
 }

@@ -81,7 +81,7 @@ async fn notifier_view(r: &Resource, s: &AppState) -> ApiResult<NotifierView> {
     })
 }
 
-#[utoipa::path(get, path = "/notifiers", tag = "notifiers",
+#[utoipa::path(get, path = "/notifiers", security(("token" = ["read"])), tag = "notifiers",
     responses((status = 200, body = [NotifierView])))]
 pub async fn list_notifiers(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<NotifierView>>> {
     let mut out = Vec::new();
@@ -147,7 +147,7 @@ pub(crate) async fn save_notifier(
     Ok(tagged(status, r.version, notifier_view(&r, s).await?))
 }
 
-#[utoipa::path(post, path = "/notifiers", tag = "notifiers", request_body = NotifierInput,
+#[utoipa::path(post, path = "/notifiers", security(("token" = ["configure"])), tag = "notifiers", request_body = NotifierInput,
     description = "Creates a notifier. Its receiver is checked first: an SMTP server is connected to (and logged in to), an HTTP receiver's host and port must accept a connection; a failure is a 422 naming the field.",
     responses((status = 201, body = NotifierView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_notifier(
@@ -158,7 +158,7 @@ pub async fn create_notifier(
     save_notifier(&s, false, input, None, &headers).await
 }
 
-#[utoipa::path(get, path = "/notifiers/{name}", tag = "notifiers",
+#[utoipa::path(get, path = "/notifiers/{name}", security(("token" = ["read"])), tag = "notifiers",
     responses((status = 200, body = NotifierView), (status = 404, body = ErrorBody)))]
 pub async fn get_notifier(
     State(s): State<Arc<AppState>>,
@@ -172,7 +172,7 @@ pub async fn get_notifier(
     ))
 }
 
-#[utoipa::path(put, path = "/notifiers/{name}", tag = "notifiers", params(WriteOpts), request_body = NotifierInput,
+#[utoipa::path(put, path = "/notifiers/{name}", security(("token" = ["configure"])), tag = "notifiers", params(WriteOpts), request_body = NotifierInput,
     description = "Creates or replaces a notifier. Secrets left out keep their stored values. Send If-Match with the ETag of a GET to refuse a concurrent change (412).",
     responses((status = 200, body = NotifierView), (status = 201, body = NotifierView), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_notifier(
@@ -185,7 +185,7 @@ pub async fn put_notifier(
     save_notifier(&s, opts.dry_run, input, Some(&name), &headers).await
 }
 
-#[utoipa::path(delete, path = "/notifiers/{name}", tag = "notifiers",
+#[utoipa::path(delete, path = "/notifiers/{name}", security(("token" = ["configure"])), tag = "notifiers",
     description = "Deletes a notifier that no plan routes to. Its undelivered messages are dropped.",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_notifier(
@@ -226,7 +226,7 @@ pub struct TestReport {
     pub error: Option<String>,
 }
 
-#[utoipa::path(post, path = "/notifiers/{name}/test", tag = "notifiers",
+#[utoipa::path(post, path = "/notifiers/{name}/test", security(("token" = ["configure"])), tag = "notifiers",
     description = "Sends a `test` event to the notifier now, outside the outbox, and reports the receiver's answer.",
     responses((status = 200, body = TestReport), (status = 404, body = ErrorBody)))]
 pub async fn test_notifier(
@@ -318,7 +318,7 @@ impl Limit {
     }
 }
 
-#[utoipa::path(get, path = "/notifiers/{name}/deliveries", tag = "notifiers", params(Limit),
+#[utoipa::path(get, path = "/notifiers/{name}/deliveries", security(("token" = ["read"])), tag = "notifiers", params(Limit),
     description = "The notifier's newest deliveries with every attempt: the receiver's answer or the error.",
     responses((status = 200, body = [DeliveryView]), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn notifier_deliveries(
@@ -370,7 +370,7 @@ pub struct EventView {
     pub alert: bool,
 }
 
-#[utoipa::path(get, path = "/events", tag = "notifiers", params(Limit),
+#[utoipa::path(get, path = "/events", security(("token" = ["read"])), tag = "notifiers", params(Limit),
     description = "The newest events, newest first.",
     responses((status = 200, body = [EventView]), (status = 422, body = ErrorBody)))]
 pub async fn list_events(

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use super::resources::{WriteOpts, invalid, name_matches, parse, spec_json, upsert};
 use super::{ApiError, ApiResult, Body, ErrorBody, if_match, tagged};
 use crate::AppState;
+use crate::access::{Perm, Principal};
 use crate::model::*;
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -69,7 +70,7 @@ pub(crate) async fn plan_view(s: &AppState, r: &Resource, detail: bool) -> ApiRe
     })
 }
 
-#[utoipa::path(get, path = "/plans", tag = "plans",
+#[utoipa::path(get, path = "/plans", security(("token" = ["read"])), tag = "plans",
     responses((status = 200, body = [PlanView])))]
 pub async fn list_plans(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<PlanView>>> {
     let rows = s.store.list(Kind::Plan).await?;
@@ -152,11 +153,23 @@ pub(crate) async fn save_plan(
     spec: PlanSpec,
     path_name: Option<&str>,
     headers: &HeaderMap,
+    who: &Principal,
 ) -> ApiResult<Response> {
     if let Some(p) = path_name {
         name_matches(p, &spec.name)?;
     }
     let existing = s.store.get(Kind::Plan, &spec.name).await?;
+    let before = existing
+        .as_ref()
+        .and_then(|r| serde_json::from_str::<PlanSpec>(&r.spec).ok())
+        .map(|p| p.hooks)
+        .unwrap_or_default();
+    if spec.hooks != before {
+        who.require(
+            Perm::Commands,
+            "changing a plan's hooks (shell commands run on an agent)",
+        )?;
+    }
     let cols = plan_cols(s, &spec, existing.as_ref()).await?;
     let new = NewResource {
         name: spec.name.clone(),
@@ -177,17 +190,18 @@ pub(crate) async fn save_plan(
     Ok(tagged(status, r.version, plan_view(s, &r, true).await?))
 }
 
-#[utoipa::path(post, path = "/plans", tag = "plans", request_body = PlanSpec,
+#[utoipa::path(post, path = "/plans", security(("token" = ["configure"])), tag = "plans", request_body = PlanSpec,
     responses((status = 201, body = PlanView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_plan(
     State(s): State<Arc<AppState>>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
     Body(spec): Body<PlanSpec>,
 ) -> ApiResult<Response> {
-    save_plan(&s, false, spec, None, &headers).await
+    save_plan(&s, false, spec, None, &headers, &who).await
 }
 
-#[utoipa::path(get, path = "/plans/{name}", tag = "plans",
+#[utoipa::path(get, path = "/plans/{name}", security(("token" = ["read"])), tag = "plans",
     responses((status = 200, body = PlanView), (status = 404, body = ErrorBody)))]
 pub async fn get_plan(
     State(s): State<Arc<AppState>>,
@@ -201,19 +215,20 @@ pub async fn get_plan(
     ))
 }
 
-#[utoipa::path(put, path = "/plans/{name}", tag = "plans", params(WriteOpts), request_body = PlanSpec,
+#[utoipa::path(put, path = "/plans/{name}", security(("token" = ["configure"])), tag = "plans", params(WriteOpts), request_body = PlanSpec,
     responses((status = 200, body = PlanView), (status = 201, body = PlanView), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_plan(
     State(s): State<Arc<AppState>>,
+    axum::Extension(who): axum::Extension<Principal>,
     Path(name): Path<String>,
     Query(opts): Query<WriteOpts>,
     headers: HeaderMap,
     Body(spec): Body<PlanSpec>,
 ) -> ApiResult<Response> {
-    save_plan(&s, opts.dry_run, spec, Some(&name), &headers).await
+    save_plan(&s, opts.dry_run, spec, Some(&name), &headers, &who).await
 }
 
-#[utoipa::path(delete, path = "/plans/{name}", tag = "plans",
+#[utoipa::path(delete, path = "/plans/{name}", security(("token" = ["configure"])), tag = "plans",
     description = "Deletes the plan; its jobs and its backups in the repository stay.",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_plan(
@@ -248,7 +263,7 @@ async fn set_paused(s: &AppState, name: &str, paused: bool) -> ApiResult<Respons
     ))
 }
 
-#[utoipa::path(post, path = "/plans/{name}/pause", tag = "plans",
+#[utoipa::path(post, path = "/plans/{name}/pause", security(("token" = ["configure"])), tag = "plans",
     responses((status = 200, body = PlanView), (status = 404, body = ErrorBody)))]
 pub async fn pause_plan(
     State(s): State<Arc<AppState>>,
@@ -257,7 +272,7 @@ pub async fn pause_plan(
     set_paused(&s, &name, true).await
 }
 
-#[utoipa::path(post, path = "/plans/{name}/resume", tag = "plans",
+#[utoipa::path(post, path = "/plans/{name}/resume", security(("token" = ["configure"])), tag = "plans",
     responses((status = 200, body = PlanView), (status = 404, body = ErrorBody)))]
 pub async fn resume_plan(
     State(s): State<Arc<AppState>>,
@@ -266,7 +281,7 @@ pub async fn resume_plan(
     set_paused(&s, &name, false).await
 }
 
-#[utoipa::path(post, path = "/plans/{name}/run", tag = "plans",
+#[utoipa::path(post, path = "/plans/{name}/run", security(("token" = ["run"])), tag = "plans",
     description = "Queues a backup now. Refused (409) while another backup of the plan is queued or running.",
     responses((status = 202, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn run_plan(

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, Body, ErrorBody};
 use crate::AppState;
+use crate::access::{Perm, Principal};
 use crate::model::*;
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -33,7 +34,7 @@ pub struct RestorePointQuery {
     pub(crate) endpoint: Option<String>,
 }
 
-#[utoipa::path(get, path = "/restore-points", tag = "restores", params(RestorePointQuery),
+#[utoipa::path(get, path = "/restore-points", security(("token" = ["read"])), tag = "restores", params(RestorePointQuery),
     description = "The snapshots in the repository itself, newest first: after the metadata store is lost, existing backups reappear here.",
     responses((status = 200, body = [RestorePointView]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn restore_points(
@@ -83,13 +84,20 @@ pub async fn restore_points(
     Ok(Json(out))
 }
 
-#[utoipa::path(post, path = "/restores", tag = "restores", request_body = RestoreInput,
+#[utoipa::path(post, path = "/restores", security(("token" = ["run"])), tag = "restores", request_body = RestoreInput,
     description = "Queues a restore job from a restore point into the plan's source, another source, or another database.",
     responses((status = 202, body = JobView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_restore(
     State(s): State<Arc<AppState>>,
+    axum::Extension(who): axum::Extension<Principal>,
     Body(input): Body<RestoreInput>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
+    if input.force {
+        who.require(
+            Perm::Overwrite,
+            "a restore that replaces the target's data (`force`)",
+        )?;
+    }
     let plan = s
         .store
         .get(Kind::Plan, &input.plan)

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use super::resources::{WriteOpts, merge_secrets, name_matches, parse, spec_json, upsert};
 use super::{ApiError, ApiResult, Body, ErrorBody, if_match, tagged};
 use crate::AppState;
+use crate::access::{Perm, Principal};
 use crate::model::*;
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -40,7 +41,7 @@ fn source_view(r: &Resource) -> ApiResult<SourceView> {
     })
 }
 
-#[utoipa::path(get, path = "/sources", tag = "sources",
+#[utoipa::path(get, path = "/sources", security(("token" = ["read"])), tag = "sources",
     responses((status = 200, body = [SourceView])))]
 pub async fn list_sources(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<SourceView>>> {
     let rows = s.store.list(Kind::Source).await?;
@@ -56,12 +57,28 @@ pub(crate) async fn save_source(
     input: SourceInput,
     path_name: Option<&str>,
     headers: &HeaderMap,
+    who: &Principal,
 ) -> ApiResult<Response> {
     if let Some(p) = path_name {
         name_matches(p, &input.name)?;
     }
     let (name, spec, secrets) = input.validate().map_err(ApiError::Invalid)?;
     let existing = s.store.get(Kind::Source, &name).await?;
+    if spec.command.is_some() || spec.url.starts_with("cmd:") {
+        let before = existing
+            .as_ref()
+            .and_then(|r| serde_json::from_str::<StoredSource>(&r.spec).ok());
+        let same = before.is_some_and(|b| b.url == spec.url && b.command == spec.command);
+        if !same {
+            who.require(
+                Perm::Commands,
+                "a `cmd:` source (a shell command run on an agent)",
+            )?;
+        }
+    }
+    if let Some(why) = crate::access::server_path(s, &spec.url) {
+        return Err(ApiError::field("url", why));
+    }
     let sealed = if secrets.password.is_some() || existing.is_some() {
         merge_secrets(s, Kind::Source, &name, existing.as_ref(), &secrets)?
     } else {
@@ -86,17 +103,18 @@ pub(crate) async fn save_source(
     Ok(tagged(status, r.version, source_view(&r)?))
 }
 
-#[utoipa::path(post, path = "/sources", tag = "sources", request_body = SourceInput,
+#[utoipa::path(post, path = "/sources", security(("token" = ["configure"])), tag = "sources", request_body = SourceInput,
     responses((status = 201, body = SourceView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_source(
     State(s): State<Arc<AppState>>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
     Body(input): Body<SourceInput>,
 ) -> ApiResult<Response> {
-    save_source(&s, false, input, None, &headers).await
+    save_source(&s, false, input, None, &headers, &who).await
 }
 
-#[utoipa::path(get, path = "/sources/{name}", tag = "sources",
+#[utoipa::path(get, path = "/sources/{name}", security(("token" = ["read"])), tag = "sources",
     responses((status = 200, body = SourceView), (status = 404, body = ErrorBody)))]
 pub async fn get_source(
     State(s): State<Arc<AppState>>,
@@ -106,19 +124,20 @@ pub async fn get_source(
     Ok(tagged(StatusCode::OK, r.version, source_view(&r)?))
 }
 
-#[utoipa::path(put, path = "/sources/{name}", tag = "sources", params(WriteOpts), request_body = SourceInput,
+#[utoipa::path(put, path = "/sources/{name}", security(("token" = ["configure"])), tag = "sources", params(WriteOpts), request_body = SourceInput,
     responses((status = 200, body = SourceView), (status = 201, body = SourceView), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_source(
     State(s): State<Arc<AppState>>,
+    axum::Extension(who): axum::Extension<Principal>,
     Path(name): Path<String>,
     Query(opts): Query<WriteOpts>,
     headers: HeaderMap,
     Body(input): Body<SourceInput>,
 ) -> ApiResult<Response> {
-    save_source(&s, opts.dry_run, input, Some(&name), &headers).await
+    save_source(&s, opts.dry_run, input, Some(&name), &headers, &who).await
 }
 
-#[utoipa::path(delete, path = "/sources/{name}", tag = "sources",
+#[utoipa::path(delete, path = "/sources/{name}", security(("token" = ["configure"])), tag = "sources",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_source(
     State(s): State<Arc<AppState>>,

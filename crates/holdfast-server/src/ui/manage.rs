@@ -15,8 +15,10 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Fields, Posted, Session, error_page, page};
+use super::session::{Fields, Posted, Session};
+use super::{error_page, page};
 use crate::AppState;
+use crate::access::Perm;
 use crate::api::{ApiError, Body};
 
 /// One input of a form.
@@ -105,6 +107,9 @@ pub(super) fn form(
                 .any(|i| e.field == i.name || e.field.starts_with(&format!("{}.", i.name)))
         })
         .collect();
+    if !sess.may(action) {
+        return html! { p.hint { "Your role cannot change this." } };
+    }
     html! {
         form.edit method="post" action=(action) {
             input type="hidden" name="csrf" value=(sess.csrf);
@@ -287,9 +292,9 @@ async fn endpoints_page(
                             @if let Some(at) = j.finished_at.or(j.started_at) { (super::when(at)) } },
                         None => "never",
                     } }
-                    td { form.inline method="post" action={"/ui/endpoints/" (r.name) "/test"} {
+                    td { @if sess.can(Perm::Configure) { form.inline method="post" action={"/ui/endpoints/" (r.name) "/test"} {
                         input type="hidden" name="csrf" value=(sess.csrf);
-                        button.test { "Test connection" } } }
+                        button.test { "Test connection" } } } }
                 }
             } }
         }
@@ -488,7 +493,8 @@ pub async fn create_source(
         "password": opt(&f, "password"), "command": opt(&f, "command")});
     let r = match parse_input(v) {
         Ok(input) => outcome(
-            crate::api::sources::save_source(&s, false, input, None, &HeaderMap::new()).await,
+            crate::api::sources::save_source(&s, false, input, None, &HeaderMap::new(), &sess.who)
+                .await,
             "/ui/sources",
         ),
         Err(e) => Err(e),
@@ -605,7 +611,15 @@ pub async fn create_plan(
                 "retention": keep});
             match parse_input::<PlanSpec>(v) {
                 Ok(spec) => outcome(
-                    crate::api::plans::save_plan(&s, false, spec, None, &HeaderMap::new()).await,
+                    crate::api::plans::save_plan(
+                        &s,
+                        false,
+                        spec,
+                        None,
+                        &HeaderMap::new(),
+                        &sess.who,
+                    )
+                    .await,
                     &format!("/ui/plans/{name}"),
                 ),
                 Err(e) => Err(e),
@@ -706,14 +720,18 @@ async fn plan_page(
         @let paused = r.plan.as_ref().is_some_and(|c| c.paused);
         p { (spec.source) " → " (spec.endpoint) " · " code { (spec.schedule) } " " (spec.timezone)
             @if paused { " · " span.badge.stale #paused { "paused" } } }
-        form.inline method="post" action={"/ui/plans/" (name) (if paused { "/resume" } else { "/pause" })} {
-            input type="hidden" name="csrf" value=(sess.csrf);
-            button #pause { (if paused { "Resume" } else { "Pause" }) }
+        @if sess.may(&format!("/ui/plans/{name}/pause")) {
+            form.inline method="post" action={"/ui/plans/" (name) (if paused { "/resume" } else { "/pause" })} {
+                input type="hidden" name="csrf" value=(sess.csrf);
+                button #pause { (if paused { "Resume" } else { "Pause" }) }
+            }
+            " "
         }
-        " "
-        form.inline method="post" action={"/ui/plans/" (name) "/run"} {
-            input type="hidden" name="csrf" value=(sess.csrf);
-            button.run { "Run now" }
+        @if sess.may(&format!("/ui/plans/{name}/run")) {
+            form.inline method="post" action={"/ui/plans/" (name) "/run"} {
+                input type="hidden" name="csrf" value=(sess.csrf);
+                button.run { "Run now" }
+            }
         }
         p { a href={"/ui/jobs?plan=" (name)} { "Jobs of this plan" } }
         h2 { "Settings" }
@@ -795,7 +813,13 @@ pub async fn restore(
         "force": f.get("force").is_some_and(|v| v == "true")});
     let r = match parse_input(v) {
         Ok(input) => {
-            match crate::api::restores::create_restore(State(s.clone()), Body(input)).await {
+            match crate::api::restores::create_restore(
+                State(s.clone()),
+                axum::Extension(sess.who.clone()),
+                Body(input),
+            )
+            .await
+            {
                 Ok((_, Json(j))) => Ok(Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response()),
                 Err(e) => outcome::<()>(Err(e), ""),
             }

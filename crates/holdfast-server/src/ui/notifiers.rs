@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 use super::manage::{
     Input, InputKind, check, form, opt, outcome, parse_input, secret, select, text,
 };
-use super::{Fields, Posted, Session, error_page, page};
+use super::session::{Fields, Posted, Session};
+use super::{error_page, page};
 use crate::AppState;
+use crate::access::Perm;
 use crate::api::notifiers::{
     DeliveryView, TestReport, list_notifiers, notifier_deliveries, save_notifier, test_notifier,
 };
@@ -188,7 +190,7 @@ async fn notifiers_page(
                         Some(st) => span.badge { (st) },
                         None => span.hint { "nothing sent yet" },
                     } }
-                    td {
+                    td { @if sess.can(Perm::Configure) {
                         form.inline method="post" action={"/ui/notifiers/" (n.name) "/test"} {
                             input type="hidden" name="csrf" value=(sess.csrf);
                             button.test { "Send a test" }
@@ -198,7 +200,7 @@ async fn notifiers_page(
                             input type="hidden" name="csrf" value=(sess.csrf);
                             button.delete { "Delete" }
                         }
-                    }
+                    } }
                 }
             } }
         }

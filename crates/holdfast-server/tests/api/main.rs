@@ -1,6 +1,8 @@
 //! The API in-process, zero2prod style: a server built on a fresh data directory, bound to a
 //! port the OS picks, run until the test drops it, and called over HTTP with reqwest.
 
+mod access;
+
 use std::time::Duration;
 
 use holdfast_server::{Server, ServerConfig};
@@ -26,14 +28,17 @@ impl App {
             database_url: None,
             server_key_file: None,
             admin_token: Some(TOKEN.into()),
+            admin_password: None,
             workers: 0,
             agent_labels: Default::default(),
+            agent_policy: Default::default(),
             lease: Duration::from_secs(60),
             poll: Duration::from_millis(100),
             tick: Duration::from_millis(100),
             replica: Some("test".into()),
             shutdown_grace: Duration::from_secs(1),
             metrics_listen: None,
+            audit_retention: Duration::from_secs(86_400),
         };
         let server = Server::build(config).await.unwrap();
         let url = format!("http://{}", server.addr());
@@ -56,11 +61,22 @@ impl App {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(TOKEN, method, path, body).await
+    }
+
+    /// A call with `token` (an agent's credential, another role's token, or none when empty).
+    async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(TOKEN);
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -125,15 +141,31 @@ async fn plan_with_source(app: &App, source_labels: Value) -> i64 {
         .unwrap()
 }
 
-async fn register(app: &App, name: &str, labels: Value) {
-    app.ok(
-        "POST",
-        "/api/v1/agents",
-        Some(
-            json!({"name": name, "labels": labels, "version": "test", "hostname": "h", "slots": 1}),
-        ),
-    )
-    .await;
+/// An enrolment token (admin), as `POST /api/v1/enrolments` gives it.
+async fn enrolment(app: &App, body: Value) -> String {
+    let e = app.ok("POST", "/api/v1/enrolments", Some(body)).await;
+    let t = e["token"].as_str().unwrap().to_string();
+    assert!(t.starts_with("hf_enrol_"), "{e}");
+    t
+}
+
+fn hello(name: &str, labels: Value) -> Value {
+    json!({"name": name, "labels": labels, "version": "test", "hostname": "h", "slots": 1})
+}
+
+/// Enrols agent `name` with `labels`; its credential.
+async fn register(app: &App, name: &str, labels: Value) -> String {
+    let t = enrolment(app, json!({})).await;
+    let (code, e) = app
+        .call_as(
+            &t,
+            "POST",
+            "/api/v1/agents/enrol",
+            Some(hello(name, labels)),
+        )
+        .await;
+    assert_eq!(code, 201, "{e}");
+    e["credential"].as_str().unwrap().to_string()
 }
 
 /// Every operation the OpenAPI document lists is served by the router (not its "no such API
@@ -202,17 +234,23 @@ async fn a_500_answers_a_generic_body_with_a_request_id() {
 async fn a_job_whose_source_spec_is_unreadable_is_not_handed_to_an_agent() {
     let app = App::spawn().await;
     let id = plan_with_source(&app, json!({"site": "eu"})).await;
-    register(&app, "anywhere", json!({})).await;
-    register(&app, "eu-agent", json!({"site": "eu"})).await;
+    let anywhere = register(&app, "anywhere", json!({})).await;
+    let eu = register(&app, "eu-agent", json!({"site": "eu"})).await;
     // The labelled job is not for an unlabelled agent.
     let (code, body) = app
-        .call("POST", "/api/v1/agents/anywhere/claim?wait=0", None)
+        .call_as(
+            &anywhere,
+            "POST",
+            "/api/v1/agents/anywhere/claim?wait=0",
+            None,
+        )
         .await;
     assert_eq!(code, 204, "{body}");
     app.sql("UPDATE sources SET spec = 'not json' WHERE name = 'shop'");
-    for agent in ["anywhere", "eu-agent"] {
+    for (agent, cred) in [("anywhere", &anywhere), ("eu-agent", &eu)] {
         let (code, body) = app
-            .call(
+            .call_as(
+                cred,
                 "POST",
                 &format!("/api/v1/agents/{agent}/claim?wait=0"),
                 None,
@@ -239,7 +277,9 @@ async fn health_shows_the_store_and_each_worker() {
                 .iter()
                 .any(|w| w["name"] == name && w["runs"].as_u64() > Some(0))
         };
-        if ran("scheduler") && ran("reaper") || tokio::time::Instant::now() > deadline {
+        if ran("scheduler") && ran("reaper") && ran("housekeeping")
+            || tokio::time::Instant::now() > deadline
+        {
             break h;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -267,13 +307,10 @@ async fn an_agent_with_too_many_or_too_long_labels_is_refused() {
     let many: serde_json::Map<String, Value> =
         (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
     let long = json!({"site": "x".repeat(300)});
+    let t = enrolment(&app, json!({"uses": 2})).await;
     for labels in [Value::Object(many), long] {
         let (code, body) = app
-            .call(
-                "POST",
-                "/api/v1/agents",
-                Some(json!({"name": "a", "labels": labels, "version": "t", "hostname": "h", "slots": 1})),
-            )
+            .call_as(&t, "POST", "/api/v1/agents/enrol", Some(hello("a", labels)))
             .await;
         assert_eq!(code, 422, "{body}");
         assert_eq!(body["fields"][0]["field"], "labels", "{body}");
@@ -338,6 +375,7 @@ async fn the_openapi_document_describes_what_the_api_answers() {
         (&json!(1), &json!(1000))
     );
 
+    let nobody = register(&app, "nobody", json!({})).await;
     for (path, param) in [
         ("/api/v1/jobs?limit=0", "limit"),
         ("/api/v1/jobs?limit=1001", "limit"),
@@ -349,7 +387,12 @@ async fn the_openapi_document_describes_what_the_api_answers() {
         } else {
             "GET"
         };
-        let (code, body) = app.call(method, path, None).await;
+        let token = if path.contains("claim") {
+            &nobody
+        } else {
+            TOKEN
+        };
+        let (code, body) = app.call_as(token, method, path, None).await;
         assert_eq!(code, 400, "{path}: {body}");
         assert!(
             body["error"]

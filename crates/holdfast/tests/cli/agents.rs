@@ -17,6 +17,8 @@ const DB_PASSWORD: &str = "agent-pw-that-must-never-show";
 
 struct Agent {
     child: Child,
+    /// Holds its credential file.
+    state: tempfile::TempDir,
     log: Arc<Mutex<String>>,
     /// The thread reading its stderr into `log`.
     reader: Option<std::thread::JoinHandle<()>>,
@@ -35,6 +37,18 @@ impl Agent {
         token: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        // The admin's token is no agent's: enrol with a token made for this agent.
+        let enrolment;
+        let token = if token == TOKEN {
+            enrolment = s.ok("POST", "/api/v1/enrolments", Some(&json!({"agent": name})))["token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            enrolment.as_str()
+        } else {
+            token
+        };
+        let state = tempfile::tempdir().unwrap();
         let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
         c.envs(env.iter().copied());
         c.args([
@@ -45,7 +59,13 @@ impl Agent {
             name,
             "--poll-secs",
             "1",
-        ]);
+            "--allow-hook-scripts",
+            "--allow-commands",
+        ])
+        .arg("--allow-path")
+        .arg(std::env::temp_dir())
+        .arg("--credential-file")
+        .arg(state.path().join("agent.credential"));
         for l in labels {
             c.args(["--label", l]);
         }
@@ -68,6 +88,7 @@ impl Agent {
         });
         Self {
             child,
+            state,
             log,
             reader: Some(reader),
         }
@@ -75,6 +96,14 @@ impl Agent {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The credential its enrolment gave it.
+    fn credential(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("agent.credential"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     fn kill9(&mut self) {
@@ -533,24 +562,27 @@ fn an_agent_with_a_wrong_or_revoked_token_is_refused() {
     let mut wrong = Agent::start(&s, "wrong", &[], "hf_not_a_token");
     assert_ne!(wrong.wait_exit(), 0);
     assert!(
-        wrong.log().contains("refused the agent's token"),
+        wrong.log().contains("refused the agent's credential"),
         "{}",
         wrong.log()
     );
     let agents = s.ok("GET", "/api/v1/agents", None);
     assert_eq!(agents.as_array().unwrap().len(), 0, "{agents}");
 
+    // A user's API token is no agent's credential.
     let t = s.ok("POST", "/api/v1/tokens", Some(&json!({"name": "agent"})));
-    let mut agent = Agent::start(&s, "revoked", &[], t["token"].as_str().unwrap());
+    let mut user = Agent::start(&s, "user-token", &[], t["token"].as_str().unwrap());
+    assert_ne!(user.wait_exit(), 0);
+    assert!(user.log().contains("enrol"), "{}", user.log());
+
+    let mut agent = Agent::start(&s, "revoked", &[], TOKEN);
     wait_agents(&s, &["revoked"]);
-    assert_eq!(
-        s.call("DELETE", &format!("/api/v1/tokens/{}", t["id"]), None)
-            .0,
-        204
-    );
+    let credential = agent.credential();
+    assert!(credential.starts_with("hf_agent_"), "{credential}");
+    s.ok("POST", "/api/v1/agents/revoked/revoke", None);
     assert_ne!(agent.wait_exit(), 0);
     assert!(
-        agent.log().contains("refused the agent's token"),
+        agent.log().contains("refused the agent's credential"),
         "{}",
         agent.log()
     );
@@ -734,12 +766,13 @@ fn hooks_and_dump_tools_see_none_of_holdfasts_secrets() {
         &["--agent-label", "site=near"],
         &HOLDFASTS_SECRETS,
     );
-    let token = s.ok("POST", "/api/v1/tokens", Some(&json!({"name": "remote"})))["token"]
+    let token = s.ok("POST", "/api/v1/enrolments", Some(&json!({})))["token"]
         .as_str()
         .unwrap()
         .to_string();
     let remote = Agent::start_with_env(&s, "remote", &["site=far"], &token, &HOLDFASTS_SECRETS);
     wait_agents(&s, &["remote"]);
+    let credential = remote.credential();
     for name in ["near", "far"] {
         let labels = json!({ "site": name });
         let out = dir.path().join(name);
@@ -775,6 +808,7 @@ fn hooks_and_dump_tools_see_none_of_holdfasts_secrets() {
             for (k, v) in HOLDFASTS_SECRETS.iter().copied().chain([
                 ("HOLDFAST_ADMIN_TOKEN", TOKEN),
                 ("HOLDFAST_TOKEN", token.as_str()),
+                ("the agent's credential", credential.as_str()),
             ]) {
                 assert!(
                     !env.contains(v) && !env.contains(&format!("{k}=")),
@@ -852,4 +886,94 @@ fn unlabelled_sources_on_this_host_stay_on_the_embedded_agent() {
     let agents = s.ok("GET", "/api/v1/agents", None);
     assert_eq!(agents.as_array().unwrap().len(), 1, "{agents}");
     assert_eq!(j["steps"][0]["agent"], agents[0]["name"], "{j}");
+}
+
+/// The embedded agent of a server started without the agent flags runs no inline hook, no
+/// `cmd:` source and no local path, whatever the store holds: a hook written straight into
+/// the metadata database (as a compromised server could) is refused before anything runs,
+/// and the job's error names the flag that would allow it.
+#[test]
+fn the_agent_refuses_what_its_own_flags_do_not_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let s = Server::start(&data, &Meta::Sqlite, &["--strict-agent"]);
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("a.txt"), "a").unwrap();
+    let marker = dir.path().join("hook-ran");
+    let cases = [
+        (
+            "folder",
+            json!({"name": "folder", "kind": "folder", "url": format!("file://{}", files.display())}),
+            "--allow-path",
+        ),
+        (
+            "cmd",
+            json!({"name": "cmd", "kind": "command", "url": "cmd:x", "command": "echo x"}),
+            "--allow-commands",
+        ),
+    ];
+    for (name, source, flag) in &cases {
+        s.ok("POST", "/api/v1/sources", Some(source));
+        s.ok(
+            "POST",
+            "/api/v1/plans",
+            Some(
+                &json!({"name": name, "source": name, "endpoint": "local", "schedule": "@yearly"}),
+            ),
+        );
+        let id = s.ok("POST", &format!("/api/v1/plans/{name}/run"), None)["id"]
+            .as_i64()
+            .unwrap();
+        let j = s.wait_job(id, finished);
+        assert_eq!(j["state"], "failed", "{j}");
+        let error = j["error"].as_str().unwrap();
+        assert!(
+            error.contains("refused by agent") && error.contains(flag),
+            "{j}"
+        );
+        assert_eq!(j["attempt"], 1, "a refusal is not retried: {j}");
+    }
+    // A hook the API would only take from an admin, written behind the server's back.
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "pg", "kind": "postgres", "url": "postgres://postgres@127.0.0.1:5432/postgres"})),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "hooked", "source": "pg", "endpoint": "local", "schedule": "@yearly"}),
+        ),
+    );
+    let hook = format!("touch {}", marker.display());
+    let spec = json!({"name": "hooked", "source": "pg", "endpoint": "local", "schedule": "@yearly",
+                      "hooks": {"pre_backup_lock": {"run": hook}}});
+    let out = Command::new("sqlite3")
+        .arg(data.join("holdfast.db"))
+        .arg(format!(
+            "UPDATE plans SET spec = '{}' WHERE name = 'hooked'",
+            spec.to_string().replace('\'', "''")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = s.ok("POST", "/api/v1/plans/hooked/run", None)["id"]
+        .as_i64()
+        .unwrap();
+    let j = s.wait_job(id, finished);
+    assert_eq!(j["state"], "failed", "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-hook-scripts"),
+        "{j}"
+    );
+    assert!(!marker.exists(), "the hook ran");
 }

@@ -68,6 +68,9 @@ fn the_api_answers_as_its_openapi_document_says() {
         .args(["--exclude-operation-id", "revoke_token"])
         .args(["--exclude-operation-id", "delete_endpoint"])
         .args(["--exclude-operation-id", "claim"])
+        // Accounts it could lock out (the last admin is kept, but not every other one).
+        .args(["--exclude-operation-id", "update_user"])
+        .args(["--exclude-operation-id", "delete_user"])
         .args(["--max-examples", "10", "--max-time", "100", "--request-timeout", "10"])
         .args(["--workers", "2", "--seed", &seed])
         .current_dir(work.path())

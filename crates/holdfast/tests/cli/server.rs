@@ -49,12 +49,19 @@ impl Server {
         let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
         c.envs(env.iter().copied());
         c.args(["serve", "--tick-ms", "100"]);
+        // The tests' plans run hooks, commands and local paths on the embedded agent, as a
+        // single-user installation allows; tests of the defaults pass `--strict-agent`.
+        if !extra.contains(&"--strict-agent") {
+            c.args(["--agent-allow-hook-scripts", "--agent-allow-commands"])
+                .arg("--agent-allow-path")
+                .arg(std::env::temp_dir());
+        }
         if !extra.contains(&"--listen") {
             c.args(["--listen", "127.0.0.1:0"]);
         }
         c.arg("--data-dir")
             .arg(data)
-            .args(extra)
+            .args(extra.iter().filter(|a| **a != "--strict-agent"))
             .env("HOLDFAST_ADMIN_TOKEN", TOKEN)
             .env_remove("HOLDFAST_DATABASE_URL")
             .stdin(Stdio::null())
@@ -375,7 +382,7 @@ fn the_api_names_bad_fields_and_guards_concurrent_edits(meta: Meta) {
     s.ok(
         "POST",
         "/api/v1/sources",
-        Some(&json!({"name": "files", "kind": "folder", "url": "file:///tmp"})),
+        Some(&json!({"name": "files", "kind": "folder", "url": "file:///srv/files"})),
     );
     let field_of = |body: Value| -> (u16, Vec<String>) {
         let (code, v) = s.call("POST", "/api/v1/plans", Some(&body));
@@ -522,7 +529,7 @@ fn the_api_refuses_values_that_could_never_work() {
     s.ok(
         "POST",
         "/api/v1/sources",
-        Some(&json!({"name": "files", "kind": "folder", "url": "file:///tmp"})),
+        Some(&json!({"name": "files", "kind": "folder", "url": "file:///srv/files"})),
     );
     let base = json!({"name": "p", "source": "files", "endpoint": "local", "schedule": "@daily"});
     let refused = |path: &str, body: &Value| -> Vec<(String, String)> {
@@ -606,13 +613,13 @@ fn the_api_refuses_values_that_could_never_work() {
         (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
     let e = refused(
         "/api/v1/sources",
-        &json!({"name": "big", "kind": "folder", "url": "file:///tmp", "labels": many}),
+        &json!({"name": "big", "kind": "folder", "url": "file:///srv/files", "labels": many}),
     );
     assert_eq!(e[0].0, "labels", "{e:?}");
     assert!(e[0].1.contains("at most 32"), "{e:?}");
     let e = refused(
         "/api/v1/sources",
-        &json!({"name": "big", "kind": "folder", "url": "file:///tmp",
+        &json!({"name": "big", "kind": "folder", "url": "file:///srv/files",
                 "labels": {"site": "v".repeat(256)}}),
     );
     assert_eq!(e[0].0, "labels", "{e:?}");

@@ -216,9 +216,36 @@ fn the_ui_signs_in_runs_a_plan_and_follows_the_job_live() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let run = format!("{}/ui/plans/nightly/run", s.url);
-    let cookie = format!("Cookie: holdfast_session={TOKEN}");
-    assert_eq!(curl(&["-H", &cookie, "-d", "csrf=forged", &run]), "403 ");
+    // A session of its own, signed in with the token through the form.
+    let jar = dir.path().join("cookies");
+    let jar = jar.to_str().unwrap();
+    let login = format!("{}/ui/login", s.url);
+    let form = Command::new("curl")
+        .args(["-s", "-c", jar, &login])
+        .output()
+        .unwrap();
+    let form = String::from_utf8_lossy(&form.stdout).into_owned();
+    let nonce = form
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the sign-in form carries its own CSRF token");
+    let signed_in = curl(&[
+        "-b",
+        jar,
+        "-c",
+        jar,
+        "-d",
+        &format!("token={TOKEN}&csrf={nonce}"),
+        &login,
+    ]);
+    assert!(signed_in.starts_with("303"), "{signed_in}");
+    assert_eq!(curl(&["-b", jar, "-d", "csrf=forged", &run]), "403 ");
     assert!(curl(&["-d", "csrf=x", &run]).ends_with("/ui/login"));
+    // The cookie is a session id, never the API token itself.
+    let cookie = format!("Cookie: holdfast_session={TOKEN}");
+    assert!(curl(&["-H", &cookie, &format!("{}/", s.url)]).ends_with("/ui/login"));
+    assert!(!std::fs::read_to_string(jar).unwrap().contains(TOKEN));
     let jobs = s.ok("GET", "/api/v1/jobs?plan=nightly", None);
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
 
@@ -346,4 +373,84 @@ fn the_ui_manages_notifiers_and_warns_about_one_that_cannot_deliver() {
         (Some(1), Some(0)),
         "{seen}"
     );
+}
+
+/// A person signs in with a password (a wrong one first), sees as a viewer no control it may
+/// not use, is refused the form it posts anyway, and signing out ends the session: the old
+/// cookie opens nothing. The answers carry the browser's safety headers.
+#[test]
+fn a_viewer_signs_in_with_a_password_sees_only_what_it_may_do_and_signs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("server"), &Meta::Sqlite, &[]);
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "gen", "kind": "command", "url": "cmd:x", "command": "echo x"})),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "nightly", "source": "gen", "endpoint": "local", "schedule": "@daily"}),
+        ),
+    );
+    let password = "viewer passphrase of the test";
+    s.ok(
+        "POST",
+        "/api/v1/users",
+        Some(&json!({"name": "vic", "role": "viewer", "password": password})),
+    );
+    let seen = node("roles.cjs", &[&s.url, "vic", password]);
+    assert!(
+        seen["wrong"]
+            .as_str()
+            .unwrap()
+            .contains("wrong user name or password"),
+        "{seen}"
+    );
+    assert_eq!(seen["runButtons"], 0, "a viewer sees no Run now: {seen}");
+    assert_eq!(
+        seen["endpointForms"], 0,
+        "nor the new endpoint form: {seen}"
+    );
+    assert_eq!(seen["endpointTests"], 0, "nor Test connection: {seen}");
+    assert_eq!(seen["forced"], 403, "{seen}");
+    assert!(
+        seen["afterSignOut"]
+            .as_str()
+            .unwrap()
+            .ends_with("/ui/login"),
+        "{seen}"
+    );
+    assert_eq!(seen["httpOnly"], true, "{seen}");
+    assert_eq!(seen["sameSite"], "Strict", "{seen}");
+    let jobs = s.ok("GET", "/api/v1/jobs?plan=nightly", None);
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        0,
+        "the forced run ran nothing: {jobs}"
+    );
+
+    let audit = s.ok("GET", "/api/v1/audit?actor=vic", None);
+    let outcomes: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "session.sign-in")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "denied: wrong password"], "{audit}");
+
+    let page = reqwest::blocking::get(format!("{}/ui/login", s.url)).unwrap();
+    let h = page.headers();
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'"),
+        "{h:?}"
+    );
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["cache-control"], "no-store");
 }

@@ -20,8 +20,8 @@ try {
 
   await page.fill("#token", "not-a-token");
   await page.click("button[type=submit]");
-  const err = await page.textContent("#token-error");
-  if (!/unknown or revoked/.test(err)) fail("no error beside the token field: " + err);
+  const err = await page.textContent("#login-error");
+  if (!/unknown, revoked or expired token/.test(err)) fail("no error beside the form: " + err);
 
   await page.fill("#token", token);
   await page.click("button[type=submit]");
