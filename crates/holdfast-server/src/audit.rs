@@ -152,6 +152,60 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
     resp
 }
 
+/// The UI's audit layer: every form posted (sign-in and sign-out record themselves), with the
+/// session's user, the form's field names (never their values) and the outcome (a redirect
+/// is a success).
+pub async fn ui_layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let pattern = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().trim_start_matches("/ui").to_string());
+    let Some(pattern) = pattern
+        .filter(|p| req.method() == Method::POST && !["/login", "/logout"].contains(&p.as_str()))
+    else {
+        return next.run(req).await;
+    };
+    let actual = req.uri().path().trim_start_matches("/ui").to_string();
+    let from = remote(req.extensions());
+    let actor = crate::ui::actor(&s, req.headers())
+        .await
+        .unwrap_or_else(|| "unauthenticated".into());
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
+        Ok(b) => b,
+        Err(e) => {
+            return crate::api::ApiError::BadRequest(format!("cannot read the form: {e}"))
+                .into_response();
+        }
+    };
+    let fields: Vec<String> = url::form_urlencoded::parse(&bytes)
+        .map(|(k, _)| k.into_owned())
+        .filter(|k| k != "csrf")
+        .collect();
+    let resp = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    let (action, resource) = action_of(&Method::POST, &pattern, &actual);
+    let status = resp.status();
+    record(
+        &s,
+        Entry {
+            actor,
+            action: format!("ui.{action}"),
+            resource,
+            outcome: if status.is_success() || status.is_redirection() {
+                "ok".into()
+            } else {
+                status.as_u16().to_string()
+            },
+            detail: Some(serde_json::json!({ "fields": fields })),
+            remote: from,
+        },
+    )
+    .await;
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

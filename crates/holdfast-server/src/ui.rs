@@ -25,11 +25,13 @@ use crate::AppState;
 use crate::access::Perm;
 use crate::model::rfc3339;
 
+mod access;
 mod manage;
 mod notifiers;
 mod session;
 
 pub(crate) use session::IDLE_MS as SESSION_IDLE_MS;
+pub(crate) use session::actor;
 use session::{Posted, Session};
 
 const PAGE: usize = 50;
@@ -63,7 +65,16 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/plans/{name}/pause", post(manage::pause))
         .route("/ui/plans/{name}/resume", post(manage::resume))
         .route("/ui/cron-preview", get(manage::cron_preview))
-        .route("/ui/agents", get(manage::agents))
+        .route("/ui/agents", get(access::agents))
+        .route("/ui/agents/{name}/revoke", post(access::revoke_agent))
+        .route("/ui/enrolments", post(access::enrol))
+        .route("/ui/access", get(access::access))
+        .route("/ui/users", post(access::create_user))
+        .route("/ui/users/{name}/disable", post(access::disable_user))
+        .route("/ui/users/{name}/enable", post(access::enable_user))
+        .route("/ui/tokens", post(access::create_token))
+        .route("/ui/tokens/{id}/revoke", post(access::revoke_token))
+        .route("/ui/audit", get(access::audit))
         .route(
             "/ui/notifiers",
             get(notifiers::notifiers).post(notifiers::create_notifier),
@@ -100,6 +111,8 @@ fn page(title: &str, signed_in: Option<&Session>, body: Markup) -> Markup {
                             a href="/ui/sources" { "Sources" }
                             a href="/ui/agents" { "Agents" }
                             a href="/ui/notifiers" { "Notifiers" }
+                            a href="/ui/access" { "Access" }
+                            @if sess.can(Perm::Audit) { a href="/ui/audit" { "Audit" } }
                             form.inline method="post" action="/ui/logout" {
                                 input type="hidden" name="csrf" value=(sess.csrf);
                                 button { "Sign out" }

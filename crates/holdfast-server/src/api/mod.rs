@@ -12,7 +12,7 @@ mod resources;
 pub(crate) mod restores;
 pub(crate) mod sources;
 pub(crate) mod tokens;
-mod users;
+pub(crate) mod users;
 
 use std::sync::Arc;
 
@@ -89,6 +89,11 @@ impl From<crate::secrets::OpenError> for ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status this error answers with.
+    pub fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -382,7 +387,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .merge(metrics)
         .merge(api)
-        .merge(crate::ui::router())
+        .merge(
+            crate::ui::router().layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::audit::ui_layer,
+            )),
+        )
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }

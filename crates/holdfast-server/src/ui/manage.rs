@@ -867,31 +867,6 @@ pub async fn resume(
 
 // ----- agents -----
 
-pub async fn agents(State(s): State<Arc<AppState>>, sess: Session) -> Response {
-    let list = match crate::api::agents::list_agents(State(s.clone())).await {
-        Ok(Json(l)) => l,
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    };
-    page(
-        "Agents",
-        Some(&sess),
-        html! {
-            h1 { "Agents" }
-            table #agents {
-                thead { tr { th { "Name" } th { "Labels" } th { "Version" } th { "Host" } th { "Slots" }
-                             th { "Last seen" } th { "Running" } } }
-                tbody { @for a in &list {
-                    tr { td { (a.name) @if a.stale { " " span.badge.stale { "not seen for a day or more" } } @else if !a.online { " " span.badge.stale { "offline" } } }
-                         td { @for (k, v) in &a.labels { code { (k) "=" (v) } " " } }
-                         td { (a.version) } td { (a.hostname) } td { (a.slots) } td { (crate::ui::when_text(&a.last_seen)) }
-                         td { @for j in &a.running_jobs { a href={"/ui/jobs/" (j)} { "#" (j) } " " } } }
-                } }
-            }
-        },
-    )
-    .into_response()
-}
-
 /// A retention policy in words.
 fn retention_text(r: &holdfast_core::plan::Retention) -> String {
     match r {

@@ -131,6 +131,11 @@ async fn session(s: &AppState, headers: &HeaderMap) -> Result<Session, Response>
     })
 }
 
+/// Who the browser's session belongs to, if it has a live one (for the audit log).
+pub async fn actor(s: &AppState, headers: &HeaderMap) -> Option<String> {
+    session(s, headers).await.ok().map(|sess| sess.who.actor())
+}
+
 impl FromRequestParts<Arc<AppState>> for Session {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, s: &Arc<AppState>) -> Result<Self, Response> {
@@ -159,7 +164,8 @@ pub struct Posted {
 /// scopes for the API. A form missing here needs `access` (fail closed).
 fn need_of(path: &str) -> Option<Perm> {
     Some(match path {
-        "/ui/logout" => return None,
+        // One's own tokens: the handler lets each see and revoke only their own.
+        "/ui/logout" | "/ui/tokens" | "/ui/tokens/{id}/revoke" => return None,
         "/ui/plans/{name}/run" | "/ui/plans/{name}/restore" => Perm::Run,
         "/ui/endpoints"
         | "/ui/endpoints/{name}"

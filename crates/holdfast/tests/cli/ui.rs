@@ -400,7 +400,16 @@ fn a_viewer_signs_in_with_a_password_sees_only_what_it_may_do_and_signs_out() {
         "/api/v1/users",
         Some(&json!({"name": "vic", "role": "viewer", "password": password})),
     );
-    let seen = node("roles.cjs", &[&s.url, "vic", password]);
+    let admin_password = "admin passphrase of the test";
+    s.ok(
+        "POST",
+        "/api/v1/users",
+        Some(&json!({"name": "ada", "role": "admin", "password": admin_password})),
+    );
+    let seen = node(
+        "roles.cjs",
+        &[&s.url, "vic", password, "ada", admin_password],
+    );
     assert!(
         seen["wrong"]
             .as_str()

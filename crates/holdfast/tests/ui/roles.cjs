@@ -4,7 +4,7 @@
 "use strict";
 const { chromium } = require("playwright-core"); // found through NODE_PATH
 
-const [url, user, password] = process.argv.slice(2);
+const [url, user, password, admin, adminPassword] = process.argv.slice(2);
 (async () => {
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
@@ -49,9 +49,32 @@ try {
   const again = await replay.newPage();
   await again.goto(url + "/");
   const afterSignOut = again.url();
+  // An admin makes a token on the Access page (shown once) and revokes it.
+  const adm = await (await browser.newContext()).newPage();
+  adm.on("dialog", (d) => d.accept());
+  await adm.goto(url + "/ui/login");
+  await adm.fill("#user", admin);
+  await adm.fill("#password", adminPassword);
+  await adm.click("button[type=submit]");
+  await adm.waitForSelector("#plans");
+  await adm.click("text=Access");
+  await adm.waitForSelector("#users");
+  const users = await adm.locator("#users tbody tr").count();
+  await adm.fill("#token-name", "from-ui");
+  await adm.selectOption("#token-role", "viewer");
+  await adm.click("form[action='/ui/tokens'] button[type=submit]");
+  const newToken = (await adm.textContent("#new-token code")).trim();
+  const row = adm.locator("#tokens tr", { hasText: "from-ui" });
+  await row.locator("button.delete").click();
+  await adm.waitForSelector("#tokens");
+  const leftAfterRevoke = await adm.locator("#tokens tr", { hasText: "from-ui" }).count();
+  await adm.click("text=Audit");
+  await adm.waitForSelector("#audit");
+  const auditRows = await adm.locator("#audit tbody tr").count();
   console.log(JSON.stringify({
     wrong, runButtons, endpointForms, endpointTests, forced, afterSignOut,
     httpOnly: session.httpOnly, sameSite: session.sameSite,
+    users, newToken, leftAfterRevoke, auditRows,
   }));
 } finally {
   await browser.close();
