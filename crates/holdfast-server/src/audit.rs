@@ -15,6 +15,9 @@ use holdfast_store::AuditRow;
 use crate::AppState;
 use crate::access::Principal;
 
+/// The largest request body the audit layers read (and pass on): the API's own limit.
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// One thing to record.
 pub struct Entry {
     pub actor: String,
@@ -96,7 +99,7 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
     let from = remote(req.extensions());
     // The body's top-level field names (never their values), and its `name`.
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
+    let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
         Err(e) => {
             return crate::api::ApiError::BadRequest(format!("cannot read the request body: {e}"))
@@ -171,7 +174,7 @@ pub async fn ui_layer(State(s): State<Arc<AppState>>, req: Request, next: Next) 
         .await
         .unwrap_or_else(|| "unauthenticated".into());
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
+    let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
         Err(e) => {
             return crate::api::ApiError::BadRequest(format!("cannot read the form: {e}"))

@@ -28,6 +28,8 @@ ALTER TABLE tokens ADD COLUMN agent TEXT;
 ALTER TABLE tokens ADD COLUMN labels TEXT;
 ALTER TABLE tokens ADD COLUMN uses_left {INT};
 CREATE INDEX tokens_agent ON tokens (agent);
+-- One live credential per agent name: two enrolments racing for a name cannot both win.
+CREATE UNIQUE INDEX tokens_live_agent ON tokens (agent) WHERE kind = 'agent' AND revoked_at IS NULL;
 
 -- Web UI sessions: the cookie holds a random id, the store its hash. Signing out deletes
 -- the row; a session also ends at `expires_at` or after a while without use. `role` is

@@ -299,7 +299,14 @@ impl Store {
         .bind(t.labels)
         .bind(t.uses_left)
         .fetch_one(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| match e.as_database_error() {
+            Some(d) if d.is_unique_violation() => StoreError::Exists {
+                kind: "agent credential",
+                name: t.agent.unwrap_or(t.name).to_string(),
+            },
+            _ => e.into(),
+        })?;
         Ok(col(&row, "id")?)
     }
 

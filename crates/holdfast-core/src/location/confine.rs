@@ -27,6 +27,10 @@ pub fn resolve(path: &Path) -> Option<PathBuf> {
             }
             return Some(out);
         }
+        // A link whose target is missing would be written through: refuse it.
+        if std::fs::symlink_metadata(&existing).is_ok() {
+            return None;
+        }
         match existing.components().next_back()? {
             Component::Normal(n) => rest.push(Some(n.to_os_string())),
             Component::ParentDir => rest.push(None),
@@ -82,5 +86,11 @@ mod tests {
         assert!(overlaps(&secret.join("x"), &secret));
         assert!(!overlaps(&ok, &secret));
         assert!(!within(Path::new("relative"), &ok));
+        std::os::unix::fs::symlink(d.path().join("nowhere"), ok.join("dangling")).unwrap();
+        assert!(
+            !within(&ok.join("dangling"), &ok),
+            "a dangling link is refused"
+        );
+        assert!(!within(&ok.join("dangling/x"), &ok));
     }
 }

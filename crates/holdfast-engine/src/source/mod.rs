@@ -197,7 +197,26 @@ fn extract_files(files: &SnapshotReader, dir: &Path, force: bool) -> Result<()> 
     ensure_empty_dir(dir, force)?;
     for (path, _) in files.files() {
         let rel = path.split_once('/').map_or(path, |(_, r)| r);
+        // A name from the repository is data, not a path to follow: only plain parts, so
+        // nothing lands outside `dir` (a crafted snapshot with `..` or `/etc/...`).
+        let plain = !rel.is_empty()
+            && Path::new(rel)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                format!("restore point file `{path}`"),
+                "its name leaves the target folder (`..`, an absolute path); nothing was written for it \
+                 and the restore stops",
+            )));
+        }
         let out = dir.join(rel);
+        if std::fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                format!("{}", out.display()),
+                "is a symbolic link in the target folder; a restore never writes through one",
+            )));
+        }
         if let Some(parent) = out.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
         }

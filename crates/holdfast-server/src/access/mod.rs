@@ -307,7 +307,10 @@ pub async fn layer(State(s): State<Arc<AppState>>, mut req: Request, next: Next)
             None
         };
         if let Err(e) = allow(&p, need, agent) {
-            return e.into_response();
+            // The audit layer names who was refused.
+            let mut resp = e.into_response();
+            resp.extensions_mut().insert(p);
+            return resp;
         }
     }
     req.extensions_mut().insert(p.clone());

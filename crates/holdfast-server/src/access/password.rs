@@ -38,6 +38,28 @@ pub fn verify(password: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// At most this many password checks run at once (each takes 19 MiB and most of a core):
+/// a burst of sign-ins waits its turn instead of starving the server's other work.
+static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// [`verify`] on a blocking thread, a few at a time.
+pub async fn verify_async(password: &str, phc: Option<&str>) -> bool {
+    let _permit = CHECKS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let (pw, phc) = (password.to_string(), phc.map(str::to_string));
+    tokio::task::spawn_blocking(move || match phc {
+        Some(h) => verify(&pw, &h),
+        None => {
+            verify_nothing(&pw);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// Spends the same work as [`verify`] for an account that does not exist (or has no
 /// password), so that the answer's timing does not tell which names exist.
 pub fn verify_nothing(password: &str) {

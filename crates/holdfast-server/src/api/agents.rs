@@ -615,7 +615,17 @@ pub async fn step(
     Body(r): Body<StepReport>,
 ) -> ApiResult<StatusCode> {
     let id = job_id(&id)?;
-    held(&s, id, &name).await?;
+    let job = held(&s, id, &name).await?;
+    // The attempt it holds, or an earlier one it cleans up after; never one to come.
+    if r.attempt == 0 || i64::from(r.attempt) > job.attempt {
+        return Err(ApiError::field(
+            "attempt",
+            format!(
+                "job {id} is at attempt {}; report steps of that one or of an earlier one",
+                job.attempt
+            ),
+        ));
+    }
     if r.step != RELEASED && r.step != COPY && Step::parse(&r.step).is_none() {
         return Err(ApiError::field(
             "step",

@@ -34,10 +34,14 @@ pub struct EnrolmentInput {
     /// The only agent name that may enrol with it; any name when absent.
     #[serde(default)]
     pub agent: Option<String>,
-    /// The labels an agent enrolling with it may serve (it may ask for fewer); when absent,
-    /// the agent's own labels are bound to its credential as it asks for them.
+    /// The labels an agent enrolling with it may serve (it may ask for fewer). Absent: none
+    /// (the agent serves only unlabelled sources), unless `any_labels`.
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
+    /// The agent's credential is bound to whatever labels it asks for at enrolment (then it
+    /// may receive the jobs, and secrets, of any labelled source): only on purpose.
+    #[serde(default)]
+    pub any_labels: bool,
     /// How many agents may enrol with it: 1 to 1000 (default 1).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 1000)]
@@ -116,6 +120,17 @@ pub async fn create_enrolment(
         })
         .map_err(|_| ApiError::field("agent", "1 to 100 letters, digits, `-`, `_`, `.` or `:`"))?;
     }
+    if e.any_labels && e.labels.is_some() {
+        return Err(ApiError::field(
+            "any_labels",
+            "give either `labels` or `any_labels`, not both",
+        ));
+    }
+    let allowed = if e.any_labels {
+        None
+    } else {
+        Some(e.labels.clone().unwrap_or_default())
+    };
     if let Some(l) = &e.labels {
         let problems = holdfast_core::plan::label_problems(l.iter());
         if !problems.is_empty() {
@@ -129,8 +144,7 @@ pub async fn create_enrolment(
         hex::encode(crate::secrets::random_bytes::<32>())
     );
     let now = s.now();
-    let labels = e
-        .labels
+    let labels = allowed
         .as_ref()
         .map(|l| serde_json::to_string(l).expect("labels serialize"));
     let name = format!("enrolment by {}", p.actor());

@@ -161,10 +161,13 @@ pub(crate) async fn save_plan(
     let existing = s.store.get(Kind::Plan, &spec.name).await?;
     let before = existing
         .as_ref()
-        .and_then(|r| serde_json::from_str::<PlanSpec>(&r.spec).ok())
-        .map(|p| p.hooks)
-        .unwrap_or_default();
-    if spec.hooks != before {
+        .and_then(|r| serde_json::from_str::<PlanSpec>(&r.spec).ok());
+    // The hooks, and for a plan with hooks its source too: it chooses where they run.
+    let same = match &before {
+        Some(b) => b.hooks == spec.hooks && (spec.hooks.is_empty() || b.source == spec.source),
+        None => spec.hooks.is_empty(),
+    };
+    if !same {
         who.require(
             Perm::Commands,
             "changing a plan's hooks (shell commands run on an agent)",

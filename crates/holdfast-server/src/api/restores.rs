@@ -115,9 +115,23 @@ pub async fn create_restore(
     // Into the plan's own source, with no other database named: that is the production
     // database. Only on purpose (and then safely: the engine restores into a temporary
     // database and swaps it in only when the restore succeeded).
-    let kind = serde_json::from_str::<StoredSource>(&target_row.spec)
-        .map(|t| t.kind)
+    let stored = serde_json::from_str::<StoredSource>(&target_row.spec)
         .map_err(|e| ApiError::Internal(format!("stored source `{target}` is unreadable: {e}")))?;
+    let kind = stored.kind;
+    // What may replace data whatever the request says: a command or restore hook (it does
+    // what it does), every database of a server (roles included), or the plan's own
+    // database without another name.
+    let replaces = kind == holdfast_core::SourceKind::Command
+        || spec.hooks.restore.is_some()
+        || stored.all_databases
+        || (target == spec.source && input.database.is_none());
+    if replaces && !input.force {
+        who.require(
+            Perm::Overwrite,
+            "this restore (into a command, a restore hook, every database of a server, or the \
+             plan's own database)",
+        )?;
+    }
     if input.target_source.is_none()
         && input.database.is_none()
         && !input.force

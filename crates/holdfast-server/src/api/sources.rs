@@ -68,11 +68,14 @@ pub(crate) async fn save_source(
         let before = existing
             .as_ref()
             .and_then(|r| serde_json::from_str::<StoredSource>(&r.spec).ok());
-        let same = before.is_some_and(|b| b.url == spec.url && b.command == spec.command);
+        // Also its labels: they choose the agents the command runs on.
+        let same = before.is_some_and(|b| {
+            b.url == spec.url && b.command == spec.command && b.labels == spec.labels
+        });
         if !same {
             who.require(
                 Perm::Commands,
-                "a `cmd:` source (a shell command run on an agent)",
+                "a new or changed `cmd:` source (a shell command, and where it runs)",
             )?;
         }
     }

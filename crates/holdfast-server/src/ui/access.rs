@@ -266,7 +266,8 @@ async fn agents_page(s: &Arc<AppState>, sess: &Session, enrolment: Option<&str>)
                     div.field { label for="agent" { "Agent name" } input #agent name="agent";
                         p.hint { "Empty: any name." } }
                     div.field { label for="labels" { "Labels it may serve" } input #labels name="labels";
-                        p.hint { "KEY=VALUE, comma-separated; empty: the ones the agent asks for." } }
+                        p.hint { "KEY=VALUE, comma-separated; empty: none (unlabelled sources only)." } }
+                    div.field { label { input type="checkbox" name="any_labels" value="on"; " Any labels the agent asks for (it may then receive every labelled source's jobs and secrets)" } }
                     button type="submit" { "Make an enrolment token" }
                 }
             }
@@ -291,9 +292,11 @@ pub async fn enrol(State(s): State<Arc<AppState>>, Posted { sess, fields: f }: P
         };
         map.insert(k.trim().into(), v.trim().into());
     }
+    let any = f.get("any_labels").is_some_and(|v| v == "on");
     let input = serde_json::json!({
         "agent": agent,
         "labels": labels.map(|_| serde_json::Value::Object(map)),
+        "any_labels": any,
     });
     let input = match serde_json::from_value(input) {
         Ok(i) => i,

@@ -652,7 +652,7 @@ pub struct CronQuery {
 }
 
 /// The next five runs of a schedule in a time zone, for the plan form as the user types.
-pub async fn cron_preview(Query(q): Query<CronQuery>) -> Response {
+pub async fn cron_preview(_: Session, Query(q): Query<CronQuery>) -> Response {
     match Schedule::parse(&q.schedule, &q.timezone) {
         Ok(sched) => {
             let now = jiff::Timestamp::now();

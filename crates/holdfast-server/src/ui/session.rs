@@ -41,7 +41,8 @@ impl Session {
     /// Whether this session may post the form at `action` (`/ui/plans/nightly/run`): pages
     /// show only the controls their viewer can use.
     pub fn may(&self, action: &str) -> bool {
-        let mut parts: Vec<&str> = action.split('/').collect();
+        let path = action.split('?').next().unwrap_or(action);
+        let mut parts: Vec<&str> = path.split('/').collect();
         if parts.len() > 3 && ["plans", "endpoints", "notifiers"].contains(&parts[2]) {
             parts[3] = "{name}";
         }
@@ -368,11 +369,11 @@ async fn by_password(s: &AppState, name: &str, pw: &str) -> SignIn {
         }
     };
     let Some(u) = user.filter(|u| u.password_hash.is_some()) else {
-        password::verify_nothing(pw);
+        password::verify_async(pw, None).await;
         return denied("unknown user");
     };
     let now = s.now();
-    let matches = password::verify(pw, u.password_hash.as_deref().unwrap_or(""));
+    let matches = password::verify_async(pw, u.password_hash.as_deref()).await;
     if u.locked_until.is_some_and(|t| t > now) {
         return denied("locked");
     }

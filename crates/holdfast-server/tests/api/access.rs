@@ -238,6 +238,17 @@ async fn an_agent_credential_acts_only_as_its_own_agent() {
         .await;
     assert_eq!(code, 201, "{body}");
     let us = body["credential"].as_str().unwrap().to_string();
+    // An enrolment that names no labels allows none.
+    let bare = enrolment(&app, json!({})).await;
+    let (code, body) = app
+        .call_as(
+            &bare,
+            "POST",
+            "/api/v1/agents/enrol",
+            Some(hello("eu9", json!({"site": "eu"}))),
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
     // Single use.
     let (code, body) = app
         .call_as(

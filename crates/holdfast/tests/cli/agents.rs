@@ -40,7 +40,18 @@ impl Agent {
         // The admin's token is no agent's: enrol with a token made for this agent.
         let enrolment;
         let token = if token == TOKEN {
-            enrolment = s.ok("POST", "/api/v1/enrolments", Some(&json!({"agent": name})))["token"]
+            let bound: serde_json::Map<String, Value> = labels
+                .iter()
+                .map(|l| {
+                    let (k, v) = l.split_once('=').unwrap();
+                    (k.to_string(), json!(v))
+                })
+                .collect();
+            enrolment = s.ok(
+                "POST",
+                "/api/v1/enrolments",
+                Some(&json!({"agent": name, "labels": bound})),
+            )["token"]
                 .as_str()
                 .unwrap()
                 .to_string();
@@ -766,7 +777,11 @@ fn hooks_and_dump_tools_see_none_of_holdfasts_secrets() {
         &["--agent-label", "site=near"],
         &HOLDFASTS_SECRETS,
     );
-    let token = s.ok("POST", "/api/v1/enrolments", Some(&json!({})))["token"]
+    let token = s.ok(
+        "POST",
+        "/api/v1/enrolments",
+        Some(&json!({"labels": {"site": "far"}})),
+    )["token"]
         .as_str()
         .unwrap()
         .to_string();
