@@ -192,6 +192,7 @@ impl Store {
         disabled_at: Option<Option<i64>>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        self.lock_admins(&mut tx).await?;
         let r = sqlx::query(
             "UPDATE users SET role = COALESCE($2, role),
                  password_hash = CASE WHEN $3 = 1 THEN $4 ELSE password_hash END,
@@ -223,6 +224,7 @@ impl Store {
     /// Deletes an account with its tokens and sessions; refused when it is the last admin.
     pub async fn delete_user(&self, id: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        self.lock_admins(&mut tx).await?;
         sqlx::query("DELETE FROM tokens WHERE user_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -244,6 +246,18 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Serializes whatever could take away the last way an admin gets in: on PostgreSQL
+    /// (READ COMMITTED) two such changes at once would each count the other's admin; the
+    /// row locks make the second wait and count again. SQLite runs one writer at a time.
+    async fn lock_admins(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+        if self.dialect == crate::Dialect::Postgres {
+            sqlx::query("SELECT id FROM users WHERE role = 'admin' FOR UPDATE")
+                .fetch_all(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn admins_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
@@ -358,6 +372,7 @@ impl Store {
     /// when it is the last live admin credential of the last enabled admin account.
     pub async fn revoke_token(&self, id: i64, now: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        self.lock_admins(&mut tx).await?;
         let r =
             sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)

@@ -3,7 +3,9 @@
 
 use holdfast_core::job::{JobKind, JobState, Trigger};
 use holdfast_store::testing::TestDb;
-use holdfast_store::{Attempt, JobUpdate, NewEvent, NewJob, Store, StoreError, on_both_stores};
+use holdfast_store::{
+    Attempt, JobUpdate, NewEvent, NewJob, Store, StoreError, UserRow, on_both_stores,
+};
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -290,7 +292,67 @@ async fn a_lease_has_one_holder(db: TestDb) {
     );
 }
 
+fn admin(name: &str) -> UserRow {
+    UserRow {
+        id: 0,
+        name: name.into(),
+        kind: "user".into(),
+        role: "admin".into(),
+        password_hash: Some("$argon2id$test".into()),
+        failed_logins: 0,
+        locked_until: None,
+        created_at: NOW,
+        disabled_at: None,
+    }
+}
+
+/// Two admins demoted at the same moment: one change wins, the other is refused, and an
+/// admin is left (on PostgreSQL this needs the row locks: READ COMMITTED alone lets both
+/// through). The last one can be neither disabled nor deleted.
+async fn the_last_admin_stays_even_when_two_demote_at_once(db: TestDb) {
+    let s = db.store().await;
+    let mut survivor = None;
+    for round in 0..5 {
+        let a = s.insert_user(&admin(&format!("a{round}"))).await.unwrap();
+        let b = s.insert_user(&admin(&format!("b{round}"))).await.unwrap();
+        if let Some(prev) = survivor {
+            s.update_user(prev, Some("viewer"), None, None)
+                .await
+                .unwrap();
+        }
+        let (x, y) = tokio::join!(
+            s.update_user(a, Some("viewer"), None, None),
+            s.update_user(b, Some("viewer"), None, None)
+        );
+        let refused = [&x, &y]
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::LastAdmin)))
+            .count();
+        assert_eq!(refused, 1, "round {round}: {x:?} {y:?}");
+        let admins: Vec<i64> = s
+            .users()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|u| u.role == "admin")
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(admins.len(), 1, "round {round}");
+        survivor = Some(admins[0]);
+    }
+    let last = survivor.unwrap();
+    assert!(matches!(
+        s.update_user(last, None, None, Some(Some(NOW))).await,
+        Err(StoreError::LastAdmin)
+    ));
+    assert!(matches!(
+        s.delete_user(last).await,
+        Err(StoreError::LastAdmin)
+    ));
+}
+
 on_both_stores!(
+    the_last_admin_stays_even_when_two_demote_at_once,
     an_event_happens_once_whoever_records_it,
     a_delivery_is_claimed_by_one_sender_at_a_time,
     a_lease_has_one_holder,

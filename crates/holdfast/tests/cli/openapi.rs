@@ -152,7 +152,10 @@ fn schemathesis(s: &Server, token: &str, exclude: &[&str], max_time: u64) -> (bo
             "--request-timeout",
             "10",
         ])
-        .args(["--workers", "2", "--seed", &seed])
+        // One worker: with two, hypothesis (under schemathesis 4.32) once failed inside its
+        // own lambda-source cache ("AST constructor recursion depth mismatch"), a race of its
+        // threads, not an answer of ours.
+        .args(["--workers", "1", "--seed", &seed])
         .current_dir(work.path())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
