@@ -99,6 +99,17 @@ async fn user_token(app: &App, role: &str) -> String {
     t["token"].as_str().unwrap().to_string()
 }
 
+/// Enrols agent `name` asking for `labels` with enrolment token `token`: the answer.
+async fn enrol_with(app: &App, token: &str, name: &str, labels: Value) -> (u16, Value) {
+    app.call_as(
+        token,
+        "POST",
+        "/api/v1/agents/enrol",
+        Some(hello(name, labels)),
+    )
+    .await
+}
+
 fn concrete(path: &str) -> String {
     path.replace("{name}", "no-such-thing")
         .replace("{id}", "999999")
@@ -219,45 +230,17 @@ async fn an_agent_credential_acts_only_as_its_own_agent() {
 
     // An enrolment bound to labels gives no more.
     let t = enrolment(&app, json!({"labels": {"site": "us"}})).await;
-    let (code, body) = app
-        .call_as(
-            &t,
-            "POST",
-            "/api/v1/agents/enrol",
-            Some(hello("us1", json!({"site": "eu"}))),
-        )
-        .await;
+    let (code, body) = enrol_with(&app, &t, "us1", json!({"site": "eu"})).await;
     assert_eq!(code, 403, "{body}");
-    let (code, body) = app
-        .call_as(
-            &t,
-            "POST",
-            "/api/v1/agents/enrol",
-            Some(hello("us1", json!({"site": "us"}))),
-        )
-        .await;
+    let (code, body) = enrol_with(&app, &t, "us1", json!({"site": "us"})).await;
     assert_eq!(code, 201, "{body}");
     let us = body["credential"].as_str().unwrap().to_string();
     // An enrolment that names no labels allows none.
     let bare = enrolment(&app, json!({})).await;
-    let (code, body) = app
-        .call_as(
-            &bare,
-            "POST",
-            "/api/v1/agents/enrol",
-            Some(hello("eu9", json!({"site": "eu"}))),
-        )
-        .await;
+    let (code, body) = enrol_with(&app, &bare, "eu9", json!({"site": "eu"})).await;
     assert_eq!(code, 403, "{body}");
     // Single use.
-    let (code, body) = app
-        .call_as(
-            &t,
-            "POST",
-            "/api/v1/agents/enrol",
-            Some(hello("us2", json!({"site": "us"}))),
-        )
-        .await;
+    let (code, body) = enrol_with(&app, &t, "us2", json!({"site": "us"})).await;
     assert_eq!(code, 401, "{body}");
     // us1 cannot claim the eu job, nor register with eu's labels or as another agent.
     let (code, _) = app
