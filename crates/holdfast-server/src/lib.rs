@@ -21,6 +21,8 @@ mod state;
 mod ui;
 mod worker;
 
+pub use access::Role;
+pub use access::oidc::OidcConfig;
 pub use setup::{FirstStart, MIN_ADMIN_TOKEN_LEN, reset_admin_token};
 pub use startup::{ServeError, Server, serve};
 pub use state::{AppState, EndpointStats, ServerConfig};

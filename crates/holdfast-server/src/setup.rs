@@ -143,6 +143,7 @@ async fn admin_account(state: &AppState, done: &mut FirstStart) -> Result<Option
             locked_until: None,
             created_at: state.now(),
             disabled_at: None,
+            oidc_subject: None,
         })
         .await
         .map_err(e)?;

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// How long the audit log keeps an entry.
     pub audit_retention: Duration,
+    /// Sign-in through an OpenID provider, besides passwords and tokens.
+    pub oidc: Option<crate::access::oidc::OidcConfig>,
 }
 
 /// Shared by every request handler and background task.
@@ -83,6 +85,8 @@ pub struct AppState {
     pub instance: String,
     /// Sends notifications (it keeps their connections).
     pub sender: crate::notify::Sender,
+    /// Sign-in through an OpenID provider, when configured.
+    pub oidc: Option<crate::access::oidc::Oidc>,
 }
 
 /// What an endpoint's repository holds, as last read.
@@ -160,7 +164,6 @@ impl AppState {
         Self {
             sealer: Sealer::new(server_key),
             store,
-            config,
             wake: Notify::new(),
             internal_token_hash: None,
             repos: Mutex::default(),
@@ -174,7 +177,19 @@ impl AppState {
                 hex::encode(crate::secrets::random_bytes::<4>())
             ),
             sender: crate::notify::Sender::new(),
+            oidc: config.oidc.clone().map(crate::access::oidc::Oidc::new),
+            config,
         }
+    }
+
+    /// Seals a short-lived value the browser keeps for us (bound to `context`).
+    pub fn seal_for_browser(&self, context: &str, plain: &[u8]) -> String {
+        self.sealer.seal(&format!("browser:{context}"), plain)
+    }
+
+    /// Opens what `seal_for_browser` sealed; `None` when it was not sealed here for `context`.
+    pub fn open_from_browser(&self, context: &str, sealed: &str) -> Option<Vec<u8>> {
+        self.sealer.open(&format!("browser:{context}"), sealed).ok()
     }
 
     /// Now, in Unix milliseconds.

@@ -28,6 +28,7 @@ use crate::model::rfc3339;
 mod access;
 mod manage;
 mod notifiers;
+mod oidc;
 mod session;
 
 pub(crate) use session::IDLE_MS as SESSION_IDLE_MS;
@@ -41,6 +42,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/", get(dashboard))
         .route("/ui/login", get(session::login_form).post(session::login))
         .route("/ui/logout", post(session::logout))
+        .route("/ui/oidc/login", get(oidc::login))
+        .route("/ui/oidc/callback", get(oidc::callback))
         .route("/ui/jobs", get(jobs))
         .route("/ui/jobs/{id}", get(job))
         .route("/ui/jobs/{id}/events", get(job_events))
@@ -113,6 +116,7 @@ fn page(title: &str, signed_in: Option<&Session>, body: Markup) -> Markup {
                             a href="/ui/notifiers" { "Notifiers" }
                             a href="/ui/access" { "Access" }
                             @if sess.can(Perm::Audit) { a href="/ui/audit" { "Audit" } }
+                            span.who #who { (sess.who.actor()) @if let Some(r) = sess.who.role() { " · " (r.as_str()) } }
                             form.inline method="post" action="/ui/logout" {
                                 input type="hidden" name="csrf" value=(sess.csrf);
                                 button { "Sign out" }

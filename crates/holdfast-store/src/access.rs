@@ -22,10 +22,12 @@ pub struct UserRow {
     pub locked_until: Option<i64>,
     pub created_at: i64,
     pub disabled_at: Option<i64>,
+    /// An account made by an OpenID Connect sign-in: `ISSUER#SUB`.
+    pub oidc_subject: Option<String>,
 }
 
-const USER_COLUMNS: &str =
-    "id, name, kind, role, password_hash, failed_logins, locked_until, created_at, disabled_at";
+const USER_COLUMNS: &str = "id, name, kind, role, password_hash, failed_logins, locked_until, \
+     created_at, disabled_at, oidc_subject";
 
 fn user(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
     Ok(UserRow {
@@ -38,6 +40,7 @@ fn user(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
         locked_until: col(r, "locked_until")?,
         created_at: col(r, "created_at")?,
         disabled_at: col(r, "disabled_at")?,
+        oidc_subject: col(r, "oidc_subject")?,
     })
 }
 
@@ -137,14 +140,16 @@ impl Store {
     /// Creates an account; `Exists` when the name is taken.
     pub async fn insert_user(&self, u: &UserRow) -> Result<i64> {
         let r = sqlx::query(
-            "INSERT INTO users (name, kind, role, password_hash, failed_logins, created_at)
-             VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (name) DO NOTHING RETURNING id",
+            "INSERT INTO users (name, kind, role, password_hash, failed_logins, created_at,
+                 oidc_subject)
+             VALUES ($1, $2, $3, $4, 0, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(&u.name)
         .bind(&u.kind)
         .bind(&u.role)
         .bind(&u.password_hash)
         .bind(u.created_at)
+        .bind(&u.oidc_subject)
         .fetch_optional(&self.pool)
         .await?;
         match r {
@@ -169,6 +174,16 @@ impl Store {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1");
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(r.as_ref().map(user).transpose()?)
+    }
+
+    /// The account an OpenID Connect subject (`ISSUER#SUB`) signed in as before.
+    pub async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE oidc_subject = $1");
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(subject)
             .fetch_optional(&self.pool)
             .await?;
         Ok(r.as_ref().map(user).transpose()?)

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_agents.sql")),
     (5, include_str!("../migrations/0005_alerts.sql")),
     (6, include_str!("../migrations/0006_access.sql")),
+    (7, include_str!("../migrations/0007_oidc.sql")),
 ];
 
 /// Arbitrary, fixed: "holdfast" in ASCII, truncated to fit.

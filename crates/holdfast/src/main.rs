@@ -19,6 +19,7 @@ use secrecy::SecretString;
 mod client;
 mod declare;
 mod filter;
+mod oidc;
 mod ping;
 
 #[derive(Parser)]
@@ -387,6 +388,8 @@ struct ServeArgs {
     /// loopback or a private network. On the main address `/metrics` needs an API token.
     #[arg(long, env = "HOLDFAST_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    oidc: oidc::OidcArgs,
 }
 
 fn data_dir() -> std::path::PathBuf {
@@ -420,6 +423,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         None => std::env::var("HOLDFAST_ADMIN_PASSWORD").ok(),
     }
     .filter(|p| !p.is_empty());
+    let oidc = match args.oidc.config(args.listen) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("holdfast: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = holdfast_server::ServerConfig {
         listen: args.listen,
         data_dir,
@@ -443,6 +453,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         metrics_listen: args.metrics_listen,
         audit_retention: Duration::from_secs(args.audit_retention_days.max(1) * 86_400),
+        oidc,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

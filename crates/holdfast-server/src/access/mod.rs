@@ -2,6 +2,7 @@
 //! bearer token (or the UI's session) becomes a [`Principal`], and the route's need, read
 //! from its OpenAPI entry, is met or the request ends in 401/403 before any handler runs.
 
+pub mod oidc;
 pub mod password;
 pub mod role;
 
@@ -56,6 +57,14 @@ impl Principal {
             },
             Self::Agent { name, .. } => format!("agent {name}"),
             Self::Enrolment { token_id, .. } => format!("enrolment token {token_id}"),
+        }
+    }
+
+    /// A user's or token's role; `None` for agents and enrolments.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Self::User { role, .. } => Some(*role),
+            _ => None,
         }
     }
 

@@ -70,6 +70,9 @@ pub struct UserView {
     pub kind: AccountKind,
     pub role: Role,
     pub password_set: bool,
+    /// Made by a sign-in through the OpenID provider: its role follows the provider's groups
+    /// at each sign-in.
+    pub oidc: bool,
     /// Locked after repeated failed sign-ins, until this time.
     pub locked_until: Option<String>,
     pub created_at: String,
@@ -86,6 +89,7 @@ fn view(u: &UserRow, now: i64) -> UserView {
         },
         role: Role::parse(&u.role).unwrap_or(Role::Viewer),
         password_set: u.password_hash.is_some(),
+        oidc: u.oidc_subject.is_some(),
         locked_until: u.locked_until.filter(|t| *t > now).map(rfc3339),
         created_at: rfc3339(u.created_at),
         disabled_at: u.disabled_at.map(rfc3339),
@@ -158,6 +162,7 @@ pub async fn create_user(
         locked_until: None,
         created_at: now,
         disabled_at: None,
+        oidc_subject: None,
     };
     row_or_conflict(s.store.insert_user(&row).await, &u.name)?;
     Ok((StatusCode::CREATED, Json(view(&row, now))))

@@ -20,10 +20,10 @@ use crate::AppState;
 use crate::access::{Perm, Principal, Role, password};
 use crate::audit::{self, Entry};
 
-const COOKIE: &str = "holdfast_session";
+pub(super) const COOKIE: &str = "holdfast_session";
 const LOGIN_COOKIE: &str = "holdfast_signin";
 /// A session ends this long after sign-in…
-const LIFETIME_MS: i64 = 12 * 60 * 60 * 1000;
+pub(super) const LIFETIME_MS: i64 = 12 * 60 * 60 * 1000;
 /// …or after this long without use.
 pub const IDLE_MS: i64 = 2 * 60 * 60 * 1000;
 
@@ -50,7 +50,7 @@ impl Session {
     }
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -73,8 +73,24 @@ fn over_tls(headers: &HeaderMap) -> bool {
 }
 
 fn set_cookie(r: &mut Response, headers: &HeaderMap, name: &str, value: &str, max_age: i64) {
+    set_cookie_with(r, headers, name, value, max_age, "Strict", "/");
+}
+
+/// A cookie with its own SameSite and path: the OIDC sign-in's must come back with the
+/// provider's redirect, a top-level navigation from another site (`Lax`).
+pub(super) fn set_cookie_with(
+    r: &mut Response,
+    headers: &HeaderMap,
+    name: &str,
+    value: &str,
+    max_age: i64,
+    same_site: &str,
+    path: &str,
+) {
     let secure = if over_tls(headers) { "; Secure" } else { "" };
-    let c = format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}");
+    let c = format!(
+        "{name}={value}; HttpOnly; SameSite={same_site}; Path={path}; Max-Age={max_age}{secure}"
+    );
     if let Ok(v) = HeaderValue::from_str(&c) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -211,25 +227,29 @@ impl FromRequest<Arc<AppState>> for Posted {
     }
 }
 
-fn same(a: &str, b: &str) -> bool {
+pub(super) fn same(a: &str, b: &str) -> bool {
     !b.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 // ----- sign-in -----
 
-pub async fn login_form(headers: HeaderMap) -> Response {
+pub async fn login_form(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let nonce = hex::encode(crate::secrets::random_bytes::<16>());
-    let mut r = login_page(None, &nonce).into_response();
+    let mut r = login_page(&s, None, &nonce).into_response();
     set_cookie(&mut r, &headers, LOGIN_COOKIE, &nonce, 3600);
     r
 }
 
-fn login_page(error: Option<&str>, nonce: &str) -> Markup {
+pub(super) fn login_page(s: &AppState, error: Option<&str>, nonce: &str) -> Markup {
     page(
         "Sign in",
         None,
         html! {
             h1 { "Sign in" }
+            @if let Some(o) = &s.oidc {
+                p { a.button #oidc-sign-in href="/ui/oidc/login" { "Sign in with " (o.config.label) } }
+                p.hint { "Or with an account of this server:" }
+            }
             form method="post" action="/ui/login" {
                 input type="hidden" name="csrf" value=(nonce);
                 label for="user" { "User name" }
@@ -271,7 +291,7 @@ pub async fn login(
     let nonce = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     let again = |status: StatusCode, why: &str| {
         let n = hex::encode(crate::secrets::random_bytes::<16>());
-        let mut r = (status, login_page(Some(why), &n)).into_response();
+        let mut r = (status, login_page(&s, Some(why), &n)).into_response();
         set_cookie(&mut r, &headers, LOGIN_COOKIE, &n, 3600);
         r
     };
@@ -342,7 +362,12 @@ pub async fn login(
 
 type SignIn = (String, Result<SessionRow, (StatusCode, &'static str)>);
 
-fn new_session(s: &AppState, user_id: i64, role: &str, token_id: Option<i64>) -> SessionRow {
+pub(super) fn new_session(
+    s: &AppState,
+    user_id: i64,
+    role: &str,
+    token_id: Option<i64>,
+) -> SessionRow {
     let now = s.now();
     SessionRow {
         user_id,

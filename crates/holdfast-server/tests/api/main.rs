@@ -39,6 +39,7 @@ impl App {
             shutdown_grace: Duration::from_secs(1),
             metrics_listen: None,
             audit_retention: Duration::from_secs(86_400),
+            oidc: None,
         };
         let server = Server::build(config).await.unwrap();
         let url = format!("http://{}", server.addr());

@@ -303,6 +303,7 @@ fn admin(name: &str) -> UserRow {
         locked_until: None,
         created_at: NOW,
         disabled_at: None,
+        oidc_subject: None,
     }
 }
 

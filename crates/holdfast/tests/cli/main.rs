@@ -11,6 +11,7 @@ mod endpoints;
 mod failures;
 mod latest;
 mod mysql;
+mod oidc;
 mod openapi;
 mod other_sources;
 mod postgres;

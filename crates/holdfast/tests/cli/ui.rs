@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::server::{Meta, Server, TOKEN};
 
-fn node(script: &str, args: &[&str]) -> Value {
+pub(crate) fn node(script: &str, args: &[&str]) -> Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/ui")
         .join(script);
