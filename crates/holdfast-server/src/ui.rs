@@ -26,9 +26,12 @@ use crate::access::Perm;
 use crate::model::rfc3339;
 
 mod access;
-mod manage;
+mod endpoints;
+mod form;
 mod notifiers;
+mod plans;
 mod session;
+mod sources;
 
 pub(crate) use session::IDLE_MS as SESSION_IDLE_MS;
 pub(crate) use session::actor;
@@ -47,24 +50,24 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/plans/{name}/run", post(run_now))
         .route(
             "/ui/endpoints",
-            get(manage::endpoints).post(manage::create_endpoint),
+            get(endpoints::endpoints).post(endpoints::create_endpoint),
         )
         .route(
             "/ui/endpoints/{name}",
-            get(manage::endpoint).post(manage::save_endpoint),
+            get(endpoints::endpoint).post(endpoints::save_endpoint),
         )
-        .route("/ui/endpoints/{name}/test", post(manage::test_endpoint))
+        .route("/ui/endpoints/{name}/test", post(endpoints::test_endpoint))
         .route(
             "/ui/sources",
-            get(manage::sources).post(manage::create_source),
+            get(sources::sources).post(sources::create_source),
         )
-        .route("/ui/plans", post(manage::create_plan))
-        .route("/ui/plans/new", get(manage::new_plan))
-        .route("/ui/plans/{name}", get(manage::plan))
-        .route("/ui/plans/{name}/restore", post(manage::restore))
-        .route("/ui/plans/{name}/pause", post(manage::pause))
-        .route("/ui/plans/{name}/resume", post(manage::resume))
-        .route("/ui/cron-preview", get(manage::cron_preview))
+        .route("/ui/plans", post(plans::create_plan))
+        .route("/ui/plans/new", get(plans::new_plan))
+        .route("/ui/plans/{name}", get(plans::plan))
+        .route("/ui/plans/{name}/restore", post(plans::restore))
+        .route("/ui/plans/{name}/pause", post(plans::pause))
+        .route("/ui/plans/{name}/resume", post(plans::resume))
+        .route("/ui/cron-preview", get(plans::cron_preview))
         .route("/ui/agents", get(access::agents))
         .route("/ui/agents/{name}/revoke", post(access::revoke_agent))
         .route("/ui/enrolments", post(access::enrol))

@@ -11,9 +11,7 @@ use holdfast_core::plan::FieldError;
 use maud::html;
 use serde_json::{Value, json};
 
-use super::manage::{
-    Input, InputKind, check, form, opt, outcome, parse_input, secret, select, text,
-};
+use super::form::{Input, InputKind, check, form, opt, outcome, parse_input, secret, select, text};
 use super::session::{Fields, Posted, Session};
 use super::{error_page, page};
 use crate::AppState;
