@@ -58,8 +58,20 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route("/ui/endpoints/{name}/test", post(endpoints::test_endpoint))
         .route(
+            "/ui/endpoints/{name}/delete",
+            get(endpoints::confirm_delete_endpoint).post(endpoints::delete_endpoint),
+        )
+        .route(
             "/ui/sources",
             get(sources::sources).post(sources::create_source),
+        )
+        .route(
+            "/ui/sources/{name}",
+            get(sources::source).post(sources::save_source),
+        )
+        .route(
+            "/ui/sources/{name}/delete",
+            get(sources::confirm_delete_source).post(sources::delete_source),
         )
         .route("/ui/plans", post(plans::create_plan))
         .route("/ui/plans/new", get(plans::new_plan))

@@ -1,20 +1,21 @@
 //! The UI's endpoints: the list with what each repository holds and its last prune, create,
-//! edit (secrets never shown, kept unless given) and "Test connection", through the API's own
-//! handlers.
+//! edit (secrets never shown, kept unless given), "Test connection" and delete after a
+//! confirmation, through the API's own handlers.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use holdfast_core::plan::FieldError;
-use holdfast_store::Kind;
-use maud::html;
+use axum::response::{IntoResponse, Redirect, Response};
+use holdfast_core::plan::{FieldError, PlanSpec};
+use holdfast_store::{Kind, Resource};
+use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::form::{
-    Input, InputKind, form, opt, outcome, parse_input, secret, secret_lines, select, text,
+    Input, InputKind, confirm_delete, confirmed, delete_link, delete_refused, form, if_match, opt,
+    outcome, parse_input, plans_that, secret, secret_lines, select, status_of, text,
     without_secrets,
 };
 use super::session::{Fields, Posted, Session};
@@ -182,6 +183,7 @@ pub async fn endpoint(
     };
     let v: Value = serde_json::from_str(&r.spec).unwrap_or_default();
     let mut f = Fields::new();
+    f.insert("version".into(), r.version.to_string());
     for k in [
         "kind",
         "url",
@@ -209,20 +211,26 @@ fn endpoint_edit(sess: &Session, name: &str, values: &Fields, errors: &[FieldErr
             _ => i,
         })
         .collect();
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
+    let test = format!("/ui/endpoints/{name}/test");
     let body = html! {
         h1 { "Endpoint " (name) }
         (form(&format!("/ui/endpoints/{name}"), sess, &inputs, values, errors, "Save"))
-        form.inline method="post" action={"/ui/endpoints/" (name) "/test"} {
-            input type="hidden" name="csrf" value=(sess.csrf);
-            button.test { "Test connection" }
+        p {
+            @if sess.may(&test) {
+                form.inline method="post" action=(test) {
+                    input type="hidden" name="csrf" value=(sess.csrf);
+                    button.test { "Test connection" }
+                }
+                " "
+            }
+            (delete_link(sess, "endpoint", name))
         }
     };
-    (status, page(&format!("Endpoint {name}"), Some(sess), body)).into_response()
+    (
+        status_of(errors),
+        page(&format!("Endpoint {name}"), Some(sess), body),
+    )
+        .into_response()
 }
 
 pub async fn save_endpoint(
@@ -232,7 +240,7 @@ pub async fn save_endpoint(
 ) -> Response {
     let r = match parse_input(endpoint_json(&f, &name)) {
         Ok(input) => outcome(
-            crate::api::endpoints::save_endpoint(&s, false, input, Some(&name), &HeaderMap::new())
+            crate::api::endpoints::save_endpoint(&s, false, input, Some(&name), &if_match(&f))
                 .await,
             "/ui/endpoints",
         ),
@@ -255,4 +263,111 @@ pub async fn test_endpoint(
         }
         Err(e) => error_page(StatusCode::NOT_FOUND, &e.to_string()),
     }
+}
+
+/// The plans that use endpoint `name`: as their repository, or for their copies.
+async fn users(s: &AppState, name: &str) -> Vec<String> {
+    s.store
+        .list(Kind::Plan)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            p.plan.as_ref().is_some_and(|c| c.endpoint == name)
+                || serde_json::from_str::<PlanSpec>(&p.spec)
+                    .is_ok_and(|sp| sp.copy.is_some_and(|c| c.endpoint == name))
+        })
+        .map(|p| p.name)
+        .collect()
+}
+
+/// What deleting endpoint `name` loses and keeps, in words (the API's: the record goes, the
+/// repository and its backups stay where they are).
+fn consequences(s: &Arc<AppState>, r: &Resource, used_by: &[String]) -> Markup {
+    let v: Value = serde_json::from_str(&r.spec).unwrap_or_default();
+    let url = holdfast_core::location::redact_url(v["url"].as_str().unwrap_or(""));
+    let held = s
+        .endpoint_stats(&r.name)
+        .filter(|st| st.read_at.is_some() && st.error.is_none())
+        .map(|st| st.restore_points);
+    html! {
+        p { "Holdfast forgets endpoint " strong { (r.name) } ": its location, prune schedule and stored "
+            "credentials, the repository password among them. " }
+        p { "The repository at " code { (url) } " stays where it is, with "
+            @match held { Some(1) => "its 1 restore point", Some(n) => { "its " (n) " restore points" }, None => "all its restore points" }
+            ": restic can still read them with the repository password (keep your copy of it: Holdfast will not have one), "
+            "and an endpoint created again with the same location and password shows them again." }
+        @if !used_by.is_empty() {
+            p.error #still-used { (plans_that(used_by, "uses it", "use it")) ": the server refuses to delete it until "
+                (if used_by.len() == 1 { "that plan is deleted or uses" } else { "they are deleted or use" }) " another endpoint." }
+        }
+    }
+}
+
+async fn stored(s: &AppState, name: &str) -> Result<Resource, Response> {
+    match s.store.get(Kind::Endpoint, name).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(error_page(
+            StatusCode::NOT_FOUND,
+            &format!("no endpoint named `{name}`"),
+        )),
+        Err(e) => Err(error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+    }
+}
+
+pub async fn confirm_delete_endpoint(
+    State(s): State<Arc<AppState>>,
+    sess: Session,
+    Path(name): Path<String>,
+) -> Response {
+    let r = match stored(&s, &name).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let what = consequences(&s, &r, &users(&s, &name).await);
+    let back = format!("/ui/endpoints/{name}");
+    confirm_delete(&sess, "endpoint", &name, r.version, &back, what, None)
+}
+
+pub async fn delete_endpoint(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Posted { sess, fields: f }: Posted,
+) -> Response {
+    let r = match stored(&s, &name).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let refused = if confirmed(&f, &name) {
+        match crate::api::endpoints::delete_endpoint(
+            State(s.clone()),
+            Path(name.clone()),
+            if_match(&f),
+        )
+        .await
+        {
+            Ok(_) => return Redirect::to("/ui/endpoints").into_response(),
+            Err(e) => delete_refused(&e),
+        }
+    } else {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("type `{name}` to confirm"),
+        )
+    };
+    let what = consequences(&s, &r, &users(&s, &name).await);
+    let back = format!("/ui/endpoints/{name}");
+    let version = f
+        .get("version")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(r.version);
+    confirm_delete(
+        &sess,
+        "endpoint",
+        &name,
+        version,
+        &back,
+        what,
+        Some(refused),
+    )
 }
