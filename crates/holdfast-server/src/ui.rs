@@ -29,6 +29,7 @@ mod access;
 mod endpoints;
 mod form;
 mod notifiers;
+mod plan_form;
 mod plans;
 mod session;
 mod sources;
@@ -73,13 +74,21 @@ pub fn router() -> Router<Arc<AppState>> {
             "/ui/sources/{name}/delete",
             get(sources::confirm_delete_source).post(sources::delete_source),
         )
-        .route("/ui/plans", post(plans::create_plan))
-        .route("/ui/plans/new", get(plans::new_plan))
+        .route("/ui/plans", post(plan_form::create_plan))
+        .route("/ui/plans/new", get(plan_form::new_plan))
         .route("/ui/plans/{name}", get(plans::plan))
+        .route(
+            "/ui/plans/{name}/edit",
+            get(plan_form::edit_plan).post(plan_form::save_plan),
+        )
+        .route(
+            "/ui/plans/{name}/delete",
+            get(plans::confirm_delete_plan).post(plans::delete_plan),
+        )
         .route("/ui/plans/{name}/restore", post(plans::restore))
         .route("/ui/plans/{name}/pause", post(plans::pause))
         .route("/ui/plans/{name}/resume", post(plans::resume))
-        .route("/ui/cron-preview", get(plans::cron_preview))
+        .route("/ui/cron-preview", get(plan_form::cron_preview))
         .route("/ui/agents", get(access::agents))
         .route("/ui/agents/{name}/revoke", post(access::revoke_agent))
         .route("/ui/enrolments", post(access::enrol))

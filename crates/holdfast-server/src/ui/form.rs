@@ -28,6 +28,8 @@ pub(super) enum InputKind {
     Secret,
     /// A write-only secret of several lines (an SSH private key).
     SecretLines,
+    /// Several lines shown as they are (a hook's script).
+    Lines,
     Select(Vec<String>),
     Check,
 }
@@ -64,6 +66,15 @@ pub(super) fn secret_lines<'a>(name: &'a str, label: &'a str, hint: &'a str) -> 
         name,
         label,
         kind: InputKind::SecretLines,
+        hint,
+    }
+}
+
+pub(super) fn lines<'a>(name: &'a str, label: &'a str, hint: &'a str) -> Input<'a> {
+    Input {
+        name,
+        label,
+        kind: InputKind::Lines,
         hint,
     }
 }
@@ -124,6 +135,7 @@ pub(super) fn form(
                         InputKind::Text => input id=(i.name) name=(i.name) value=(value);
                         InputKind::Secret => input id=(i.name) name=(i.name) type="password" autocomplete="new-password";
                         InputKind::SecretLines => textarea id=(i.name) name=(i.name) rows="4" autocomplete="off" spellcheck="false" {}
+                        InputKind::Lines => textarea id=(i.name) name=(i.name) rows="3" spellcheck="false" { (value) },
                         InputKind::Select(options) => select id=(i.name) name=(i.name) {
                             @for o in options { option value=(o) selected[*o == value] { (o) } }
                         },

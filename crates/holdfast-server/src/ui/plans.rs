@@ -1,195 +1,28 @@
-//! The UI's plans: create with a cron preview, the plan page with its settings and restore
-//! points, restore, pause and resume, through the API's own handlers.
+//! The UI's plans: the plan page with its settings and restore points, restore, pause and
+//! resume, and delete after a confirmation, through the API's own handlers (the form that
+//! creates and edits one is in `plan_form`).
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use holdfast_core::Schedule;
+use holdfast_core::job::JobState;
 use holdfast_core::plan::{FieldError, PlanSpec};
-use holdfast_store::Kind;
-use maud::html;
+use holdfast_store::{JobFilter, Kind};
+use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::form::{check, form, names, opt, outcome, parse_input, select, text, without_secrets};
+use super::form::{
+    check, confirm_delete, confirmed, delete_link, delete_refused, form, if_match, names, opt,
+    outcome, parse_input, select, text, without_secrets,
+};
 use super::session::{Fields, Posted, Session};
 use super::{error_page, page};
 use crate::AppState;
 use crate::api::Body;
-
-pub async fn new_plan(State(s): State<Arc<AppState>>, sess: Session) -> Response {
-    let mut f = Fields::new();
-    f.insert("timezone".into(), "UTC".into());
-    f.insert("schedule".into(), "0 3 * * *".into());
-    // The API's default retention, so a plan made here keeps what one made elsewhere keeps.
-    if let holdfast_core::plan::Retention::Gfs(k) = holdfast_core::plan::Retention::default() {
-        for (field, n) in [
-            ("keep_last", k.last),
-            ("keep_daily", k.daily),
-            ("keep_weekly", k.weekly),
-            ("keep_monthly", k.monthly),
-        ] {
-            if let Some(n) = n {
-                f.insert(field.into(), n.to_string());
-            }
-        }
-    }
-    plan_form(&s, &sess, &f, &[]).await
-}
-
-async fn plan_form(
-    s: &AppState,
-    sess: &Session,
-    values: &Fields,
-    errors: &[FieldError],
-) -> Response {
-    let sources = names(s, Kind::Source).await;
-    let endpoints = names(s, Kind::Endpoint).await;
-    let inputs = vec![
-        text("name", "Name", "lowercase letters, digits and -"),
-        select("source", "Source", sources),
-        select("endpoint", "Endpoint", endpoints),
-        text(
-            "schedule",
-            "Schedule",
-            "5-field cron (minute hour day month weekday) or @daily, @hourly …",
-        ),
-        text("timezone", "Time zone", "IANA name, e.g. Europe/Berlin"),
-        text(
-            "keep_last",
-            "Keep the last",
-            "backups (retention; empty: none by count)",
-        ),
-        text("keep_daily", "Keep daily", "one per day for this many days"),
-        text("keep_weekly", "Keep weekly", ""),
-        text("keep_monthly", "Keep monthly", ""),
-        check("paused", "Paused", ""),
-    ];
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    let body = html! {
-        h1 { "New plan" }
-        (form("/ui/plans", sess, &inputs, values, errors, "Create plan"))
-        section.preview {
-            h2 { "Next runs" }
-            ol #next-runs {}
-            p.error #cron-error role="status" {}
-        }
-    };
-    (status, page("New plan", Some(sess), body)).into_response()
-}
-
-pub async fn create_plan(
-    State(s): State<Arc<AppState>>,
-    Posted { sess, fields: f }: Posted,
-) -> Response {
-    let mut keep = serde_json::Map::new();
-    keep.insert("style".into(), "gfs".into());
-    let mut bad = vec![];
-    for (field, rule) in [
-        ("keep_last", "last"),
-        ("keep_daily", "daily"),
-        ("keep_weekly", "weekly"),
-        ("keep_monthly", "monthly"),
-    ] {
-        match f.get(field).map_or("", |v| v.trim()) {
-            "" => {}
-            v => match v.parse::<u32>() {
-                Ok(n) => {
-                    keep.insert(rule.into(), n.into());
-                }
-                Err(_) => bad.push(FieldError {
-                    field: field.into(),
-                    reason: "a whole number".into(),
-                }),
-            },
-        }
-    }
-    let r = match bad.is_empty() {
-        false => Err(bad),
-        true => {
-            let name = f.get("name").cloned().unwrap_or_default();
-            let v = json!({"name": name,
-                "source": f.get("source").cloned().unwrap_or_default(),
-                "endpoint": f.get("endpoint").cloned().unwrap_or_default(),
-                "schedule": f.get("schedule").cloned().unwrap_or_default(),
-                "timezone": f.get("timezone").cloned().unwrap_or_default(),
-                "paused": f.get("paused").is_some_and(|v| v == "true"),
-                "retention": keep});
-            match parse_input::<PlanSpec>(v) {
-                Ok(spec) => outcome(
-                    crate::api::plans::save_plan(
-                        &s,
-                        false,
-                        spec,
-                        None,
-                        &HeaderMap::new(),
-                        &sess.who,
-                    )
-                    .await,
-                    &format!("/ui/plans/{name}"),
-                ),
-                Err(e) => Err(e),
-            }
-        }
-    };
-    match r {
-        Ok(r) => r,
-        Err(errs) => {
-            let errs: Vec<FieldError> = errs
-                .into_iter()
-                .map(|mut e| {
-                    if let Some(rule) = e.field.strip_prefix("retention.") {
-                        e.field = format!("keep_{rule}");
-                    } else if e.field == "retention" {
-                        e.field = "keep_last".into();
-                    }
-                    e
-                })
-                .collect();
-            plan_form(&s, &sess, &without_secrets(f), &errs).await
-        }
-    }
-}
-
-#[derive(Deserialize)]
-pub struct CronQuery {
-    schedule: String,
-    timezone: String,
-}
-
-/// The next five runs of a schedule in a time zone, for the plan form as the user types.
-pub async fn cron_preview(_: Session, Query(q): Query<CronQuery>) -> Response {
-    match Schedule::parse(&q.schedule, &q.timezone) {
-        Ok(sched) => {
-            let now = jiff::Timestamp::now();
-            let runs: Vec<String> = sched
-                .upcoming(now, 5)
-                .iter()
-                .map(|z| z.strftime("%a %Y-%m-%d %H:%M %Z").to_string())
-                .collect();
-            Json(json!({"runs": runs})).into_response()
-        }
-        Err(e) => {
-            let field = if e.what.starts_with("timezone") {
-                "timezone"
-            } else {
-                "schedule"
-            };
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({"field": field, "error": e.to_string()})),
-            )
-                .into_response()
-        }
-    }
-}
 
 pub async fn plan(
     State(s): State<Arc<AppState>>,
@@ -231,7 +64,7 @@ async fn plan_page(
     let body = html! {
         h1 { "Plan " (name) }
         @let paused = r.plan.as_ref().is_some_and(|c| c.paused);
-        p { (spec.source) " → " (spec.endpoint) " · " code { (spec.schedule) } " " (spec.timezone)
+        p #summary { (spec.source) " → " (spec.endpoint) " · " code { (spec.schedule) } " " (spec.timezone)
             @if paused { " · " span.badge.stale #paused { "paused" } } }
         @if sess.may(&format!("/ui/plans/{name}/pause")) {
             form.inline method="post" action={"/ui/plans/" (name) (if paused { "/resume" } else { "/pause" })} {
@@ -245,7 +78,12 @@ async fn plan_page(
                 input type="hidden" name="csrf" value=(sess.csrf);
                 button.run { "Run now" }
             }
+            " "
         }
+        @if sess.may(&format!("/ui/plans/{name}/edit")) {
+            a.button #edit href={"/ui/plans/" (name) "/edit"} { "Edit" } " "
+        }
+        (delete_link(sess, "plan", name))
         p { a href={"/ui/jobs?plan=" (name)} { "Jobs of this plan" } }
         h2 { "Settings" }
         table #settings {
@@ -406,4 +244,107 @@ fn retention_text(r: &holdfast_core::plan::Retention) -> String {
             holdfast_core::plan::PeriodUnit::Files => format!("the last {period}"),
         },
     }
+}
+
+/// What deleting plan `name` stops and what stays, in words (the API's: its jobs and its
+/// backups in the repository stay).
+async fn consequences(s: &Arc<AppState>, name: &str, spec: &PlanSpec) -> Markup {
+    let points = crate::api::restores::restore_points(
+        State(s.clone()),
+        Ok(Query(crate::api::restores::RestorePointQuery {
+            plan: Some(name.to_string()),
+            endpoint: None,
+        })),
+    )
+    .await;
+    let jobs = s
+        .store
+        .jobs(&JobFilter {
+            plan: Some(name.to_string()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    let queued: Vec<i64> = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Queued && j.kind == holdfast_core::job::JobKind::Backup)
+        .map(|j| j.id)
+        .collect();
+    html! {
+        p #stops { "Its schedule stops: no more backups of source " strong { (spec.source) }
+            " into endpoint " strong { (spec.endpoint) } "." }
+        p #stays {
+            @match &points {
+                Ok(Json(p)) if p.len() == 1 => { "Its 1 restore point stays" },
+                Ok(Json(p)) => { "Its " (p.len()) " restore points stay" },
+                Err(e) => { "Its restore points (they cannot be counted now: " (e.to_string()) ") stay" },
+            }
+            " in the repository of endpoint " strong { (spec.endpoint) }
+            @if let Some(c) = &spec.copy { ", and their copies in endpoint " strong { (c.endpoint) } "," }
+            " and can still be restored: with restic, or here after creating a plan named "
+            code { (name) } " on that endpoint again. Nothing is deleted from a repository."
+        }
+        p #jobs-stay { @match jobs.len() { 0 => "It has no jobs.", 1 => "Its 1 job stays in the job history.",
+            n => { "Its " (n) @if n >= 1000 { " or more" } " jobs stay in the job history." } } }
+        @if !queued.is_empty() {
+            p.warn { "Its queued backup (job " (queued.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(", "))
+                ") will not run: it fails when an agent would start it." }
+        }
+    }
+}
+
+pub async fn confirm_delete_plan(
+    State(s): State<Arc<AppState>>,
+    sess: Session,
+    Path(name): Path<String>,
+) -> Response {
+    let Ok(r) = s.store.must_get(Kind::Plan, &name).await else {
+        return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
+    };
+    let Ok(spec) = serde_json::from_str::<PlanSpec>(&r.spec) else {
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored plan is unreadable",
+        );
+    };
+    let what = consequences(&s, &name, &spec).await;
+    let back = format!("/ui/plans/{name}");
+    confirm_delete(&sess, "plan", &name, r.version, &back, what, None)
+}
+
+pub async fn delete_plan(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Posted { sess, fields: f }: Posted,
+) -> Response {
+    let Ok(r) = s.store.must_get(Kind::Plan, &name).await else {
+        return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
+    };
+    let Ok(spec) = serde_json::from_str::<PlanSpec>(&r.spec) else {
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored plan is unreadable",
+        );
+    };
+    let refused = if confirmed(&f, &name) {
+        match crate::api::plans::delete_plan(State(s.clone()), Path(name.clone()), if_match(&f))
+            .await
+        {
+            Ok(_) => return Redirect::to("/").into_response(),
+            Err(e) => delete_refused(&e),
+        }
+    } else {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("type `{name}` to confirm"),
+        )
+    };
+    let what = consequences(&s, &name, &spec).await;
+    let back = format!("/ui/plans/{name}");
+    let version = f
+        .get("version")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(r.version);
+    confirm_delete(&sess, "plan", &name, version, &back, what, Some(refused))
 }

@@ -176,6 +176,8 @@ fn need_of(path: &str) -> Option<Perm> {
         | "/ui/sources/{name}"
         | "/ui/sources/{name}/delete"
         | "/ui/plans"
+        | "/ui/plans/{name}/edit"
+        | "/ui/plans/{name}/delete"
         | "/ui/plans/{name}/pause"
         | "/ui/plans/{name}/resume"
         | "/ui/notifiers"
