@@ -66,6 +66,8 @@ fn action_of(method: &Method, pattern: &str, actual: &str) -> (String, Option<St
         .filter(|_| pat.get(1).is_some_and(|p| p.starts_with('{')));
     let verb = match (method, pat.len()) {
         (&Method::POST, 1) => "create".to_string(),
+        // The UI saves an edit by posting to the resource itself (`/endpoints/{name}`).
+        (&Method::POST, 2) if pat[1].starts_with('{') => "update".to_string(),
         (&Method::PUT, _) => "update".to_string(),
         (&Method::DELETE, _) => "delete".to_string(),
         _ => pat.last().copied().unwrap_or("call").to_string(),
@@ -223,6 +225,18 @@ mod tests {
         assert_eq!(
             a(Method::POST, "/plans/{name}/run", "/plans/nightly/run"),
             ("plans.run".into(), Some("plans/nightly".into()))
+        );
+        assert_eq!(
+            a(Method::POST, "/sources/{name}", "/sources/shop"),
+            ("sources.update".into(), Some("sources/shop".into()))
+        );
+        assert_eq!(
+            a(
+                Method::POST,
+                "/plans/{name}/delete",
+                "/plans/nightly/delete"
+            ),
+            ("plans.delete".into(), Some("plans/nightly".into()))
         );
         assert_eq!(
             a(Method::DELETE, "/tokens/{id}", "/tokens/7"),

@@ -4,20 +4,17 @@
 //! Sign-in, sessions and what each form needs are in `session`; every page shows only the
 //! controls its viewer's role can use, and the handlers refuse the rest anyway.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use holdfast_core::Schedule;
-use holdfast_core::job::{JobKind, JobState};
+use holdfast_core::job::JobState;
 use holdfast_core::plan::PlanSpec;
-use holdfast_store::{Job, JobFilter, Kind};
+use holdfast_store::{Job, Kind};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
@@ -26,10 +23,15 @@ use crate::access::Perm;
 use crate::model::rfc3339;
 
 mod access;
-mod manage;
+mod endpoints;
+mod form;
+mod jobs;
 mod notifiers;
 mod oidc;
+mod plan_form;
+mod plans;
 mod session;
+mod sources;
 
 pub(crate) use session::IDLE_MS as SESSION_IDLE_MS;
 pub(crate) use session::actor;
@@ -44,30 +46,50 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/logout", post(session::logout))
         .route("/ui/oidc/login", get(oidc::login))
         .route("/ui/oidc/callback", get(oidc::callback))
-        .route("/ui/jobs", get(jobs))
-        .route("/ui/jobs/{id}", get(job))
-        .route("/ui/jobs/{id}/events", get(job_events))
+        .route("/ui/jobs", get(jobs::jobs))
+        .route("/ui/jobs/{id}", get(jobs::job))
+        .route("/ui/jobs/{id}/events", get(jobs::job_events))
         .route("/ui/plans/{name}/run", post(run_now))
         .route(
             "/ui/endpoints",
-            get(manage::endpoints).post(manage::create_endpoint),
+            get(endpoints::endpoints).post(endpoints::create_endpoint),
         )
         .route(
             "/ui/endpoints/{name}",
-            get(manage::endpoint).post(manage::save_endpoint),
+            get(endpoints::endpoint).post(endpoints::save_endpoint),
         )
-        .route("/ui/endpoints/{name}/test", post(manage::test_endpoint))
+        .route("/ui/endpoints/{name}/test", post(endpoints::test_endpoint))
+        .route(
+            "/ui/endpoints/{name}/delete",
+            get(endpoints::confirm_delete_endpoint).post(endpoints::delete_endpoint),
+        )
         .route(
             "/ui/sources",
-            get(manage::sources).post(manage::create_source),
+            get(sources::sources).post(sources::create_source),
         )
-        .route("/ui/plans", post(manage::create_plan))
-        .route("/ui/plans/new", get(manage::new_plan))
-        .route("/ui/plans/{name}", get(manage::plan))
-        .route("/ui/plans/{name}/restore", post(manage::restore))
-        .route("/ui/plans/{name}/pause", post(manage::pause))
-        .route("/ui/plans/{name}/resume", post(manage::resume))
-        .route("/ui/cron-preview", get(manage::cron_preview))
+        .route(
+            "/ui/sources/{name}",
+            get(sources::source).post(sources::save_source),
+        )
+        .route(
+            "/ui/sources/{name}/delete",
+            get(sources::confirm_delete_source).post(sources::delete_source),
+        )
+        .route("/ui/plans", post(plan_form::create_plan))
+        .route("/ui/plans/new", get(plan_form::new_plan))
+        .route("/ui/plans/{name}", get(plans::plan))
+        .route(
+            "/ui/plans/{name}/edit",
+            get(plan_form::edit_plan).post(plan_form::save_plan),
+        )
+        .route(
+            "/ui/plans/{name}/delete",
+            get(plans::confirm_delete_plan).post(plans::delete_plan),
+        )
+        .route("/ui/plans/{name}/restore", post(plans::restore))
+        .route("/ui/plans/{name}/pause", post(plans::pause))
+        .route("/ui/plans/{name}/resume", post(plans::resume))
+        .route("/ui/cron-preview", get(plan_form::cron_preview))
         .route("/ui/agents", get(access::agents))
         .route("/ui/agents/{name}/revoke", post(access::revoke_agent))
         .route("/ui/enrolments", post(access::enrol))
@@ -380,80 +402,6 @@ async fn run_now(State(s): State<Arc<AppState>>, Path(name): Path<String>, _: Po
     }
 }
 
-// ----- jobs -----
-
-#[derive(Deserialize)]
-struct JobsQuery {
-    plan: Option<String>,
-    state: Option<String>,
-    before: Option<i64>,
-}
-
-async fn jobs(
-    State(s): State<Arc<AppState>>,
-    sess: Session,
-    Query(q): Query<JobsQuery>,
-) -> Response {
-    let filter = JobFilter {
-        plan: q.plan.clone().filter(|p| !p.is_empty()),
-        state: q.state.as_deref().and_then(JobState::parse),
-        kind: None,
-        before: q.before,
-        limit: PAGE as i64,
-    };
-    let list = match s.store.jobs(&filter).await {
-        Ok(l) => l,
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    };
-    let extra = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("plan", filter.plan.as_deref().unwrap_or_default())
-        .append_pair("state", filter.state.map_or("", JobState::as_str))
-        .finish();
-    page(
-        "Jobs",
-        Some(&sess),
-        html! {
-            h1 { "Jobs" }
-            form.filters method="get" action="/ui/jobs" {
-                label { "Plan " input name="plan" value=(filter.plan.clone().unwrap_or_default()); }
-                label { "State "
-                    select name="state" {
-                        option value="" selected[filter.state.is_none()] { "any" }
-                        @for st in JobState::ALL {
-                            option value=(st) selected[filter.state == Some(*st)] { (st) }
-                        }
-                    }
-                }
-                button { "Filter" }
-            }
-            table #jobs {
-                thead { tr { th { "Job" } th { "Kind" } th { "Plan" } th { "State" } th { "Started" }
-                             th { "Duration" } th { "Read" } th { "Error" } } }
-                tbody {
-                    @for j in &list {
-                        tr {
-                            td { a href={"/ui/jobs/" (j.id)} { "#" (j.id) } }
-                            td { (j.kind) }
-                            td { (j.plan.clone().unwrap_or_default()) }
-                            td { span class={"badge " (j.state)} { (j.state) } }
-                            td { @if let Some(at) = j.started_at { (when(at)) } }
-                            td { (j.started_at.zip(j.finished_at).map(|(a, b)| format!("{:.1} s", (b - a) as f64 / 1000.0)).unwrap_or_default()) }
-                            td { (bytes(j.bytes_read)) }
-                            td.error title=(j.error.clone().unwrap_or_default()) {
-                                (j.error.as_deref().map(|e| tail(e, 100)).unwrap_or_default())
-                            }
-                        }
-                    }
-                }
-            }
-            @if let Some(last) = list.last().filter(|_| list.len() == PAGE) {
-                nav.pager { a href={"/ui/jobs?before=" (last.id) "&" (extra)} { "older →" } }
-            }
-        },
-    )
-    .into_response()
-}
-
 fn bytes(n: i64) -> String {
     let n = n as f64;
     if n >= 1e9 {
@@ -465,112 +413,6 @@ fn bytes(n: i64) -> String {
     } else {
         format!("{n} B")
     }
-}
-
-async fn job(State(s): State<Arc<AppState>>, sess: Session, Path(id): Path<i64>) -> Response {
-    let (j, steps, log) = match tokio::try_join!(
-        s.store.must_job(id),
-        s.store.steps(id),
-        s.store.log(id, 0, 1000)
-    ) {
-        Ok(x) => x,
-        Err(e) => return error_page(StatusCode::NOT_FOUND, &e.to_string()),
-    };
-    let last_log = log.last().map(|l| l.id).unwrap_or(0);
-    page(
-        &format!("Job {id}"),
-        Some(&sess),
-        html! {
-            h1 { "Job #" (j.id) " · " (j.kind) @if let Some(p) = &j.plan { " of plan " (p) } }
-            div #job data-id=(j.id) data-after=(last_log) data-live=(!j.state.is_final()) {
-                p { "State: " span #state class={"badge " (j.state)} { (j.state) }
-                    " · attempt " (j.attempt) " of " (j.max_attempts) }
-                @match j.kind {
-                    JobKind::Restore => p { "Read from the repository " span #read { (bytes(j.bytes_read)) }
-                        ", written to the target " span #written { (bytes(j.bytes_written)) } " " span #rate {} },
-                    JobKind::Prune => {},
-                    JobKind::Backup => p { "Read " span #read { (bytes(j.bytes_read)) } ", added to the repository "
-                        span #written { (bytes(j.bytes_written)) } " " span #rate {} },
-                }
-                progress #progress max="1" value=(if j.state.is_final() { "1" } else { "0" }) {}
-                @if let Some(e) = &j.error { p.error #error role="alert" { (e) } }
-                @if let Some(snap) = &j.snapshot_id { p { "Restore point " code #snapshot { (snap) } } }
-            }
-            h2 { "Steps" }
-            table #steps {
-                thead { tr { th { "Attempt" } th { "Step" } th { "Try" } th { "State" } th { "Agent" } th { "Started" } th { "Detail" } } }
-                tbody {
-                    @for st in &steps {
-                        tr { td { (st.attempt) } td { (st.step) } td { (st.try_no) }
-                             td { span class={"badge " (st.state)} { (st.state) } }
-                             td { (st.agent) } td { (when(st.started_at)) } td { (st.detail.clone().unwrap_or_default()) } }
-                    }
-                }
-            }
-            h2 { "Log" }
-            pre #log { @for l in &log { (when(l.at)) "  " (l.line) "\n" } }
-        },
-    )
-    .into_response()
-}
-
-/// Live updates of a job: `log` events (one line each) and `job` events (the API's `JobView`),
-/// until the job has finished.
-async fn job_events(
-    State(s): State<Arc<AppState>>,
-    _sess: Session,
-    Path(id): Path<i64>,
-    Query(q): Query<AfterQuery>,
-) -> Response {
-    struct Cursor {
-        s: Arc<AppState>,
-        after: i64,
-        done: bool,
-    }
-    let start = Cursor {
-        s,
-        after: q.after.unwrap_or(0),
-        done: false,
-    };
-    let stream = futures_util::stream::unfold(start, move |mut c| async move {
-        if c.done {
-            return None;
-        }
-        let mut events: Vec<Result<Event, Infallible>> = vec![];
-        let j = c.s.store.must_job(id).await.ok()?;
-        if let Ok(lines) = c.s.store.log(id, c.after, 500).await {
-            for l in lines {
-                c.after = l.id;
-                events.push(Ok(Event::default()
-                    .event("log")
-                    .id(l.id.to_string())
-                    .data(format!("{}  {}", rfc3339(l.at), l.line))));
-            }
-        }
-        let mut view = crate::model::JobView::at(&j, c.s.now());
-        // The steps table follows too.
-        if let Ok(steps) = c.s.store.steps(id).await {
-            view.steps = Some(steps.iter().map(crate::model::StepView::new).collect());
-        }
-        events.push(Ok(Event::default()
-            .event("job")
-            .data(serde_json::to_string(&view).unwrap_or_default())));
-        if j.state.is_final() {
-            c.done = true;
-        } else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Some((futures_util::stream::iter(events), c))
-    });
-    use futures_util::StreamExt;
-    Sse::new(stream.flatten())
-        .keep_alive(KeepAlive::default())
-        .into_response()
-}
-
-#[derive(Deserialize)]
-struct AfterQuery {
-    after: Option<i64>,
 }
 
 async fn app_js() -> Response {

@@ -11,8 +11,9 @@ use holdfast_core::plan::FieldError;
 use maud::html;
 use serde_json::{Value, json};
 
-use super::manage::{
-    Input, InputKind, check, form, opt, outcome, parse_input, secret, select, text,
+use super::form::{
+    Input, InputKind, check, form, if_match, opt, outcome, parse_input, secret, select, status_of,
+    text,
 };
 use super::session::{Fields, Posted, Session};
 use super::{error_page, page};
@@ -250,6 +251,9 @@ pub async fn notifier(
         .unwrap_or_default();
     let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let mut f = Fields::new();
+    if let Some(v) = v["version"].as_i64() {
+        f.insert("version".into(), v.to_string());
+    }
     for k in [
         "kind",
         "chat_id",
@@ -309,11 +313,7 @@ fn edit(
             _ => i,
         })
         .collect();
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
+    let status = status_of(errors);
     let body = html! {
         h1 { "Notifier " (name) }
         (form(&format!("/ui/notifiers/{name}"), sess, &inputs, values, errors, "Save"))
@@ -345,7 +345,7 @@ pub async fn save(
 ) -> Response {
     let r = match parse_input(input_json(&f, &name)) {
         Ok(input) => outcome(
-            save_notifier(&s, false, input, Some(&name), &HeaderMap::new()).await,
+            save_notifier(&s, false, input, Some(&name), &if_match(&f)).await,
             "/ui/notifiers",
         ),
         Err(e) => Err(e),

@@ -43,7 +43,7 @@ impl Session {
     pub fn may(&self, action: &str) -> bool {
         let path = action.split('?').next().unwrap_or(action);
         let mut parts: Vec<&str> = path.split('/').collect();
-        if parts.len() > 3 && ["plans", "endpoints", "notifiers"].contains(&parts[2]) {
+        if parts.len() > 3 && ["plans", "endpoints", "sources", "notifiers"].contains(&parts[2]) {
             parts[3] = "{name}";
         }
         need_of(&parts.join("/")).is_none_or(|p| self.can(p))
@@ -187,8 +187,13 @@ fn need_of(path: &str) -> Option<Perm> {
         "/ui/endpoints"
         | "/ui/endpoints/{name}"
         | "/ui/endpoints/{name}/test"
+        | "/ui/endpoints/{name}/delete"
         | "/ui/sources"
+        | "/ui/sources/{name}"
+        | "/ui/sources/{name}/delete"
         | "/ui/plans"
+        | "/ui/plans/{name}/edit"
+        | "/ui/plans/{name}/delete"
         | "/ui/plans/{name}/pause"
         | "/ui/plans/{name}/resume"
         | "/ui/notifiers"

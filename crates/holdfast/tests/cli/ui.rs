@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::server::{Meta, Server, TOKEN};
 
+mod edit;
+
 pub(crate) fn node(script: &str, args: &[&str]) -> Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/ui")
@@ -424,6 +426,29 @@ fn a_viewer_signs_in_with_a_password_sees_only_what_it_may_do_and_signs_out() {
     );
     assert_eq!(seen["endpointTests"], 0, "nor Test connection: {seen}");
     assert_eq!(seen["forced"], 403, "{seen}");
+    for (what, n) in [
+        ("endpointEditControls", 0),
+        ("sourceEditControls", 0),
+        ("planEditControls", 0),
+        ("planEditForms", 0),
+    ] {
+        assert_eq!(
+            seen[what], n,
+            "a viewer sees no edit or delete control: {seen}"
+        );
+    }
+    assert_eq!(seen["confirmPage"], 403, "{seen}");
+    let forged = seen["forgedEdits"].as_object().unwrap();
+    assert_eq!(forged.len(), 5, "{seen}");
+    assert!(forged.values().all(|v| v == 403), "{seen}");
+    // …and changed nothing.
+    let plan = s.ok("GET", "/api/v1/plans/nightly", None);
+    assert_eq!(plan["schedule"], "@daily", "{plan}");
+    assert_eq!(
+        s.ok("GET", "/api/v1/sources/gen", None)["command"],
+        "echo x"
+    );
+    s.ok("GET", "/api/v1/endpoints/local", None);
     assert!(
         seen["afterSignOut"]
             .as_str()

@@ -39,6 +39,37 @@ try {
     });
     return r.status;
   }, [csrf]);
+  // The edit pages show a viewer no edit or delete control, and the same forms posted anyway
+  // with this session's CSRF token are refused.
+  await page.goto(url + "/ui/endpoints/local");
+  const endpointEditControls = await page.locator("form.edit, a.delete, button.test").count();
+  await page.goto(url + "/ui/sources/gen");
+  const sourceEditControls = await page.locator("form.edit, a.delete").count();
+  await page.goto(url + "/ui/plans/nightly");
+  const planEditControls = await page.locator("#edit, a.delete").count();
+  await page.goto(url + "/ui/plans/nightly/edit");
+  const planEditForms = await page.locator("form.edit").count();
+  const confirmPage = (await page.goto(url + "/ui/plans/nightly/delete")).status();
+  const forgedEdits = await page.evaluate(async ([csrf]) => {
+    const out = {};
+    for (const [path, body] of [
+      ["/ui/sources/gen", "kind=command&url=cmd%3Ax&command=echo+forged"],
+      ["/ui/sources/gen/delete", "confirm=gen"],
+      ["/ui/plans/nightly/edit", "source=gen&endpoint=local&schedule=%40hourly&timezone=UTC&keep_last=1"],
+      ["/ui/plans/nightly/delete", "confirm=nightly"],
+      ["/ui/endpoints/local/delete", "confirm=local"],
+    ]) {
+      const r = await fetch(path, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: "csrf=" + encodeURIComponent(csrf) + "&" + body,
+        redirect: "manual",
+      });
+      out[path] = r.status;
+    }
+    return out;
+  }, [csrf]);
+  await page.goto(url + "/");
   const cookies = await context.cookies();
   const session = cookies.find((c) => c.name === "holdfast_session");
   await page.click("text=Sign out");
@@ -73,6 +104,8 @@ try {
   const auditRows = await adm.locator("#audit tbody tr").count();
   console.log(JSON.stringify({
     wrong, runButtons, endpointForms, endpointTests, forced, afterSignOut,
+    endpointEditControls, sourceEditControls, planEditControls, planEditForms, confirmPage,
+    forgedEdits,
     httpOnly: session.httpOnly, sameSite: session.sameSite,
     users, newToken, leftAfterRevoke, auditRows,
   }));

@@ -1,0 +1,350 @@
+//! The UI's plans: the plan page with its settings and restore points, restore, pause and
+//! resume, and delete after a confirmation, through the API's own handlers (the form that
+//! creates and edits one is in `plan_form`).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use holdfast_core::job::JobState;
+use holdfast_core::plan::{FieldError, PlanSpec};
+use holdfast_store::{JobFilter, Kind};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::form::{
+    check, confirm_delete, confirmed, delete_link, delete_refused, form, if_match, names, opt,
+    outcome, parse_input, select, text, without_secrets,
+};
+use super::session::{Fields, Posted, Session};
+use super::{error_page, page};
+use crate::AppState;
+use crate::api::Body;
+
+pub async fn plan(
+    State(s): State<Arc<AppState>>,
+    sess: Session,
+    Path(name): Path<String>,
+) -> Response {
+    plan_page(&s, &sess, &name, &Fields::new(), &[]).await
+}
+
+async fn plan_page(
+    s: &Arc<AppState>,
+    sess: &Session,
+    name: &str,
+    values: &Fields,
+    errors: &[FieldError],
+) -> Response {
+    let Ok(r) = s.store.must_get(Kind::Plan, name).await else {
+        return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
+    };
+    let spec: PlanSpec = serde_json::from_str(&r.spec).unwrap_or_else(|_| unreachable!());
+    let points = crate::api::restores::restore_points(
+        State(s.clone()),
+        Ok(Query(crate::api::restores::RestorePointQuery {
+            plan: Some(name.to_string()),
+            endpoint: None,
+        })),
+    )
+    .await;
+    let sources = names(s, Kind::Source).await;
+    let mut values = values.clone();
+    values
+        .entry("target_source".into())
+        .or_insert_with(|| spec.source.clone());
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = html! {
+        h1 { "Plan " (name) }
+        @let paused = r.plan.as_ref().is_some_and(|c| c.paused);
+        p #summary { (spec.source) " → " (spec.endpoint) " · " code { (spec.schedule) } " " (spec.timezone)
+            @if paused { " · " span.badge.stale #paused { "paused" } } }
+        @if sess.may(&format!("/ui/plans/{name}/pause")) {
+            form.inline method="post" action={"/ui/plans/" (name) (if paused { "/resume" } else { "/pause" })} {
+                input type="hidden" name="csrf" value=(sess.csrf);
+                button #pause { (if paused { "Resume" } else { "Pause" }) }
+            }
+            " "
+        }
+        @if sess.may(&format!("/ui/plans/{name}/run")) {
+            form.inline method="post" action={"/ui/plans/" (name) "/run"} {
+                input type="hidden" name="csrf" value=(sess.csrf);
+                button.run { "Run now" }
+            }
+            " "
+        }
+        @if sess.may(&format!("/ui/plans/{name}/edit")) {
+            a.button #edit href={"/ui/plans/" (name) "/edit"} { "Edit" } " "
+        }
+        (delete_link(sess, "plan", name))
+        p { a href={"/ui/jobs?plan=" (name)} { "Jobs of this plan" } }
+        h2 { "Settings" }
+        table #settings {
+            tbody {
+                tr { th { "Next runs" } td { @if paused { "paused" } @else {
+                    @let next = holdfast_core::Schedule::parse(&spec.schedule, &spec.timezone)
+                        .map(|sc| sc.upcoming(jiff::Timestamp::now(), 5))
+                        .unwrap_or_default();
+                    @if next.is_empty() { "none" }
+                    ul { @for z in &next { li { (z.strftime("%a %Y-%m-%d %H:%M %Z")) } } }
+                } } }
+                tr { th { "Retention" } td #retention { (retention_text(&spec.retention)) } }
+                tr { th { "Copy" } td #copy { @match &spec.copy {
+                    Some(c) => { "to endpoint " (c.endpoint) @if let Some(r) = &c.retention { ", keeping " (retention_text(r)) } @else { ", with the plan's retention" } },
+                    None => "none",
+                } } }
+                tr { th { "Hooks" } td #hooks {
+                    @let hooks = holdfast_core::lifecycle::Step::ALL.iter()
+                        .filter_map(|st| spec.hooks.get(*st).map(|h| (st, h))).collect::<Vec<_>>();
+                    @if hooks.is_empty() { "none" }
+                    ul { @for (st, h) in &hooks { li { strong { (st) } " (timeout " (h.timeout_secs) " s): " code { (super::short(&h.run, 120)) } } } }
+                } }
+                tr { th { "Retries" } td { (spec.retry.attempts) " attempts, waiting " (spec.retry.base_secs) " s doubling to " (spec.retry.cap_secs) " s" } }
+            }
+        }
+        h2 { "Restore points" }
+        @match &points {
+            Err(e) => p.error role="alert" { (e.to_string()) },
+            Ok(Json(points)) if points.is_empty() => p { "No backups yet." },
+            Ok(Json(points)) => {
+                p #stored { (points.len()) " restore points; together they added "
+                    (super::bytes(points.iter().map(|p| p.added_bytes as i64).sum())) " to the repository, for "
+                    (super::bytes(points.iter().map(|p| p.bytes as i64).sum())) " of dumps" }
+                table #restore-points {
+                    thead { tr { th { "Restore point" } th { "Taken" } th { "Database" } th { "Size" } th { "Restore to…" } } }
+                    tbody { @for p in points {
+                        tr data-point=(p.short_id) {
+                            td { code { (p.short_id) } } td { (super::when_text(&p.time)) }
+                            td { (p.database.clone().unwrap_or_default()) }
+                            td { (super::bytes(p.bytes as i64)) }
+                            td {
+                                @let inputs = vec![
+                                    select("target_source", "Into source", sources.clone()),
+                                    text("database", "Database", "a new name restores beside it; empty: the source's own (needs Overwrite)"),
+                                    check("create", "Create the database", ""),
+                                    check("force", "Overwrite what is there", "restored into a temporary database, swapped in only when it succeeded"),
+                                ];
+                                details open[!errors.is_empty() && values.get("point") == Some(&p.id)] {
+                                    summary { "Restore…" }
+                                    div.restore data-point=(p.short_id) {
+                                        (form(&format!("/ui/plans/{name}/restore?point={}", p.id), sess, &inputs, &values, errors, "Restore"))
+                                    }
+                                }
+                            }
+                        }
+                    } }
+                }
+            }
+        }
+    };
+    (status, page(&format!("Plan {name}"), Some(sess), body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct PointQuery {
+    point: String,
+}
+
+pub async fn restore(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<PointQuery>,
+    Posted { sess, fields: f }: Posted,
+) -> Response {
+    let v = json!({"plan": name, "restore_point": q.point,
+        "target_source": opt(&f, "target_source"), "database": opt(&f, "database"),
+        "create": f.get("create").is_some_and(|v| v == "true"),
+        "force": f.get("force").is_some_and(|v| v == "true")});
+    let r = match parse_input(v) {
+        Ok(input) => {
+            match crate::api::restores::create_restore(
+                State(s.clone()),
+                axum::Extension(sess.who.clone()),
+                Body(input),
+            )
+            .await
+            {
+                Ok((_, Json(j))) => Ok(Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response()),
+                Err(e) => outcome::<()>(Err(e), ""),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(r) => r,
+        Err(errs) => {
+            let mut f = without_secrets(f);
+            f.insert("point".into(), q.point.clone());
+            plan_page(&s, &sess, &name, &f, &errs).await
+        }
+    }
+}
+
+/// Pause or resume a plan (`paused` says which).
+async fn set_paused(s: Arc<AppState>, name: String, paused: bool) -> Response {
+    let r = if paused {
+        crate::api::plans::pause_plan(State(s.clone()), Path(name.clone())).await
+    } else {
+        crate::api::plans::resume_plan(State(s.clone()), Path(name.clone())).await
+    };
+    match r {
+        Ok(_) => Redirect::to(&format!("/ui/plans/{name}")).into_response(),
+        Err(e) => error_page(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+pub async fn pause(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    _: Posted,
+) -> Response {
+    set_paused(s, name, true).await
+}
+
+pub async fn resume(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    _: Posted,
+) -> Response {
+    set_paused(s, name, false).await
+}
+
+/// A retention policy in words.
+fn retention_text(r: &holdfast_core::plan::Retention) -> String {
+    match r {
+        holdfast_core::plan::Retention::Gfs(k) => {
+            let parts: Vec<String> = [
+                ("last", k.last),
+                ("hourly", k.hourly),
+                ("daily", k.daily),
+                ("weekly", k.weekly),
+                ("monthly", k.monthly),
+                ("yearly", k.yearly),
+            ]
+            .iter()
+            .filter_map(|(w, n)| n.map(|n| format!("{n} {w}")))
+            .chain(k.within.as_ref().map(|w| format!("everything within {w}")))
+            .collect();
+            if parts.is_empty() {
+                "everything".into()
+            } else {
+                parts.join(", ")
+            }
+        }
+        holdfast_core::plan::Retention::Period { period, unit } => match unit {
+            holdfast_core::plan::PeriodUnit::Days => format!("everything within {period} days"),
+            holdfast_core::plan::PeriodUnit::Hours => format!("everything within {period} hours"),
+            holdfast_core::plan::PeriodUnit::Files => format!("the last {period}"),
+        },
+    }
+}
+
+/// What deleting plan `name` stops and what stays, in words (the API's: its jobs and its
+/// backups in the repository stay).
+async fn consequences(s: &Arc<AppState>, name: &str, spec: &PlanSpec) -> Markup {
+    let points = crate::api::restores::restore_points(
+        State(s.clone()),
+        Ok(Query(crate::api::restores::RestorePointQuery {
+            plan: Some(name.to_string()),
+            endpoint: None,
+        })),
+    )
+    .await;
+    let jobs = s
+        .store
+        .jobs(&JobFilter {
+            plan: Some(name.to_string()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    let queued: Vec<i64> = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Queued && j.kind == holdfast_core::job::JobKind::Backup)
+        .map(|j| j.id)
+        .collect();
+    html! {
+        p #stops { "Its schedule stops: no more backups of source " strong { (spec.source) }
+            " into endpoint " strong { (spec.endpoint) } "." }
+        p #stays {
+            @match &points {
+                Ok(Json(p)) if p.len() == 1 => { "Its 1 restore point stays" },
+                Ok(Json(p)) => { "Its " (p.len()) " restore points stay" },
+                Err(e) => { "Its restore points (they cannot be counted now: " (e.to_string()) ") stay" },
+            }
+            " in the repository of endpoint " strong { (spec.endpoint) }
+            @if let Some(c) = &spec.copy { ", and their copies in endpoint " strong { (c.endpoint) } "," }
+            " and can still be restored: with restic, or here after creating a plan named "
+            code { (name) } " on that endpoint again. Nothing is deleted from a repository."
+        }
+        p #jobs-stay { @match jobs.len() { 0 => "It has no jobs.", 1 => "Its 1 job stays in the job history.",
+            n => { "Its " (n) @if n >= 1000 { " or more" } " jobs stay in the job history." } } }
+        @if !queued.is_empty() {
+            p.warn { "Its queued backup (job " (queued.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(", "))
+                ") will not run: it fails when an agent would start it." }
+        }
+    }
+}
+
+pub async fn confirm_delete_plan(
+    State(s): State<Arc<AppState>>,
+    sess: Session,
+    Path(name): Path<String>,
+) -> Response {
+    let Ok(r) = s.store.must_get(Kind::Plan, &name).await else {
+        return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
+    };
+    let Ok(spec) = serde_json::from_str::<PlanSpec>(&r.spec) else {
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored plan is unreadable",
+        );
+    };
+    let what = consequences(&s, &name, &spec).await;
+    let back = format!("/ui/plans/{name}");
+    confirm_delete(&sess, "plan", &name, r.version, &back, what, None)
+}
+
+pub async fn delete_plan(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Posted { sess, fields: f }: Posted,
+) -> Response {
+    let Ok(r) = s.store.must_get(Kind::Plan, &name).await else {
+        return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
+    };
+    let Ok(spec) = serde_json::from_str::<PlanSpec>(&r.spec) else {
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored plan is unreadable",
+        );
+    };
+    let refused = if confirmed(&f, &name) {
+        match crate::api::plans::delete_plan(State(s.clone()), Path(name.clone()), if_match(&f))
+            .await
+        {
+            Ok(_) => return Redirect::to("/").into_response(),
+            Err(e) => delete_refused(&e),
+        }
+    } else {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("type `{name}` to confirm"),
+        )
+    };
+    let what = consequences(&s, &name, &spec).await;
+    let back = format!("/ui/plans/{name}");
+    let version = f
+        .get("version")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(r.version);
+    confirm_delete(&sess, "plan", &name, version, &back, what, Some(refused))
+}
