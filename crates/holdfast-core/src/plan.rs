@@ -58,6 +58,10 @@ pub struct PlanSpec {
     /// Who is told about failures, and when the plan counts as missed or stale.
     #[serde(default, skip_serializing_if = "Alerts::is_default")]
     pub alerts: Alerts,
+    /// Labels that group plans (`team = "payments"`): a user or token scoped to labels sees
+    /// and acts on the plans that carry all of them, and no others.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Where a plan's backups are copied after each backup, and how long the copies are kept.
@@ -193,6 +197,9 @@ impl PlanSpec {
         };
         if !valid_name(&self.name) {
             bad("name", NAME_RULE.into());
+        }
+        for reason in label_problems(self.labels.iter()) {
+            bad("labels", reason);
         }
         if self.source.trim().is_empty() {
             bad("source", "name the source to back up".into());

@@ -144,6 +144,7 @@ async fn admin_account(state: &AppState, done: &mut FirstStart) -> Result<Option
             created_at: state.now(),
             disabled_at: None,
             oidc_subject: None,
+            scope: None,
         })
         .await
         .map_err(e)?;

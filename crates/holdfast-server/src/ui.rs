@@ -138,7 +138,7 @@ fn page(title: &str, signed_in: Option<&Session>, body: Markup) -> Markup {
                             a href="/ui/notifiers" { "Notifiers" }
                             a href="/ui/access" { "Access" }
                             @if sess.can(Perm::Audit) { a href="/ui/audit" { "Audit" } }
-                            span.who #who { (sess.who.actor()) @if let Some(r) = sess.who.role() { " · " (r.as_str()) } }
+                            span.who #who { (sess.who.actor()) @if let Some(r) = sess.who.role() { " · " (r.as_str()) } @if !sess.who.scope().is_all() { " · " (sess.who.scope().text()) } }
                             form.inline method="post" action="/ui/logout" {
                                 input type="hidden" name="csrf" value=(sess.csrf);
                                 button { "Sign out" }
@@ -219,6 +219,9 @@ async fn dashboard(
         .iter()
         .filter_map(|r| {
             let mut spec: PlanSpec = serde_json::from_str(&r.spec).ok()?;
+            if !sess.who.sees(&spec.labels) {
+                return None;
+            }
             spec.paused = r.plan.as_ref().is_some_and(|c| c.paused);
             let (last, last_success) = match results.remove(&r.name) {
                 Some((j, ok)) => (Some(j), ok),

@@ -24,10 +24,12 @@ pub struct UserRow {
     pub disabled_at: Option<i64>,
     /// An account made by an OpenID Connect sign-in: `ISSUER#SUB`.
     pub oidc_subject: Option<String>,
+    /// JSON object of plan labels the account is limited to; `None`: every plan.
+    pub scope: Option<String>,
 }
 
 const USER_COLUMNS: &str = "id, name, kind, role, password_hash, failed_logins, locked_until, \
-     created_at, disabled_at, oidc_subject";
+     created_at, disabled_at, oidc_subject, scope";
 
 fn user(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
     Ok(UserRow {
@@ -41,6 +43,7 @@ fn user(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
         created_at: col(r, "created_at")?,
         disabled_at: col(r, "disabled_at")?,
         oidc_subject: col(r, "oidc_subject")?,
+        scope: col(r, "scope")?,
     })
 }
 
@@ -61,10 +64,12 @@ pub struct TokenRow {
     /// JSON object: the labels an agent may serve, or an enrolment allows.
     pub labels: Option<String>,
     pub uses_left: Option<i64>,
+    /// JSON object of plan labels this token adds to its owner's scope.
+    pub scope: Option<String>,
 }
 
 const TOKEN_COLUMNS: &str = "id, name, kind, user_id, role, created_at, last_used_at, \
-     expires_at, revoked_at, agent, labels, uses_left";
+     expires_at, revoked_at, agent, labels, uses_left, scope";
 
 fn token(r: &AnyRow) -> Result<TokenRow, sqlx::Error> {
     Ok(TokenRow {
@@ -80,6 +85,7 @@ fn token(r: &AnyRow) -> Result<TokenRow, sqlx::Error> {
         agent: col(r, "agent")?,
         labels: col(r, "labels")?,
         uses_left: col(r, "uses_left")?,
+        scope: col(r, "scope")?,
     })
 }
 
@@ -95,6 +101,7 @@ pub struct NewToken<'a> {
     pub agent: Option<&'a str>,
     pub labels: Option<&'a str>,
     pub uses_left: Option<i64>,
+    pub scope: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,8 +148,8 @@ impl Store {
     pub async fn insert_user(&self, u: &UserRow) -> Result<i64> {
         let r = sqlx::query(
             "INSERT INTO users (name, kind, role, password_hash, failed_logins, created_at,
-                 oidc_subject)
-             VALUES ($1, $2, $3, $4, 0, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
+                 oidc_subject, scope)
+             VALUES ($1, $2, $3, $4, 0, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(&u.name)
         .bind(&u.kind)
@@ -150,6 +157,7 @@ impl Store {
         .bind(&u.password_hash)
         .bind(u.created_at)
         .bind(&u.oidc_subject)
+        .bind(&u.scope)
         .fetch_optional(&self.pool)
         .await?;
         match r {
@@ -236,6 +244,29 @@ impl Store {
         Ok(true)
     }
 
+    /// Sets (`Some`) or clears (`None`) an account's scope; its sessions end, so that no
+    /// browser keeps what the account no longer has.
+    /// Refused (`LastAdmin`) when it would leave no unscoped enabled admin.
+    pub async fn set_user_scope(&self, id: i64, scope: Option<&str>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        self.lock_admins(&mut tx).await?;
+        let r = sqlx::query("UPDATE users SET scope = $2 WHERE id = $1")
+            .bind(id)
+            .bind(scope)
+            .execute(&mut *tx)
+            .await?;
+        if Self::admins_in(&mut tx).await? == 0 {
+            tx.rollback().await?;
+            return Err(last_admin());
+        }
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// Deletes an account with its tokens and sessions; refused when it is the last admin.
     pub async fn delete_user(&self, id: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
@@ -277,7 +308,8 @@ impl Store {
 
     async fn admins_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND disabled_at IS NULL",
+            "SELECT COUNT(*) AS n FROM users
+             WHERE role = 'admin' AND disabled_at IS NULL AND scope IS NULL",
         )
         .fetch_one(&mut **tx)
         .await?;
@@ -314,8 +346,8 @@ impl Store {
     pub async fn insert_token(&self, t: &NewToken<'_>, now: i64) -> Result<i64> {
         let row = sqlx::query(
             "INSERT INTO tokens (name, hash, created_at, kind, user_id, role, expires_at, agent,
-                 labels, uses_left)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                 labels, uses_left, scope)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(t.name)
         .bind(t.hash)
@@ -327,6 +359,7 @@ impl Store {
         .bind(t.agent)
         .bind(t.labels)
         .bind(t.uses_left)
+        .bind(t.scope)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| match e.as_database_error() {
@@ -411,11 +444,12 @@ impl Store {
         let row = sqlx::query(
             "SELECT
                (SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL
-                    AND password_hash IS NOT NULL)
+                    AND scope IS NULL AND password_hash IS NOT NULL)
              + (SELECT COUNT(*) FROM tokens t LEFT JOIN users u ON u.id = t.user_id
                 WHERE t.kind = 'api' AND t.role = 'admin' AND t.revoked_at IS NULL
-                  AND (t.expires_at IS NULL OR t.expires_at > $1)
-                  AND (t.user_id IS NULL OR (u.role = 'admin' AND u.disabled_at IS NULL))) AS n",
+                  AND t.scope IS NULL AND (t.expires_at IS NULL OR t.expires_at > $1)
+                  AND (t.user_id IS NULL OR (u.role = 'admin' AND u.disabled_at IS NULL
+                       AND u.scope IS NULL))) AS n",
         )
         .bind(now)
         .fetch_one(&mut **tx)

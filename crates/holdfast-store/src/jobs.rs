@@ -114,6 +114,8 @@ pub struct JobUpdate {
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub plan: Option<String>,
+    /// Only jobs of these plans (a scoped caller's); empty: none.
+    pub plans: Option<Vec<String>>,
     pub state: Option<JobState>,
     pub kind: Option<JobKind>,
     /// Only jobs with a smaller id (the next page).
@@ -348,24 +350,33 @@ impl Store {
     /// Jobs matching `f`, newest first.
     pub async fn jobs(&self, f: &JobFilter) -> Result<Vec<Job>> {
         let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
-        let mut n = 0;
-        let mut arg = |col: &str| {
-            n += 1;
-            format!(" AND {col} ${n}")
-        };
-        let mut text_args = Vec::new();
+        let mut text_args: Vec<String> = Vec::new();
         for (column, v) in [
             ("plan =", f.plan.clone()),
             ("state =", f.state.map(|s| s.as_str().to_string())),
             ("kind =", f.kind.map(|k| k.as_str().to_string())),
         ] {
             if let Some(v) = v {
-                sql += &arg(column);
                 text_args.push(v);
+                sql += &format!(" AND {column} ${}", text_args.len());
+            }
+        }
+        if let Some(plans) = &f.plans {
+            if plans.is_empty() {
+                sql += " AND 1 = 0";
+            } else {
+                let marks: Vec<String> = plans
+                    .iter()
+                    .map(|p| {
+                        text_args.push(p.clone());
+                        format!("${}", text_args.len())
+                    })
+                    .collect();
+                sql += &format!(" AND plan IN ({})", marks.join(", "));
             }
         }
         if f.before.is_some() {
-            sql += &arg("id <");
+            sql += &format!(" AND id < ${}", text_args.len() + 1);
         }
         sql += &format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000));
         let mut q = sqlx::query(AssertSqlSafe(sql));

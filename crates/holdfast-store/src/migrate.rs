@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_alerts.sql")),
     (6, include_str!("../migrations/0006_access.sql")),
     (7, include_str!("../migrations/0007_oidc.sql")),
+    (8, include_str!("../migrations/0008_scope.sql")),
 ];
 
 /// Arbitrary, fixed: "holdfast" in ASCII, truncated to fit.

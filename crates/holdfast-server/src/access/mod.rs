@@ -5,6 +5,7 @@
 pub mod oidc;
 pub mod password;
 pub mod role;
+pub mod scope;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use holdfast_store::TokenRow;
 
 pub use role::{Perm, Perms, Role};
+pub use scope::Scope;
 
 use crate::AppState;
 use crate::api::ApiError;
@@ -32,6 +34,8 @@ pub enum Principal {
         role: Role,
         /// The API token used, if it was one (not a UI session).
         token: Option<(i64, String)>,
+        /// The plans it is limited to (its owner's scope, narrowed by the token's).
+        scope: Scope,
     },
     /// An agent's own credential (or the embedded agent's, made at each start).
     Agent {
@@ -209,8 +213,8 @@ async fn principal_of(s: &AppState, t: &TokenRow) -> Result<Principal, ApiError>
             let role = Role::parse(&t.role).ok_or_else(|| {
                 ApiError::Internal(format!("token {} has unknown role `{}`", t.id, t.role))
             })?;
-            let (name, perms) = match t.user_id {
-                None => (t.name.clone(), role.perms()),
+            let (name, perms, owner_scope) = match t.user_id {
+                None => (t.name.clone(), role.perms(), Scope::ALL),
                 Some(id) => {
                     let Some(u) = s.store.user(id).await? else {
                         return Err(unauthenticated("this token's account is gone"));
@@ -221,15 +225,21 @@ async fn principal_of(s: &AppState, t: &TokenRow) -> Result<Principal, ApiError>
                     let owner = Role::parse(&u.role).ok_or_else(|| {
                         ApiError::Internal(format!("account {} has unknown role", u.name))
                     })?;
-                    (u.name, role.perms().and(owner.perms()))
+                    let scope = Scope::from_json(u.scope.as_deref())
+                        .map_err(|e| ApiError::Internal(format!("account {}: {e}", u.name)))?;
+                    (u.name, role.perms().and(owner.perms()), scope)
                 }
             };
+            let scope = owner_scope
+                .narrowed(&labels(&t.scope)?.unwrap_or_default())
+                .map_err(|e| ApiError::Internal(format!("token {}: {e}", t.id)))?;
             Ok(Principal::User {
                 user_id: t.user_id,
                 name,
-                perms,
+                perms: scope.cap(perms),
                 role,
                 token: Some((t.id, t.name.clone())),
+                scope,
             })
         }
         "agent" => Ok(Principal::Agent {
@@ -284,6 +294,64 @@ pub fn allow(p: &Principal, need: Option<Need>, path_agent: Option<&str>) -> Res
     }
 }
 
+/// What a credential scoped to some plans may not reach whatever its role: changes to
+/// anything but plans, and the server-wide metrics.
+pub fn scoped_route(p: &Principal, need: Option<Need>, path: &str) -> Result<(), ApiError> {
+    if p.scope().is_all() {
+        return Ok(());
+    }
+    let plans = path.starts_with("/api/v1/plans") || path.starts_with("/ui/plans");
+    match need {
+        Some(Need::Perm(Perm::Configure)) if !plans => {
+            p.require_unscoped("changing endpoints, sources or notifiers")
+        }
+        _ if path == "/metrics" => p.require_unscoped("the server-wide metrics"),
+        _ => Ok(()),
+    }
+}
+
+/// For a scoped credential, the plan or job a route names (`/plans/{name}…`, `/jobs/{id}…`)
+/// must be within its scope: else it is "not found", as if absent.
+async fn scoped_item(
+    s: &AppState,
+    p: &Principal,
+    pattern: &str,
+    uri: &axum::http::Uri,
+) -> Result<(), ApiError> {
+    let path = uri.path();
+    if pattern == "/api/v1/restore-points" {
+        let q: Vec<(String, String)> =
+            url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        return match q.iter().find(|(k, _)| k == "plan") {
+            Some((_, plan)) => scope::check_plan(&s.store, p, plan).await,
+            None => p.require_unscoped("listing a whole endpoint's restore points"),
+        };
+    }
+    // The segment after `kind` (a nested router sees its path without `/api/v1`).
+    let item = |kind: &str| {
+        let parts: Vec<&str> = path.split('/').collect();
+        parts
+            .iter()
+            .position(|p| *p == kind)
+            .and_then(|i| parts.get(i + 1))
+            .map(|n| n.to_string())
+    };
+    if pattern.starts_with("/api/v1/plans/{name}")
+        && let Some(name) = item("plans")
+    {
+        return scope::check_plan(&s.store, p, &name).await;
+    }
+    if pattern.starts_with("/api/v1/jobs/{id}")
+        && let Some(id) = item("jobs")
+        && let Ok(id) = id.parse()
+    {
+        return scope::check_job(&s.store, p, id).await;
+    }
+    Ok(())
+}
+
 fn bearer(req: &Request) -> Option<&str> {
     req.headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -315,7 +383,11 @@ pub async fn layer(State(s): State<Arc<AppState>>, mut req: Request, next: Next)
         } else {
             None
         };
-        if let Err(e) = allow(&p, need, agent) {
+        let mut checked = allow(&p, need, agent).and(scoped_route(&p, need, path));
+        if checked.is_ok() && !p.scope().is_all() {
+            checked = scoped_item(&s, &p, path, req.uri()).await;
+        }
+        if let Err(e) = checked {
             // The audit layer names who was refused.
             let mut resp = e.into_response();
             resp.extensions_mut().insert(p);

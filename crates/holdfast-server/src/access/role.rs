@@ -76,7 +76,7 @@ impl Perms {
         other.0 & !self.0 == 0
     }
 
-    const fn of(ps: &[Perm]) -> Self {
+    pub(crate) const fn of(ps: &[Perm]) -> Self {
         let mut b = 0;
         let mut i = 0;
         while i < ps.len() {

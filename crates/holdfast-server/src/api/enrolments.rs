@@ -161,6 +161,7 @@ pub async fn create_enrolment(
                 agent: e.agent.as_deref(),
                 labels: labels.as_deref(),
                 uses_left: Some(uses),
+                scope: None,
             },
             now,
         )
@@ -241,6 +242,7 @@ pub async fn enrol(
                 agent: Some(&h.name),
                 labels: Some(&bound),
                 uses_left: None,
+                scope: None,
             },
             now,
         )

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
+use crate::access::Principal;
 use crate::model::*;
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -43,6 +44,7 @@ pub struct JobQuery {
     responses((status = 200, body = [JobView]), (status = 400, body = ErrorBody)))]
 pub async fn list_jobs(
     State(s): State<Arc<AppState>>,
+    axum::Extension(who): axum::Extension<Principal>,
     q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<JobView>>> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -51,6 +53,7 @@ pub async fn list_jobs(
         .store
         .jobs(&JobFilter {
             plan: q.plan,
+            plans: crate::access::scope::visible_plans(&s.store, &who).await?,
             state: q.state,
             kind: q.kind,
             before: q.before,

@@ -72,11 +72,17 @@ pub(crate) async fn plan_view(s: &AppState, r: &Resource, detail: bool) -> ApiRe
 
 #[utoipa::path(get, path = "/plans", security(("token" = ["read"])), tag = "plans",
     responses((status = 200, body = [PlanView])))]
-pub async fn list_plans(State(s): State<Arc<AppState>>) -> ApiResult<Json<Vec<PlanView>>> {
+pub async fn list_plans(
+    State(s): State<Arc<AppState>>,
+    axum::Extension(who): axum::Extension<Principal>,
+) -> ApiResult<Json<Vec<PlanView>>> {
     let rows = s.store.list(Kind::Plan).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        out.push(plan_view(&s, r, false).await?);
+        let v = plan_view(&s, r, false).await?;
+        if who.sees(&v.spec.labels) {
+            out.push(v);
+        }
     }
     Ok(Json(out))
 }
@@ -162,6 +168,21 @@ pub(crate) async fn save_plan(
     let before = existing
         .as_ref()
         .and_then(|r| serde_json::from_str::<PlanSpec>(&r.spec).ok());
+    if !who.sees(&spec.labels) {
+        return Err(ApiError::field(
+            "labels",
+            format!(
+                "this credential is scoped to plans labelled {}; the plan must carry them",
+                who.scope().text()
+            ),
+        ));
+    }
+    if before.as_ref().is_some_and(|b| !who.sees(&b.labels)) {
+        return Err(ApiError::Conflict(format!(
+            "a plan named `{}` exists outside this credential's scope; pick another name",
+            spec.name
+        )));
+    }
     // The hooks, and for a plan with hooks its source too: it chooses where they run.
     let same = match &before {
         Some(b) => b.hooks == spec.hooks && (spec.hooks.is_empty() || b.source == spec.source),

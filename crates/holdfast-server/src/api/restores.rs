@@ -84,6 +84,59 @@ pub async fn restore_points(
     Ok(Json(out))
 }
 
+/// A scoped caller restores only its plans' own backups (not another plan's that shares the
+/// repository) and only into the sources of its plans.
+async fn scoped_restore(
+    s: &Arc<AppState>,
+    who: &Principal,
+    input: &RestoreInput,
+    spec: &PlanSpec,
+    target: &str,
+) -> ApiResult<()> {
+    if target != spec.source {
+        let mut ours = false;
+        for name in crate::access::scope::visible_plans(&s.store, who)
+            .await?
+            .unwrap_or_default()
+        {
+            if let Some(r) = s.store.get(Kind::Plan, &name).await?
+                && r.plan.is_some_and(|c| c.source == target)
+            {
+                ours = true;
+                break;
+            }
+        }
+        if !ours {
+            return Err(ApiError::field(
+                "target_source",
+                format!(
+                    "this credential restores only into the sources of its plans (labelled {})",
+                    who.scope().text()
+                ),
+            ));
+        }
+    }
+    let Json(points) = restore_points(
+        State(s.clone()),
+        Ok(Query(RestorePointQuery {
+            plan: Some(input.plan.clone()),
+            endpoint: None,
+        })),
+    )
+    .await?;
+    let wanted = input.restore_point.to_ascii_lowercase();
+    if wanted.len() < 4 || !points.iter().any(|p| p.id.starts_with(&wanted)) {
+        return Err(ApiError::field(
+            "restore_point",
+            format!(
+                "no restore point `{}` of plan `{}`",
+                input.restore_point, input.plan
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/restores", security(("token" = ["run"])), tag = "restores", request_body = RestoreInput,
     description = "Queues a restore job from a restore point into the plan's source, another source, or another database.",
     responses((status = 202, body = JobView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -105,7 +158,16 @@ pub async fn create_restore(
         .ok_or_else(|| ApiError::field("plan", format!("no plan named `{}`", input.plan)))?;
     let spec: PlanSpec = serde_json::from_str(&plan.spec)
         .map_err(|e| ApiError::Internal(format!("stored plan is unreadable: {e}")))?;
+    if !who.sees(&spec.labels) {
+        return Err(ApiError::field(
+            "plan",
+            format!("no plan named `{}`", input.plan),
+        ));
+    }
     let target = input.target_source.clone().unwrap_or(spec.source.clone());
+    if !who.scope().is_all() {
+        scoped_restore(&s, &who, &input, &spec, &target).await?;
+    }
     let Some(target_row) = s.store.get(Kind::Source, &target).await? else {
         return Err(ApiError::field(
             "target_source",

@@ -42,6 +42,10 @@ pub struct TokenInput {
     /// Default: the caller's own.
     #[serde(default)]
     pub user: Option<String>,
+    /// Plan labels the token is limited to, on top of its owner's scope and the caller's
+    /// (a token can only narrow): `{"team": "payments"}`.
+    #[serde(default)]
+    pub scope: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -59,6 +63,8 @@ pub struct TokenView {
     pub last_used_at: Option<String>,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// The plan labels the token adds to its owner's scope; empty: none.
+    pub scope: std::collections::BTreeMap<String, String>,
     /// Only in the answer to the create call: the token itself. It is not stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
@@ -80,6 +86,11 @@ async fn token_view(s: &AppState, t: &TokenRow) -> ApiResult<TokenView> {
         last_used_at: t.last_used_at.map(rfc3339),
         expires_at: t.expires_at.map(rfc3339),
         revoked_at: t.revoked_at.map(rfc3339),
+        scope: t
+            .scope
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default(),
         token: None,
     })
 }
@@ -143,6 +154,26 @@ pub async fn create_token(
             owner_role.as_str()
         )));
     }
+    if let Some(p) = holdfast_core::plan::label_problems(input.scope.iter())
+        .into_iter()
+        .next()
+    {
+        return Err(ApiError::field("scope", p));
+    }
+    // Never wider than the credential that makes it (a scoped token makes scoped tokens).
+    let scope = p
+        .scope()
+        .narrowed(&input.scope)
+        .map_err(|e| ApiError::field("scope", e))?;
+    if let Some(id) = owner_id
+        && let Some(owner) = s.store.user(id).await?
+    {
+        crate::access::Scope::from_json(owner.scope.as_deref())
+            .map_err(ApiError::Internal)?
+            .narrowed(&scope.labels().cloned().unwrap_or_default())
+            .map_err(|e| ApiError::field("scope", e))?;
+    }
+    let scope_json = scope.to_json();
     let expires_at = match input.expires_in_secs {
         None => None,
         Some(v) => {
@@ -162,6 +193,7 @@ pub async fn create_token(
                 user_id: owner_id,
                 role: want.as_str(),
                 expires_at,
+                scope: scope_json.as_deref(),
                 ..NewToken::default()
             },
             now,

@@ -1,6 +1,7 @@
 //! `/api/v1/users`: accounts (people who sign in with a password, and service accounts that
 //! only hold tokens), each with a role; and `/api/v1/whoami`, what the caller is.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -14,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, Body, ErrorBody};
 use crate::AppState;
-use crate::access::{Perm, Principal, Role, password};
+use crate::access::{Perm, Principal, Role, Scope, password};
 use crate::model::rfc3339;
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -45,6 +46,11 @@ pub struct UserInput {
     /// For kind `user`: at least 12 characters. Write-only.
     #[serde(default)]
     pub password: Option<String>,
+    /// Plan labels the account is limited to (`{"team": "payments"}`): it sees and acts on
+    /// the plans carrying all of them, changes nothing else, and never has `access`, `audit`
+    /// or `commands`. Absent or empty: every plan.
+    #[serde(default)]
+    pub scope: BTreeMap<String, String>,
 }
 
 fn user_kind() -> AccountKind {
@@ -62,6 +68,9 @@ pub struct UserChange {
     /// `true` disables the account: its tokens and sessions stop working at once.
     #[serde(default)]
     pub disabled: Option<bool>,
+    /// A new scope (`{}`: every plan); ends the account's UI sessions.
+    #[serde(default)]
+    pub scope: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -73,6 +82,8 @@ pub struct UserView {
     /// Made by a sign-in through the OpenID provider: its role follows the provider's groups
     /// at each sign-in.
     pub oidc: bool,
+    /// The plan labels the account is limited to; empty: every plan.
+    pub scope: BTreeMap<String, String>,
     /// Locked after repeated failed sign-ins, until this time.
     pub locked_until: Option<String>,
     pub created_at: String,
@@ -90,6 +101,11 @@ fn view(u: &UserRow, now: i64) -> UserView {
         role: Role::parse(&u.role).unwrap_or(Role::Viewer),
         password_set: u.password_hash.is_some(),
         oidc: u.oidc_subject.is_some(),
+        scope: u
+            .scope
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default(),
         locked_until: u.locked_until.filter(|t| *t > now).map(rfc3339),
         created_at: rfc3339(u.created_at),
         disabled_at: u.disabled_at.map(rfc3339),
@@ -147,6 +163,7 @@ pub async fn create_user(
             Some(password::hash(p))
         }
     };
+    let scope = scope_of(&u.scope)?;
     let now = s.now();
     let row = UserRow {
         id: 0,
@@ -163,6 +180,7 @@ pub async fn create_user(
         created_at: now,
         disabled_at: None,
         oidc_subject: None,
+        scope: scope.to_json(),
     };
     row_or_conflict(s.store.insert_user(&row).await, &u.name)?;
     Ok((StatusCode::CREATED, Json(view(&row, now))))
@@ -175,6 +193,14 @@ fn row_or_conflict<T>(r: holdfast_store::Result<T>, name: &str) -> ApiResult<T> 
         }
         e => e.into(),
     })
+}
+
+fn scope_of(labels: &BTreeMap<String, String>) -> ApiResult<Scope> {
+    let problems = holdfast_core::plan::label_problems(labels.iter());
+    if let Some(p) = problems.into_iter().next() {
+        return Err(ApiError::field("scope", p));
+    }
+    Ok(Scope::of(labels.clone()))
 }
 
 async fn must_user(s: &AppState, name: &str) -> ApiResult<UserRow> {
@@ -208,6 +234,7 @@ pub async fn update_user(
         }
         None => None,
     };
+    let scope = c.scope.as_ref().map(scope_of).transpose()?;
     let now = s.now();
     let disabled = c.disabled.map(|d| d.then_some(now));
     s.store
@@ -218,6 +245,11 @@ pub async fn update_user(
             disabled,
         )
         .await?;
+    if let Some(scope) = &scope {
+        s.store
+            .set_user_scope(u.id, scope.to_json().as_deref())
+            .await?;
+    }
     if c.password.is_some() || c.disabled == Some(true) || c.role.is_some() {
         s.store.delete_sessions_of(u.id).await?;
     }
@@ -246,6 +278,8 @@ pub struct WhoAmI {
     pub permissions: Vec<String>,
     /// The token used, if the call came with one.
     pub token: Option<String>,
+    /// The plan labels the credential is limited to; empty: every plan.
+    pub scope: BTreeMap<String, String>,
 }
 
 #[utoipa::path(get, path = "/whoami", security(("token" = ["own"])), tag = "users",
@@ -276,5 +310,6 @@ pub async fn whoami(axum::Extension(p): axum::Extension<Principal>) -> ApiResult
         role: *role,
         permissions,
         token: token.as_ref().map(|t| t.1.clone()),
+        scope: p.scope().labels().cloned().unwrap_or_default(),
     }))
 }

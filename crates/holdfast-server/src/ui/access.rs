@@ -54,10 +54,11 @@ async fn access_page(s: &Arc<AppState>, sess: &Session, shown: Option<(&str, &st
             @if sess.can(Perm::Access) {
                 h2 { "Accounts" }
                 table #users {
-                    thead { tr { th { "Name" } th { "Kind" } th { "Role" } th { "State" } th { "Created" } th {} } }
+                    thead { tr { th { "Name" } th { "Kind" } th { "Role" } th { "Scope" } th { "State" } th { "Created" } th {} } }
                     tbody { @for u in &users {
                         tr data-user=(u.name) {
                             td { (u.name) } td { (format!("{:?}", u.kind).to_lowercase()) } td { (u.role.as_str()) }
+                            td { (super::form::labels_text(&u.scope)) }
                             td { @if u.disabled_at.is_some() { span.badge.failed { "disabled" } }
                                  @else if u.locked_until.is_some() { span.badge.stale { "locked" } }
                                  @else { span.badge.succeeded { "active" } } }
@@ -78,6 +79,8 @@ async fn access_page(s: &Arc<AppState>, sess: &Session, shown: Option<(&str, &st
                     div.field { label for="kind" { "Kind" } select #kind name="kind" {
                         option value="user" { "user (signs in with a password)" }
                         option value="service" { "service (tokens only)" } } }
+                    div.field { label for="scope" { "Scope" } input #scope name="scope";
+                        p.hint { "Plan labels, key=value separated by commas (team=payments): the account sees and acts on those plans only. Empty: every plan." } }
                     div.field { label for="password" { "Password" } input #password name="password" type="password" autocomplete="new-password";
                         p.hint { "At least 12 characters; none for a service account." } }
                     button type="submit" { "Create account" }
@@ -107,6 +110,8 @@ async fn access_page(s: &Arc<AppState>, sess: &Session, shown: Option<(&str, &st
                 div.field { label for="token-name" { "Name" } input #token-name name="name";
                     p.hint { "Who or what uses it (ci, grafana)." } }
                 div.field { label for="token-role" { "Role" } select #token-role name="role" { (role_options(sess)) } }
+                div.field { label for="token-scope" { "Scope" } input #token-scope name="scope";
+                    p.hint { "Plan labels it adds to its owner's (team=payments); empty: the owner's." } }
                 div.field { label for="token-days" { "Expires after (days)" } input #token-days name="days" value="90";
                     p.hint { "Empty: until revoked." } }
                 button type="submit" { "Create token" }
@@ -132,11 +137,16 @@ pub async fn create_user(
     Posted { fields: f, .. }: Posted,
 ) -> Response {
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let scope = match super::form::parse_labels(&get("scope")) {
+        Ok(l) => l,
+        Err(e) => return error_page(StatusCode::UNPROCESSABLE_ENTITY, &e[0].reason),
+    };
     let input = serde_json::json!({
         "name": get("name"),
         "role": get("role"),
         "kind": get("kind"),
         "password": Some(get("password")).filter(|p| !p.is_empty()),
+        "scope": scope,
     });
     let input = match serde_json::from_value(input) {
         Ok(i) => i,
@@ -191,10 +201,15 @@ pub async fn create_token(
             }
         }
     };
+    let scope = match super::form::parse_labels(f.get("scope").map_or("", String::as_str)) {
+        Ok(l) => l,
+        Err(e) => return error_page(StatusCode::UNPROCESSABLE_ENTITY, &e[0].reason),
+    };
     let input = serde_json::json!({
         "name": f.get("name").cloned().unwrap_or_default(),
         "role": f.get("role").cloned().unwrap_or_else(|| "viewer".into()),
         "expires_in_secs": expires,
+        "scope": scope,
     });
     let input = match serde_json::from_value(input) {
         Ok(i) => i,

@@ -3,6 +3,8 @@
 //! input, the version an edit started from (sent as If-Match), and the confirmation step
 //! before a delete. Every form goes through the API's own handlers, so validation is the API's.
 
+use std::collections::BTreeMap;
+
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use holdfast_core::plan::FieldError;
@@ -311,4 +313,27 @@ pub(super) fn without_secrets(mut f: Fields) -> Fields {
         f.remove(k);
     }
     f
+}
+
+/// `env=prod, site=berlin` as the API's labels.
+pub(super) fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, Vec<FieldError>> {
+    let mut out = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(vec![FieldError {
+                field: "labels".into(),
+                reason: format!("`{part}` is not key=value"),
+            }]);
+        };
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+pub(super) fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

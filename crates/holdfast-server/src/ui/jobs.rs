@@ -31,8 +31,13 @@ pub(super) async fn jobs(
     sess: Session,
     Query(q): Query<JobsQuery>,
 ) -> Response {
+    let plans = match crate::access::scope::visible_plans(&s.store, &sess.who).await {
+        Ok(p) => p,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
     let filter = JobFilter {
         plan: q.plan.clone().filter(|p| !p.is_empty()),
+        plans,
         state: q.state.as_deref().and_then(JobState::parse),
         kind: None,
         before: q.before,

@@ -343,6 +343,7 @@ async fn account(
         created_at: s.now(),
         disabled_at: None,
         oidc_subject: Some(who.subject.clone()),
+        scope: None,
     };
     match s.store.insert_user(&row).await {
         Ok(id) => Ok(UserRow { id, ..row }),

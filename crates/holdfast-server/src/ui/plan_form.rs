@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::form::{
-    Input, check, form, if_match, lines, names, outcome, parse_input, select, status_of, text,
+    Input, check, form, if_match, labels_text, lines, names, outcome, parse_input, parse_labels,
+    select, status_of, text,
 };
 use super::session::{Fields, Posted, Session};
 use super::{error_page, page};
@@ -62,6 +63,11 @@ fn plan_inputs(
             "5-field cron (minute hour day month weekday) or @daily, @hourly …",
         ),
         text("timezone", "Time zone", "IANA name, e.g. Europe/Berlin"),
+        text(
+            "labels",
+            "Labels",
+            "key=value, separated by commas (team=payments): users and tokens scoped to labels see the plans carrying them",
+        ),
         text(
             "keep_last",
             "Keep the last",
@@ -111,6 +117,7 @@ fn fields_of(spec: &PlanSpec, paused: bool, version: i64) -> Fields {
     if paused {
         f.insert("paused".into(), "true".into());
     }
+    f.insert("labels".into(), labels_text(&spec.labels));
     keep_fields(&spec.retention.keep_policy(), &mut f);
     for st in Step::ALL {
         if let Some(h) = spec.hooks.get(st) {
@@ -183,6 +190,12 @@ fn spec_of(f: &Fields, name: &str, stored: Option<&PlanSpec>) -> Result<PlanSpec
     }
     v["paused"] = f.get("paused").is_some_and(|x| x == "true").into();
     let mut bad = vec![];
+    if let Some(t) = f.get("labels") {
+        match parse_labels(t) {
+            Ok(l) => v["labels"] = serde_json::to_value(l).unwrap_or_default(),
+            Err(e) => bad.extend(e),
+        }
+    }
     if f.contains_key("keep_last") {
         let keep = keep_of(f, &mut bad);
         if stored.is_none_or(|sp| sp.retention.keep_policy() != keep) {
@@ -295,6 +308,10 @@ pub async fn new_plan(State(s): State<Arc<AppState>>, sess: Session) -> Response
     let mut f = Fields::new();
     f.insert("timezone".into(), "UTC".into());
     f.insert("schedule".into(), "0 3 * * *".into());
+    // A scoped session's plans carry its labels.
+    if let Some(l) = sess.who.scope().labels() {
+        f.insert("labels".into(), labels_text(l));
+    }
     // The API's default retention, so a plan made here keeps what one made elsewhere keeps.
     keep_fields(&Retention::default().keep_policy(), &mut f);
     form_page(&s, &sess, None, &f, &[]).await

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 
 use super::{error_page, page};
 use crate::AppState;
-use crate::access::{Perm, Principal, Role, password};
+use crate::access::{Perm, Principal, Role, Scope, password};
 use crate::audit::{self, Entry};
 
 pub(super) const COOKIE: &str = "holdfast_session";
@@ -120,6 +120,7 @@ async fn session(s: &AppState, headers: &HeaderMap) -> Result<Session, Response>
         .map_err(unavailable)?
         .filter(|u| u.disabled_at.is_none())
         .ok_or_else(to_login)?;
+    let mut extra = None;
     let token = match row.token_id {
         None => None,
         Some(t) => {
@@ -130,9 +131,23 @@ async fn session(s: &AppState, headers: &HeaderMap) -> Result<Session, Response>
                 .map_err(unavailable)?
                 .filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > s.now()))
                 .ok_or_else(to_login)?;
+            extra = live.scope;
             Some((live.id, live.name))
         }
     };
+    // A scope that does not read ends the session (fail closed).
+    let scope = Scope::from_json(user.scope.as_deref())
+        .and_then(|owner| {
+            let more = match &extra {
+                Some(j) => serde_json::from_str(j).map_err(|e| e.to_string())?,
+                None => Default::default(),
+            };
+            owner.narrowed(&more)
+        })
+        .map_err(|e| {
+            tracing::error!("ui session of {}: {e}", user.name);
+            to_login()
+        })?;
     let (Some(role), Some(owner)) = (Role::parse(&row.role), Role::parse(&user.role)) else {
         return Err(to_login());
     };
@@ -141,9 +156,10 @@ async fn session(s: &AppState, headers: &HeaderMap) -> Result<Session, Response>
         who: Principal::User {
             user_id: Some(user.id),
             name: user.name,
-            perms: role.perms().and(owner.perms()),
+            perms: scope.cap(role.perms().and(owner.perms())),
             role,
             token,
+            scope,
         },
     })
 }
@@ -163,8 +179,35 @@ impl FromRequestParts<Arc<AppState>> for Session {
                 "this account may not read",
             ));
         }
+        if !sess.who.scope().is_all() {
+            in_scope(s, &sess, parts).await?;
+        }
         Ok(sess)
     }
+}
+
+/// For a scoped session, the plan or job a page names must be within its scope (else the
+/// page is "not found"), as the API's auth layer does for its routes.
+async fn in_scope(s: &AppState, sess: &Session, parts: &Parts) -> Result<(), Response> {
+    use crate::access::scope;
+    let pattern = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str())
+        .unwrap_or_default();
+    let seg: Vec<&str> = parts.uri.path().split('/').collect();
+    let item = seg.get(3).copied().unwrap_or_default();
+    let checked = if pattern.starts_with("/ui/plans/{name}") {
+        scope::check_plan(&s.store, &sess.who, item).await
+    } else if pattern.starts_with("/ui/jobs/{id}") {
+        match item.parse() {
+            Ok(id) => scope::check_job(&s.store, &sess.who, id).await,
+            Err(_) => Ok(()),
+        }
+    } else {
+        Ok(())
+    };
+    checked.map_err(|e| error_page(e.status_code(), &e.to_string()))
 }
 
 /// Form fields as they came, by name.
@@ -223,8 +266,14 @@ impl FromRequest<Arc<AppState>> for Posted {
                 "the form's security token does not match this session; reload the page and try again",
             ));
         }
-        if let Some(p) = need_of(&path)
+        let need = need_of(&path);
+        if let Some(p) = need
             && let Err(e) = sess.who.require(p, "this action")
+        {
+            return Err(error_page(StatusCode::FORBIDDEN, &e.to_string()));
+        }
+        if let Err(e) =
+            crate::access::scoped_route(&sess.who, need.map(crate::access::Need::Perm), &path)
         {
             return Err(error_page(StatusCode::FORBIDDEN, &e.to_string()));
         }

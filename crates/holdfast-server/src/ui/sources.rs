@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::form::{
     Input, InputKind, check, confirm_delete, confirmed, delete_link, delete_refused, form,
-    if_match, opt, outcome, parse_input, plans_that, secret, select, status_of, text,
-    without_secrets,
+    if_match, labels_text, opt, outcome, parse_input, parse_labels, plans_that, secret, select,
+    status_of, text, without_secrets,
 };
 use super::session::{Fields, Posted, Session};
 use super::{error_page, page};
@@ -66,29 +66,6 @@ fn source_inputs(sess: &Session) -> Vec<Input<'static>> {
         ),
     ]);
     inputs
-}
-
-/// `env=prod, site=berlin` as the API's labels.
-fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, Vec<FieldError>> {
-    let mut out = BTreeMap::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((k, v)) = part.split_once('=') else {
-            return Err(vec![FieldError {
-                field: "labels".into(),
-                reason: format!("`{part}` is not key=value"),
-            }]);
-        };
-        out.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    Ok(out)
-}
-
-fn labels_text(labels: &BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The API's source input from a form. A field the form did not show (the command, for a

@@ -2,6 +2,7 @@
 //! port the OS picks, run until the test drops it, and called over HTTP with reqwest.
 
 mod access;
+mod scope;
 
 use std::time::Duration;
 

@@ -304,6 +304,7 @@ fn admin(name: &str) -> UserRow {
         created_at: NOW,
         disabled_at: None,
         oidc_subject: None,
+        scope: None,
     }
 }
 

@@ -10,6 +10,7 @@ use crate::helpers::*;
 use crate::server::{Meta, Server, TOKEN};
 
 mod edit;
+mod scope;
 
 pub(crate) fn node(script: &str, args: &[&str]) -> Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
