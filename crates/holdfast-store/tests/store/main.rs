@@ -353,7 +353,43 @@ async fn the_last_admin_stays_even_when_two_demote_at_once(db: TestDb) {
     ));
 }
 
+/// A scoped caller's job list: only its plans' jobs, with the other filters and the page
+/// cursor still applied (placeholders numbered right on PostgreSQL), none for no plans.
+async fn a_job_list_can_be_limited_to_some_plans(db: TestDb) {
+    let s = db.store().await;
+    let mut ids = Vec::new();
+    for plan in ["pay-a", "pay-b", "ops", "pay-a"] {
+        let mut j = backup();
+        j.plan = Some(plan.into());
+        ids.push(s.enqueue(&j, NOW).await.unwrap());
+    }
+    async fn list(s: &Store, plans: &[&str], before: Option<i64>) -> Vec<i64> {
+        s.jobs(&holdfast_store::JobFilter {
+            plans: Some(plans.iter().map(|p| p.to_string()).collect()),
+            kind: Some(JobKind::Backup),
+            before,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect()
+    }
+    assert_eq!(
+        list(&s, &["pay-a", "pay-b"], None).await,
+        [ids[3], ids[1], ids[0]]
+    );
+    assert_eq!(
+        list(&s, &["pay-a", "pay-b"], Some(ids[3])).await,
+        [ids[1], ids[0]]
+    );
+    assert!(list(&s, &[], None).await.is_empty());
+}
+
 on_both_stores!(
+    a_job_list_can_be_limited_to_some_plans,
     the_last_admin_stays_even_when_two_demote_at_once,
     an_event_happens_once_whoever_records_it,
     a_delivery_is_claimed_by_one_sender_at_a_time,
