@@ -232,7 +232,12 @@ async fn principal_of(s: &AppState, t: &TokenRow) -> Result<Principal, ApiError>
             };
             let scope = owner_scope
                 .narrowed(&labels(&t.scope)?.unwrap_or_default())
-                .map_err(|e| ApiError::Internal(format!("token {}: {e}", t.id)))?;
+                .map_err(|_| {
+                    unauthenticated(
+                        "this token's scope no longer fits its account's (an admin changed it); \
+                         create a new token",
+                    )
+                })?;
             Ok(Principal::User {
                 user_id: t.user_id,
                 name,
@@ -329,27 +334,8 @@ async fn scoped_item(
             None => p.require_unscoped("listing a whole endpoint's restore points"),
         };
     }
-    // The segment after `kind` (a nested router sees its path without `/api/v1`).
-    let item = |kind: &str| {
-        let parts: Vec<&str> = path.split('/').collect();
-        parts
-            .iter()
-            .position(|p| *p == kind)
-            .and_then(|i| parts.get(i + 1))
-            .map(|n| n.to_string())
-    };
-    if pattern.starts_with("/api/v1/plans/{name}")
-        && let Some(name) = item("plans")
-    {
-        return scope::check_plan(&s.store, p, &name).await;
-    }
-    if pattern.starts_with("/api/v1/jobs/{id}")
-        && let Some(id) = item("jobs")
-        && let Ok(id) = id.parse()
-    {
-        return scope::check_job(&s.store, p, id).await;
-    }
-    Ok(())
+    // A nested router sees its path without `/api/v1`: the segment after the kind is used.
+    scope::check_path(&s.store, p, pattern, path, "/api/v1").await
 }
 
 fn bearer(req: &Request) -> Option<&str> {

@@ -235,22 +235,17 @@ impl Oidc {
     /// Trades the code for tokens and checks them; reads the groups from the ID token or,
     /// when it has none, from the userinfo endpoint.
     pub async fn finish(&self, pending: Pending, code: String) -> Result<Identity, OidcError> {
-        match self.finish_with(&pending, &code, false).await {
-            // The provider may have rotated its keys since they were read: read them again.
-            Err(OidcError::Rejected(why)) if why.contains("signature") => {
-                self.finish_with(&pending, &code, true).await
-            }
-            other => other,
+        let r = self.finish_with(&pending, &code).await;
+        if r.is_err() {
+            // The provider may have rotated its keys (or changed): the next sign-in reads its
+            // metadata again. The code is single-use, so this one is not retried.
+            *self.metadata.lock().await = None;
         }
+        r
     }
 
-    async fn finish_with(
-        &self,
-        pending: &Pending,
-        code: &str,
-        fresh: bool,
-    ) -> Result<Identity, OidcError> {
-        let m = self.provider(fresh).await?;
+    async fn finish_with(&self, pending: &Pending, code: &str) -> Result<Identity, OidcError> {
+        let m = self.provider(false).await?;
         let client = CoreClient::from_provider_metadata(m, self.client_id(), self.secret())
             .set_redirect_uri(self.redirect()?);
         let http = |r| send(self.http.clone(), r);

@@ -133,6 +133,48 @@ impl Principal {
     }
 }
 
+/// The path segment after `kind` (`plans`, `jobs`), percent-decoded as the `Path` extractor
+/// will decode it (so `p%61y` is checked as `pay`); `None` when there is none or it is not
+/// UTF-8.
+pub fn segment_after(path: &str, kind: &str) -> Option<String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let raw = parts
+        .iter()
+        .position(|p| *p == kind)
+        .and_then(|i| parts.get(i + 1))?;
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// The scope check of a route that names a plan or a job by its path: `plans_pattern` and
+/// `jobs_pattern` are the matched route's prefixes (`/api/v1/plans/{name}`). A job id that
+/// does not read is "not found" (fail closed).
+pub async fn check_path(
+    store: &Store,
+    who: &Principal,
+    pattern: &str,
+    path: &str,
+    prefix: &str,
+) -> Result<(), ApiError> {
+    if who.scope().is_all() {
+        return Ok(());
+    }
+    if pattern.starts_with(&format!("{prefix}/plans/{{name}}")) {
+        let name = segment_after(path, "plans")
+            .ok_or_else(|| ApiError::NotFound("no such plan".into()))?;
+        return check_plan(store, who, &name).await;
+    }
+    if pattern.starts_with(&format!("{prefix}/jobs/{{id}}")) {
+        let id = segment_after(path, "jobs")
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(|| ApiError::NotFound("no such job".into()))?;
+        return check_job(store, who, id).await;
+    }
+    Ok(())
+}
+
 /// The plan's labels, if the plan exists.
 async fn plan_labels(store: &Store, name: &str) -> Result<Option<Labels>, ApiError> {
     let Some(r) = store.get(Kind::Plan, name).await? else {

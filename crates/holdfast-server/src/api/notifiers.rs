@@ -375,14 +375,23 @@ pub struct EventView {
     responses((status = 200, body = [EventView]), (status = 422, body = ErrorBody)))]
 pub async fn list_events(
     State(s): State<Arc<AppState>>,
+    axum::Extension(who): axum::Extension<crate::access::Principal>,
     Query(q): Query<Limit>,
 ) -> ApiResult<Json<Vec<EventView>>> {
     let limit = q.get()?;
+    // A scoped caller sees its plans' events (none of the server-wide ones, such as an
+    // agent gone offline).
+    let visible = crate::access::scope::visible_plans(&s.store, &who).await?;
     let out = s
         .store
         .events(limit)
         .await?
         .into_iter()
+        .filter(|e| {
+            visible
+                .as_ref()
+                .is_none_or(|v| e.plan.as_ref().is_some_and(|p| v.contains(p)))
+        })
         .filter_map(|e| {
             let mut n: Notification = serde_json::from_str(&e.payload).ok()?;
             n.id = e.id;

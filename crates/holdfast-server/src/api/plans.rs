@@ -153,6 +153,61 @@ async fn plan_cols(s: &AppState, spec: &PlanSpec, old: Option<&Resource>) -> Api
     })
 }
 
+/// What a scoped caller's plan may be: not another team's (under the same name, or one that
+/// left history: its jobs and backups would come with the name), and on a source one of its
+/// plans already backs up (else a new plan would reach any database and restore it anywhere;
+/// an admin makes a team's first plan).
+async fn scoped_plan(
+    s: &AppState,
+    who: &Principal,
+    spec: &PlanSpec,
+    before: Option<&PlanSpec>,
+) -> ApiResult<()> {
+    let exists = || ApiError::Conflict(format!("a plan named `{}` exists already", spec.name));
+    match before {
+        Some(b) if !who.sees(&b.labels) => return Err(exists()),
+        Some(b) if b.source == spec.source => return Ok(()),
+        Some(_) => {}
+        None => {
+            let history = s
+                .store
+                .jobs(&holdfast_store::JobFilter {
+                    plan: Some(spec.name.clone()),
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await?;
+            if !history.is_empty() {
+                return Err(ApiError::Conflict(format!(
+                    "the name `{}` was used by a plan with a history of jobs and backups; \
+                     pick another name",
+                    spec.name
+                )));
+            }
+        }
+    }
+    for name in crate::access::scope::visible_plans(&s.store, who)
+        .await?
+        .unwrap_or_default()
+    {
+        if name != spec.name
+            && let Some(r) = s.store.get(Kind::Plan, &name).await?
+            && r.plan.is_some_and(|c| c.source == spec.source)
+        {
+            return Ok(());
+        }
+    }
+    Err(ApiError::field(
+        "source",
+        format!(
+            "this credential (scoped to plans labelled {}) makes plans only for the sources its \
+             plans already back up; ask an admin to make the first plan of `{}`",
+            who.scope().text(),
+            spec.source
+        ),
+    ))
+}
+
 pub(crate) async fn save_plan(
     s: &AppState,
     dry_run: bool,
@@ -177,11 +232,8 @@ pub(crate) async fn save_plan(
             ),
         ));
     }
-    if before.as_ref().is_some_and(|b| !who.sees(&b.labels)) {
-        return Err(ApiError::Conflict(format!(
-            "a plan named `{}` exists outside this credential's scope; pick another name",
-            spec.name
-        )));
+    if !who.scope().is_all() {
+        scoped_plan(s, who, &spec, before.as_ref()).await?;
     }
     // The hooks, and for a plan with hooks its source too: it chooses where they run.
     let same = match &before {

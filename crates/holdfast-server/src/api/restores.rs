@@ -93,6 +93,15 @@ async fn scoped_restore(
     spec: &PlanSpec,
     target: &str,
 ) -> ApiResult<()> {
+    // A named database on a shared server may be another team's: replacing one is for the
+    // plan's own database only.
+    if input.force && input.database.is_some() {
+        return Err(ApiError::Forbidden(format!(
+            "a credential scoped to plans labelled {} replaces only its plan's own database \
+             (`force` without `database`); restore into a new database instead",
+            who.scope().text()
+        )));
+    }
     if target != spec.source {
         let mut ours = false;
         for name in crate::access::scope::visible_plans(&s.store, who)

@@ -266,7 +266,8 @@ pub async fn test_endpoint(
 }
 
 /// The plans that use endpoint `name`: as their repository, or for their copies.
-async fn users(s: &AppState, name: &str) -> Vec<String> {
+/// The plans that use `name`, as far as `who` may see them.
+async fn users(s: &AppState, who: &crate::access::Principal, name: &str) -> Vec<String> {
     s.store
         .list(Kind::Plan)
         .await
@@ -276,6 +277,10 @@ async fn users(s: &AppState, name: &str) -> Vec<String> {
             p.plan.as_ref().is_some_and(|c| c.endpoint == name)
                 || serde_json::from_str::<PlanSpec>(&p.spec)
                     .is_ok_and(|sp| sp.copy.is_some_and(|c| c.endpoint == name))
+        })
+        .filter(|p| {
+            serde_json::from_str::<holdfast_core::plan::PlanSpec>(&p.spec)
+                .is_ok_and(|sp| who.sees(&sp.labels))
         })
         .map(|p| p.name)
         .collect()
@@ -324,7 +329,7 @@ pub async fn confirm_delete_endpoint(
         Ok(r) => r,
         Err(page) => return page,
     };
-    let what = consequences(&s, &r, &users(&s, &name).await);
+    let what = consequences(&s, &r, &users(&s, &sess.who, &name).await);
     let back = format!("/ui/endpoints/{name}");
     confirm_delete(&sess, "endpoint", &name, r.version, &back, what, None)
 }
@@ -355,7 +360,7 @@ pub async fn delete_endpoint(
             format!("type `{name}` to confirm"),
         )
     };
-    let what = consequences(&s, &r, &users(&s, &name).await);
+    let what = consequences(&s, &r, &users(&s, &sess.who, &name).await);
     let back = format!("/ui/endpoints/{name}");
     let version = f
         .get("version")

@@ -14,7 +14,9 @@ use maud::html;
 use serde::Deserialize;
 
 use super::page;
-use super::session::{COOKIE, LIFETIME_MS, cookie, login_page, new_session, same, set_cookie_with};
+use super::session::{
+    COOKIE, Jar, LIFETIME_MS, cookie, login_page, new_session, same, set_cookie_with,
+};
 use crate::AppState;
 use crate::access::oidc::{Identity, Pending};
 use crate::audit::{self, Entry};
@@ -22,6 +24,13 @@ use crate::audit::{self, Entry};
 const PENDING_COOKIE: &str = "holdfast_oidc";
 /// How long a browser may stay at the provider.
 const PENDING_MS: i64 = 10 * 60 * 1000;
+
+/// Cookies are `Secure` when browsers come back over https (or a proxy says TLS).
+fn tls(s: &AppState) -> bool {
+    s.oidc
+        .as_ref()
+        .is_some_and(|o| o.config.redirect_url.starts_with("https://"))
+}
 
 /// The sign-in page again, with why (a new form nonce, as `login` does).
 fn refused(s: &AppState, headers: &HeaderMap, status: StatusCode, why: &str) -> Response {
@@ -33,10 +42,24 @@ fn refused(s: &AppState, headers: &HeaderMap, status: StatusCode, why: &str) -> 
         "holdfast_signin",
         &nonce,
         3600,
-        "Strict",
-        "/",
+        Jar {
+            same_site: "Strict",
+            path: "/",
+            tls: tls(s),
+        },
     );
-    set_cookie_with(&mut r, headers, PENDING_COOKIE, "", 0, "Lax", "/ui/oidc");
+    set_cookie_with(
+        &mut r,
+        headers,
+        PENDING_COOKIE,
+        "",
+        0,
+        Jar {
+            same_site: "Lax",
+            path: "/ui/oidc",
+            tls: tls(s),
+        },
+    );
     r
 }
 
@@ -60,8 +83,11 @@ pub async fn login(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respon
                 PENDING_COOKIE,
                 &sealed,
                 PENDING_MS / 1000,
-                "Lax",
-                "/ui/oidc",
+                Jar {
+                    same_site: "Lax",
+                    path: "/ui/oidc",
+                    tls: tls(&s),
+                },
             );
             r
         }
@@ -212,6 +238,7 @@ pub async fn callback(
         } else {
             who.groups.join(", ")
         };
+        withdraw(&s, &who).await;
         return deny(
             who.name.clone(),
             StatusCode::FORBIDDEN,
@@ -276,11 +303,46 @@ pub async fn callback(
         COOKIE,
         &id,
         LIFETIME_MS / 1000,
-        "Strict",
-        "/",
+        Jar {
+            same_site: "Strict",
+            path: "/",
+            tls: tls(&s),
+        },
     );
-    set_cookie_with(&mut r, &headers, PENDING_COOKIE, "", 0, "Lax", "/ui/oidc");
+    set_cookie_with(
+        &mut r,
+        &headers,
+        PENDING_COOKIE,
+        "",
+        0,
+        Jar {
+            same_site: "Lax",
+            path: "/ui/oidc",
+            tls: tls(&s),
+        },
+    );
     r
+}
+
+/// A provider's user who is in no mapped group any more keeps nothing that works: the
+/// account's sessions end and its tokens are revoked (each under the last-admin guard).
+async fn withdraw(s: &AppState, who: &Identity) {
+    let Ok(Some(u)) = s.store.user_by_oidc_subject(&who.subject).await else {
+        return;
+    };
+    if let Err(e) = s.store.delete_sessions_of(u.id).await {
+        tracing::error!("oidc sign-in: {e}");
+    }
+    let now = s.now();
+    for t in s.store.tokens().await.unwrap_or_default() {
+        if t.user_id == Some(u.id) && t.revoked_at.is_none() {
+            match s.store.revoke_token(t.id, now).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(user = %u.name, "oidc: token {} kept: {e}", t.id),
+            }
+        }
+    }
+    tracing::warn!(user = %u.name, "in no mapped group at the provider any more: sessions ended, tokens revoked");
 }
 
 /// The account of the provider's user: the one made at its first sign-in (its role follows

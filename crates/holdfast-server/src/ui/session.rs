@@ -46,7 +46,11 @@ impl Session {
         if parts.len() > 3 && ["plans", "endpoints", "sources", "notifiers"].contains(&parts[2]) {
             parts[3] = "{name}";
         }
-        need_of(&parts.join("/")).is_none_or(|p| self.can(p))
+        let pattern = parts.join("/");
+        let need = need_of(&pattern);
+        need.is_none_or(|p| self.can(p))
+            && crate::access::scoped_route(&self.who, need.map(crate::access::Need::Perm), &pattern)
+                .is_ok()
     }
 }
 
@@ -73,7 +77,26 @@ fn over_tls(headers: &HeaderMap) -> bool {
 }
 
 fn set_cookie(r: &mut Response, headers: &HeaderMap, name: &str, value: &str, max_age: i64) {
-    set_cookie_with(r, headers, name, value, max_age, "Strict", "/");
+    set_cookie_with(
+        r,
+        headers,
+        name,
+        value,
+        max_age,
+        Jar {
+            same_site: "Strict",
+            path: "/",
+            tls: false,
+        },
+    );
+}
+
+/// Where a cookie goes: its SameSite, its path, and whether it is `Secure` even when no proxy
+/// says TLS (the OIDC cookies, when the redirect URL is https).
+pub(super) struct Jar {
+    pub same_site: &'static str,
+    pub path: &'static str,
+    pub tls: bool,
 }
 
 /// A cookie with its own SameSite and path: the OIDC sign-in's must come back with the
@@ -84,10 +107,18 @@ pub(super) fn set_cookie_with(
     name: &str,
     value: &str,
     max_age: i64,
-    same_site: &str,
-    path: &str,
+    jar: Jar,
 ) {
-    let secure = if over_tls(headers) { "; Secure" } else { "" };
+    let Jar {
+        same_site,
+        path,
+        tls,
+    } = jar;
+    let secure = if tls || over_tls(headers) {
+        "; Secure"
+    } else {
+        ""
+    };
     let c = format!(
         "{name}={value}; HttpOnly; SameSite={same_site}; Path={path}; Max-Age={max_age}{secure}"
     );
@@ -195,18 +226,7 @@ async fn in_scope(s: &AppState, sess: &Session, parts: &Parts) -> Result<(), Res
         .get::<MatchedPath>()
         .map(|m| m.as_str())
         .unwrap_or_default();
-    let seg: Vec<&str> = parts.uri.path().split('/').collect();
-    let item = seg.get(3).copied().unwrap_or_default();
-    let checked = if pattern.starts_with("/ui/plans/{name}") {
-        scope::check_plan(&s.store, &sess.who, item).await
-    } else if pattern.starts_with("/ui/jobs/{id}") {
-        match item.parse() {
-            Ok(id) => scope::check_job(&s.store, &sess.who, id).await,
-            Err(_) => Ok(()),
-        }
-    } else {
-        Ok(())
-    };
+    let checked = scope::check_path(&s.store, &sess.who, pattern, parts.uri.path(), "/ui").await;
     checked.map_err(|e| error_page(e.status_code(), &e.to_string()))
 }
 

@@ -151,13 +151,18 @@ async fn stored(s: &AppState, name: &str) -> Result<(Resource, StoredSource), Re
 }
 
 /// The plans that back source `name` up.
-async fn users(s: &AppState, name: &str) -> Vec<String> {
+/// The plans that use `name`, as far as `who` may see them.
+async fn users(s: &AppState, who: &crate::access::Principal, name: &str) -> Vec<String> {
     s.store
         .list(Kind::Plan)
         .await
         .unwrap_or_default()
         .into_iter()
         .filter(|p| p.plan.as_ref().is_some_and(|c| c.source == name))
+        .filter(|p| {
+            serde_json::from_str::<holdfast_core::plan::PlanSpec>(&p.spec)
+                .is_ok_and(|sp| who.sees(&sp.labels))
+        })
         .map(|p| p.name)
         .collect()
 }
@@ -188,7 +193,7 @@ pub async fn source(
             f.insert(k.into(), "true".into());
         }
     }
-    edit(&sess, &name, &f, &[], &users(&s, &name).await)
+    edit(&sess, &name, &f, &[], &users(&s, &sess.who, &name).await)
 }
 
 fn edit(
@@ -257,7 +262,7 @@ pub async fn save_source(
             &name,
             &without_secrets(f),
             &errs,
-            &users(&s, &name).await,
+            &users(&s, &sess.who, &name).await,
         ),
     }
 }
@@ -283,7 +288,7 @@ pub async fn confirm_delete_source(
         Ok(x) => x,
         Err(page) => return page,
     };
-    let used_by = users(&s, &name).await;
+    let used_by = users(&s, &sess.who, &name).await;
     let back = format!("/ui/sources/{name}");
     confirm_delete(
         &sess,
@@ -318,7 +323,7 @@ pub async fn delete_source(
             format!("type `{name}` to confirm"),
         )
     };
-    let used_by = users(&s, &name).await;
+    let used_by = users(&s, &sess.who, &name).await;
     let back = format!("/ui/sources/{name}");
     let version = f
         .get("version")

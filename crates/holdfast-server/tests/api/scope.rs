@@ -113,6 +113,21 @@ async fn a_user_scoped_to_a_team_sees_and_acts_on_that_teams_plans_only() {
         let (code, body) = app.call_as(&pat, method, &path, None).await;
         assert_eq!(code, 404, "{method} {path}: {body}");
     }
+    // Percent-encoded, the names are what the handlers decode them to: still out of scope.
+    let encoded_job: String = ops_job
+        .to_string()
+        .chars()
+        .map(|c| format!("%{:02X}", c as u32))
+        .collect();
+    for (method, path) in [
+        ("POST", "/api/v1/plans/%6Fps-nightly/run".to_string()),
+        ("GET", "/api/v1/plans/ops%2Dnightly".to_string()),
+        ("GET", format!("/api/v1/jobs/{encoded_job}")),
+        ("POST", format!("/api/v1/jobs/{encoded_job}/cancel")),
+    ] {
+        let (code, body) = app.call_as(&pat, method, &path, None).await;
+        assert_eq!(code, 404, "{method} {path}: {body}");
+    }
     let (code, _) = app
         .call_as(&pat, "GET", &format!("/api/v1/jobs/{pay_job}"), None)
         .await;
@@ -152,6 +167,20 @@ async fn a_user_scoped_to_a_team_sees_and_acts_on_that_teams_plans_only() {
         )
         .await;
     assert_eq!(code, 201, "{body}");
+    // A plan of its own on another team's database would reach that database: refused.
+    let (code, body) = app
+        .call_as(
+            &pat,
+            "POST",
+            "/api/v1/plans",
+            Some(
+                json!({"name": "pay-steal", "source": "ops-db", "endpoint": "local",
+                        "schedule": "@weekly", "labels": {"team": "payments"}}),
+            ),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.to_string().contains("source"), "{body}");
     // Moving its plan out of its scope would hand it to another team: refused.
     let (code, body) = app
         .call_as(
@@ -178,6 +207,17 @@ async fn a_user_scoped_to_a_team_sees_and_acts_on_that_teams_plans_only() {
     assert_eq!(code, 422, "{body}");
     assert!(body.to_string().contains("target_source"), "{body}");
 
+    // Replacing a named database (on a server other teams may share) is refused.
+    let (code, body) = app
+        .call_as(
+            &pat,
+            "POST",
+            "/api/v1/restores",
+            Some(json!({"plan": "pay-nightly", "restore_point": "abcd1234",
+                        "database": "ops", "force": true})),
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
     // Server-wide things: read, never changed; no audit, metrics or accounts.
     let (code, _) = app.call_as(&pat, "GET", "/api/v1/endpoints", None).await;
     assert_eq!(code, 200);
