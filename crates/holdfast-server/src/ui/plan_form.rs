@@ -322,21 +322,7 @@ pub async fn create_plan(
     Posted { sess, fields: f }: Posted,
 ) -> Response {
     let name = f.get("name").cloned().unwrap_or_default();
-    let r = match spec_of(&f, &name, None) {
-        Ok(spec) => outcome(
-            crate::api::plans::save_plan(&s, false, spec, None, &HeaderMap::new(), &sess.who).await,
-            &format!("/ui/plans/{name}"),
-        ),
-        Err(e) => Err(e),
-    };
-    match r {
-        Ok(r) => r,
-        Err(errs) => {
-            let mut f = f;
-            f.remove("csrf");
-            form_page(&s, &sess, None, &f, &form_errors(errs)).await
-        }
-    }
+    submit(&s, &sess, f, &name, None).await
 }
 
 /// The stored plan, whether it is paused, and its version.
@@ -376,10 +362,25 @@ pub async fn save_plan(
         Ok(x) => x,
         Err(page) => return page,
     };
-    let r = match spec_of(&f, &name, Some(&before)) {
+    submit(&s, &sess, f, &name, Some(&before)).await
+}
+
+/// Saves what the form means (a new plan, or the stored `before` changed) through the API:
+/// the plan's page, or the form again with the API's field errors.
+async fn submit(
+    s: &Arc<AppState>,
+    sess: &Session,
+    mut f: Fields,
+    name: &str,
+    before: Option<&PlanSpec>,
+) -> Response {
+    let (path, headers) = match before {
+        Some(_) => (Some(name), if_match(&f)),
+        None => (None, HeaderMap::new()),
+    };
+    let r = match spec_of(&f, name, before) {
         Ok(spec) => outcome(
-            crate::api::plans::save_plan(&s, false, spec, Some(&name), &if_match(&f), &sess.who)
-                .await,
+            crate::api::plans::save_plan(s, false, spec, path, &headers, &sess.who).await,
             &format!("/ui/plans/{name}"),
         ),
         Err(e) => Err(e),
@@ -387,9 +388,8 @@ pub async fn save_plan(
     match r {
         Ok(r) => r,
         Err(errs) => {
-            let mut f = f;
             f.remove("csrf");
-            form_page(&s, &sess, Some(&name), &f, &form_errors(errs)).await
+            form_page(s, sess, path, &f, &form_errors(errs)).await
         }
     }
 }

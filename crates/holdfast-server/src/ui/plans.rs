@@ -43,14 +43,7 @@ async fn plan_page(
         return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
     };
     let spec: PlanSpec = serde_json::from_str(&r.spec).unwrap_or_else(|_| unreachable!());
-    let points = crate::api::restores::restore_points(
-        State(s.clone()),
-        Ok(Query(crate::api::restores::RestorePointQuery {
-            plan: Some(name.to_string()),
-            endpoint: None,
-        })),
-    )
-    .await;
+    let points = points_of(s, name).await;
     let sources = names(s, Kind::Source).await;
     let mut values = values.clone();
     values
@@ -246,17 +239,25 @@ fn retention_text(r: &holdfast_core::plan::Retention) -> String {
     }
 }
 
-/// What deleting plan `name` stops and what stays, in words (the API's: its jobs and its
-/// backups in the repository stay).
-async fn consequences(s: &Arc<AppState>, name: &str, spec: &PlanSpec) -> Markup {
-    let points = crate::api::restores::restore_points(
+/// The plan's restore points, read from its repository as the API lists them.
+async fn points_of(
+    s: &Arc<AppState>,
+    name: &str,
+) -> crate::api::ApiResult<axum::Json<Vec<crate::model::RestorePointView>>> {
+    crate::api::restores::restore_points(
         State(s.clone()),
         Ok(Query(crate::api::restores::RestorePointQuery {
             plan: Some(name.to_string()),
             endpoint: None,
         })),
     )
-    .await;
+    .await
+}
+
+/// What deleting plan `name` stops and what stays, in words (the API's: its jobs and its
+/// backups in the repository stay).
+async fn consequences(s: &Arc<AppState>, name: &str, spec: &PlanSpec) -> Markup {
+    let points = points_of(s, name).await;
     let jobs = s
         .store
         .jobs(&JobFilter {

@@ -6,16 +6,12 @@
 // schedule without being shown its hooks.
 // Args: URL TOKEN OPERATOR OPERATOR_PASSWORD. Prints one JSON line with what it saw.
 "use strict";
-const { chromium } = require("playwright-core"); // found through NODE_PATH
+const { launch } = require("./browser.cjs");
 
 const [url, token, operator, operatorPassword] = process.argv.slice(2);
 const fail = (m) => { throw new Error(m); };
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   const seen = {};
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });

@@ -3,16 +3,12 @@
 // its error beside the field, live and on submit), run it, follow the job to success, restore
 // it into a new database. Args: URL TOKEN DB_URL DB_PASSWORD REPO_DIR NEW_DB SHOT_DIR.
 "use strict";
-const { chromium } = require("playwright-core"); // found through NODE_PATH
+const { launch } = require("./browser.cjs");
 
 const [url, token, dbUrl, dbPassword, repoDir, newDb, shots] = process.argv.slice(2);
 const fail = (m) => { throw new Error(m); };
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   const seen = {};
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });

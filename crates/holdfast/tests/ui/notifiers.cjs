@@ -4,15 +4,11 @@
 // after a confirmation that names it. The dashboard warns about a notifier that cannot deliver.
 // Args: URL TOKEN RECEIVER_URL CLOSED_URL BROKEN_NOTIFIER SHOT_DIR.
 "use strict";
-const { chromium } = require("playwright-core"); // found through NODE_PATH
+const { launch } = require("./browser.cjs");
 
 const [url, token, receiver, closed, broken, shots] = process.argv.slice(2);
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   const seen = {};
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });

@@ -3,15 +3,11 @@
 // Each sign-in runs in a browser context of its own (the provider keeps a session per
 // browser). Prints one JSON line with what it saw; any failed expectation throws (exit 1).
 "use strict";
-const { chromium } = require("playwright-core"); // found through NODE_PATH
+const { launch } = require("./browser.cjs");
 
 const [url] = process.argv.slice(2);
 (async () => {
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const seen = {};
 // Holdfast's sign-in page → the provider's form → back: what the browser ends on.
 const signIn = async (login) => {

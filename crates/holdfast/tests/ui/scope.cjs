@@ -2,15 +2,11 @@
 // Called by the Rust test `ui::scope::...` with: URL USER PASSWORD HIDDEN_PLAN HIDDEN_JOB.
 // Prints one JSON line with what it saw; any failed expectation throws (exit code 1).
 "use strict";
-const { chromium } = require("playwright-core"); // found through NODE_PATH
+const { launch } = require("./browser.cjs");
 
 const [url, user, password, hiddenPlan, hiddenJob] = process.argv.slice(2);
 (async () => {
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const seen = {};
 try {
   const page = await (await browser.newContext()).newPage();

@@ -2,16 +2,12 @@
 // scripts/services). Called by the Rust test `ui::...` with: URL TOKEN GO_FILE SHOT_DIR.
 // Prints one JSON line with what it saw; any failed expectation throws (exit code 1).
 "use strict";
-const { chromium } = require("playwright-core"); // found through NODE_PATH
+const { launch } = require("./browser.cjs");
 const { writeFileSync } = require("node:fs");
 
 const [url, token, goFile, shots] = process.argv.slice(2);
 (async () => {
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const fail = (m) => { throw new Error(m); };
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
