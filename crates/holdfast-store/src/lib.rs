@@ -26,7 +26,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 use crate::row::col;
 
-pub use access::{AuditFilter, AuditRow, NewToken, SessionRow, TokenRow, UserRow};
+pub use access::{AuditFilter, AuditRow, NewToken, SessionRow, TokenRow, UserChange, UserRow};
 pub use agents::{AgentRow, StepRow};
 pub use alerts::{Attempt, AttemptRow, DeliveryRow, EventRow, NewEvent, PlanAlert};
 pub use jobs::{FireOutcome, Job, JobFilter, JobUpdate, LogLine, NewJob};

@@ -237,20 +237,21 @@ pub async fn update_user(
     let scope = c.scope.as_ref().map(scope_of).transpose()?;
     let now = s.now();
     let disabled = c.disabled.map(|d| d.then_some(now));
+    let scope_json = scope.as_ref().map(Scope::to_json);
+    // One transaction: a change the last-admin guard refuses leaves nothing half done.
     s.store
         .update_user(
             u.id,
-            c.role.map(Role::as_str),
-            hash.as_deref().map(Some),
-            disabled,
+            &holdfast_store::UserChange {
+                role: c.role.map(Role::as_str),
+                password_hash: hash.as_deref().map(Some),
+                disabled_at: disabled,
+                scope: scope_json.as_ref().map(Option::as_deref),
+            },
         )
         .await?;
-    if let Some(scope) = &scope {
-        s.store
-            .set_user_scope(u.id, scope.to_json().as_deref())
-            .await?;
-    }
-    if c.password.is_some() || c.disabled == Some(true) || c.role.is_some() {
+    // Whatever a browser holds of what the account no longer has ends.
+    if c.password.is_some() || c.disabled == Some(true) || c.role.is_some() || scope.is_some() {
         s.store.delete_sessions_of(u.id).await?;
     }
     let u = must_user(&s, &name).await?;

@@ -373,7 +373,17 @@ async fn account(
             ));
         }
         if u.role != role {
-            match s.store.update_user(u.id, Some(role), None, None).await {
+            match s
+                .store
+                .update_user(
+                    u.id,
+                    &holdfast_store::UserChange {
+                        role: Some(role),
+                        ..Default::default()
+                    },
+                )
+                .await
+            {
                 Ok(_) => {}
                 Err(StoreError::LastAdmin) => {
                     return Err((

@@ -304,4 +304,56 @@ async fn the_last_unscoped_admin_cannot_be_scoped() {
     assert_eq!(code, 409, "{body}");
     let users = app.ok("GET", "/api/v1/users", None).await;
     assert_eq!(users[0]["scope"], json!({}), "{users}");
+    // A second admin, scoped, does not count: the first still cannot be demoted, and a change
+    // that the guard refuses changes nothing of what it asked (one transaction).
+    app.ok(
+        "POST",
+        "/api/v1/users",
+        Some(
+            json!({"name": "ada", "role": "admin", "password": "a long enough passphrase",
+                    "scope": {"team": "payments"}}),
+        ),
+    )
+    .await;
+    let (code, body) = app
+        .call(
+            "PUT",
+            "/api/v1/users/admin",
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    let (code, body) = app
+        .call(
+            "PUT",
+            "/api/v1/users/ada",
+            Some(json!({"role": "operator", "scope": {"team": "ops"}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        (&body["role"], &body["scope"]),
+        (&json!("operator"), &json!({"team": "ops"}))
+    );
+    let (code, body) = app
+        .call(
+            "PUT",
+            "/api/v1/users/admin",
+            Some(json!({"role": "operator", "scope": {"team": "ops"}})),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    let admin = app.ok("GET", "/api/v1/users", None).await;
+    let admin = admin
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "admin")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&admin["role"], &admin["scope"]),
+        (&json!("admin"), &json!({})),
+        "nothing of the refused change stayed: {admin}"
+    );
 }

@@ -10,7 +10,7 @@ mod users;
 pub use audit::{AuditFilter, AuditRow};
 pub use sessions::SessionRow;
 pub use tokens::{NewToken, TokenRow};
-pub use users::UserRow;
+pub use users::{UserChange, UserRow};
 
 use crate::row::col;
 use crate::{Result, Store, StoreError};

@@ -28,6 +28,17 @@ pub struct UserRow {
     pub scope: Option<String>,
 }
 
+/// What an account change sets; `None` leaves a field as it is (`Some(None)` clears it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserChange<'a> {
+    pub role: Option<&'a str>,
+    /// A new argon2id hash (failed sign-ins and a lock are cleared with it).
+    pub password_hash: Option<Option<&'a str>>,
+    pub disabled_at: Option<Option<i64>>,
+    /// A JSON object of plan labels.
+    pub scope: Option<Option<&'a str>>,
+}
+
 const USER_COLUMNS: &str = "id, name, kind, role, password_hash, failed_logins, locked_until, \
      created_at, disabled_at, oidc_subject, scope";
 
@@ -109,15 +120,9 @@ impl Store {
         Ok(all(&rows, user)?)
     }
 
-    /// Changes an account's role, password hash (`Some(None)` removes it) or disabled time.
-    /// Refused (`InUse`) when it would leave no enabled admin.
-    pub async fn update_user(
-        &self,
-        id: i64,
-        role: Option<&str>,
-        password_hash: Option<Option<&str>>,
-        disabled_at: Option<Option<i64>>,
-    ) -> Result<bool> {
+    /// Changes an account's role, password hash, disabled time or scope, in one transaction.
+    /// Refused (`LastAdmin`) when it would leave no enabled, unscoped admin.
+    pub async fn update_user(&self, id: i64, c: &UserChange<'_>) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         self.lock_admins(&mut tx).await?;
         let r = sqlx::query(
@@ -125,15 +130,18 @@ impl Store {
                  password_hash = CASE WHEN $3 = 1 THEN $4 ELSE password_hash END,
                  disabled_at = CASE WHEN $5 = 1 THEN $6 ELSE disabled_at END,
                  failed_logins = CASE WHEN $3 = 1 THEN 0 ELSE failed_logins END,
-                 locked_until = CASE WHEN $3 = 1 THEN NULL ELSE locked_until END
+                 locked_until = CASE WHEN $3 = 1 THEN NULL ELSE locked_until END,
+                 scope = CASE WHEN $7 = 1 THEN $8 ELSE scope END
              WHERE id = $1",
         )
         .bind(id)
-        .bind(role)
-        .bind(i64::from(password_hash.is_some()))
-        .bind(password_hash.flatten())
-        .bind(i64::from(disabled_at.is_some()))
-        .bind(disabled_at.flatten())
+        .bind(c.role)
+        .bind(i64::from(c.password_hash.is_some()))
+        .bind(c.password_hash.flatten())
+        .bind(i64::from(c.disabled_at.is_some()))
+        .bind(c.disabled_at.flatten())
+        .bind(i64::from(c.scope.is_some()))
+        .bind(c.scope.flatten())
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
@@ -146,29 +154,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
-    }
-
-    /// Sets (`Some`) or clears (`None`) an account's scope; its sessions end, so that no
-    /// browser keeps what the account no longer has.
-    /// Refused (`LastAdmin`) when it would leave no unscoped enabled admin.
-    pub async fn set_user_scope(&self, id: i64, scope: Option<&str>) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        self.lock_admins(&mut tx).await?;
-        let r = sqlx::query("UPDATE users SET scope = $2 WHERE id = $1")
-            .bind(id)
-            .bind(scope)
-            .execute(&mut *tx)
-            .await?;
-        if Self::admins_in(&mut tx).await? == 0 {
-            tx.rollback().await?;
-            return Err(last_admin());
-        }
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(r.rows_affected() > 0)
     }
 
     /// Deletes an account with its tokens and sessions; refused when it is the last admin.

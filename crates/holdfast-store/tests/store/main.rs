@@ -4,7 +4,7 @@
 use holdfast_core::job::{JobKind, JobState, Trigger};
 use holdfast_store::testing::TestDb;
 use holdfast_store::{
-    Attempt, JobUpdate, NewEvent, NewJob, Store, StoreError, UserRow, on_both_stores,
+    Attempt, JobUpdate, NewEvent, NewJob, Store, StoreError, UserChange, UserRow, on_both_stores,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -292,6 +292,13 @@ async fn a_lease_has_one_holder(db: TestDb) {
     );
 }
 
+fn viewer() -> UserChange<'static> {
+    UserChange {
+        role: Some("viewer"),
+        ..Default::default()
+    }
+}
+
 fn admin(name: &str) -> UserRow {
     UserRow {
         id: 0,
@@ -318,14 +325,10 @@ async fn the_last_admin_stays_even_when_two_demote_at_once(db: TestDb) {
         let a = s.insert_user(&admin(&format!("a{round}"))).await.unwrap();
         let b = s.insert_user(&admin(&format!("b{round}"))).await.unwrap();
         if let Some(prev) = survivor {
-            s.update_user(prev, Some("viewer"), None, None)
-                .await
-                .unwrap();
+            s.update_user(prev, &viewer()).await.unwrap();
         }
-        let (x, y) = tokio::join!(
-            s.update_user(a, Some("viewer"), None, None),
-            s.update_user(b, Some("viewer"), None, None)
-        );
+        let demote = viewer();
+        let (x, y) = tokio::join!(s.update_user(a, &demote), s.update_user(b, &demote));
         let refused = [&x, &y]
             .iter()
             .filter(|r| matches!(r, Err(StoreError::LastAdmin)))
@@ -344,7 +347,14 @@ async fn the_last_admin_stays_even_when_two_demote_at_once(db: TestDb) {
     }
     let last = survivor.unwrap();
     assert!(matches!(
-        s.update_user(last, None, None, Some(Some(NOW))).await,
+        s.update_user(
+            last,
+            &UserChange {
+                disabled_at: Some(Some(NOW)),
+                ..Default::default()
+            },
+        )
+        .await,
         Err(StoreError::LastAdmin)
     ));
     assert!(matches!(
