@@ -110,7 +110,7 @@ async fn sources_page(
                 @let v: Value = serde_json::from_str(&r.spec).unwrap_or_default();
                 tr data-source=(r.name) { td { a href={"/ui/sources/" (r.name)} { (r.name) } } td { (v["kind"].as_str().unwrap_or("")) }
                      td { code { (holdfast_core::location::redact_url(v["url"].as_str().unwrap_or(""))) } }
-                     td { (v["labels"].to_string()) } }
+                     td { (labels_text(&serde_json::from_value(v["labels"].clone()).unwrap_or_default())) } }
             } }
         }
         h2 { "New source" }
