@@ -217,6 +217,28 @@ pub async fn check_job(store: &Store, who: &Principal, id: i64) -> Result<(), Ap
     }
 }
 
+/// Whether one of the plans the caller sees (other than `except`) backs up `source`: one read
+/// of the plans.
+pub async fn backs_up(
+    store: &Store,
+    who: &Principal,
+    source: &str,
+    except: Option<&str>,
+) -> Result<bool, ApiError> {
+    for r in store.list(Kind::Plan).await? {
+        if Some(r.name.as_str()) == except || r.plan.as_ref().is_none_or(|c| c.source != source) {
+            continue;
+        }
+        let spec: PlanSpec = serde_json::from_str(&r.spec).map_err(|e| {
+            ApiError::Internal(format!("stored plan `{}` is unreadable: {e}", r.name))
+        })?;
+        if who.sees(&spec.labels) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The names of the plans the caller sees; `None`: every plan.
 pub async fn visible_plans(
     store: &Store,

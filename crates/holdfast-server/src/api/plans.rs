@@ -186,16 +186,8 @@ async fn scoped_plan(
             }
         }
     }
-    for name in crate::access::scope::visible_plans(&s.store, who)
-        .await?
-        .unwrap_or_default()
-    {
-        if name != spec.name
-            && let Some(r) = s.store.get(Kind::Plan, &name).await?
-            && r.plan.is_some_and(|c| c.source == spec.source)
-        {
-            return Ok(());
-        }
+    if crate::access::scope::backs_up(&s.store, who, &spec.source, Some(&spec.name)).await? {
+        return Ok(());
     }
     Err(ApiError::field(
         "source",

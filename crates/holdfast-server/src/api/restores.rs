@@ -103,18 +103,7 @@ async fn scoped_restore(
         )));
     }
     if target != spec.source {
-        let mut ours = false;
-        for name in crate::access::scope::visible_plans(&s.store, who)
-            .await?
-            .unwrap_or_default()
-        {
-            if let Some(r) = s.store.get(Kind::Plan, &name).await?
-                && r.plan.is_some_and(|c| c.source == target)
-            {
-                ours = true;
-                break;
-            }
-        }
+        let ours = crate::access::scope::backs_up(&s.store, who, target, None).await?;
         if !ours {
             return Err(ApiError::field(
                 "target_source",

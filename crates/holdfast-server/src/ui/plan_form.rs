@@ -326,7 +326,8 @@ pub async fn create_plan(
 }
 
 /// The stored plan, whether it is paused, and its version.
-async fn stored(s: &AppState, name: &str) -> Result<(PlanSpec, bool, i64), Response> {
+/// The stored plan (its spec, whether it is paused, its version), or the page that says why not.
+pub(super) async fn stored(s: &AppState, name: &str) -> Result<(PlanSpec, bool, i64), Response> {
     let not_found = || error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
     let r = match s.store.get(Kind::Plan, name).await {
         Ok(Some(r)) => r,

@@ -39,10 +39,11 @@ async fn plan_page(
     values: &Fields,
     errors: &[FieldError],
 ) -> Response {
-    let Ok(r) = s.store.must_get(Kind::Plan, name).await else {
-        return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
+    // An unreadable stored plan is a page that says so, never a panic.
+    let (spec, paused, _) = match super::plan_form::stored(s, name).await {
+        Ok(x) => x,
+        Err(page) => return page,
     };
-    let spec: PlanSpec = serde_json::from_str(&r.spec).unwrap_or_else(|_| unreachable!());
     let points = points_of(s, name).await;
     let sources = names(s, Kind::Source).await;
     let mut values = values.clone();
@@ -56,7 +57,6 @@ async fn plan_page(
     };
     let body = html! {
         h1 { "Plan " (name) }
-        @let paused = r.plan.as_ref().is_some_and(|c| c.paused);
         p #summary { (spec.source) " → " (spec.endpoint) " · " code { (spec.schedule) } " " (spec.timezone)
             @if paused { " · " span.badge.stale #paused { "paused" } } }
         @if sess.may(&format!("/ui/plans/{name}/pause")) {
@@ -300,18 +300,13 @@ pub async fn confirm_delete_plan(
     sess: Session,
     Path(name): Path<String>,
 ) -> Response {
-    let Ok(r) = s.store.must_get(Kind::Plan, &name).await else {
-        return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
-    };
-    let Ok(spec) = serde_json::from_str::<PlanSpec>(&r.spec) else {
-        return error_page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the stored plan is unreadable",
-        );
+    let (spec, _, version) = match super::plan_form::stored(&s, &name).await {
+        Ok(x) => x,
+        Err(page) => return page,
     };
     let what = consequences(&s, &name, &spec).await;
     let back = format!("/ui/plans/{name}");
-    confirm_delete(&sess, "plan", &name, r.version, &back, what, None)
+    confirm_delete(&sess, "plan", &name, version, &back, what, None)
 }
 
 pub async fn delete_plan(
@@ -319,14 +314,9 @@ pub async fn delete_plan(
     Path(name): Path<String>,
     Posted { sess, fields: f }: Posted,
 ) -> Response {
-    let Ok(r) = s.store.must_get(Kind::Plan, &name).await else {
-        return error_page(StatusCode::NOT_FOUND, &format!("no plan named `{name}`"));
-    };
-    let Ok(spec) = serde_json::from_str::<PlanSpec>(&r.spec) else {
-        return error_page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the stored plan is unreadable",
-        );
+    let (spec, _, version) = match super::plan_form::stored(&s, &name).await {
+        Ok(x) => x,
+        Err(page) => return page,
     };
     let refused = if confirmed(&f, &name) {
         match crate::api::plans::delete_plan(State(s.clone()), Path(name.clone()), if_match(&f))
@@ -346,6 +336,6 @@ pub async fn delete_plan(
     let version = f
         .get("version")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(r.version);
+        .unwrap_or(version);
     confirm_delete(&sess, "plan", &name, version, &back, what, Some(refused))
 }
