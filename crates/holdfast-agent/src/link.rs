@@ -77,6 +77,11 @@ impl Link {
         })
     }
 
+    /// The server's address, as given (`http://host:8420`): the repository proxy is there.
+    pub fn server(&self) -> &str {
+        self.base.trim_end_matches("/api/v1")
+    }
+
     pub fn agent(&self) -> &str {
         &self.agent
     }

@@ -85,6 +85,32 @@ pub struct RepoTicket {
     pub ssh_key: Option<Secret>,
     /// zstd level for a repository Holdfast creates (0: none); `None`: the default.
     pub compression: Option<i32>,
+    /// Set when the endpoint's agents reach storage through the server (`agent_access:
+    /// server`): the ticket then carries no storage credential, only this capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyTicket>,
+}
+
+impl RepoTicket {
+    /// Whether this repository is reached through the server's append-only proxy: the agent
+    /// then adds files only, and the server applies retention.
+    pub fn through_server(&self) -> bool {
+        self.proxy.is_some()
+    }
+}
+
+/// How an agent reaches a repository through the server's repository proxy (restic's REST
+/// protocol): at `path` on the server it talks to, with `user` and `capability` as HTTP basic
+/// credentials. The capability is good for this job's attempt only, while it holds its lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProxyTicket {
+    /// The proxy's path on the server (`/proxy/`).
+    pub path: String,
+    pub user: String,
+    pub capability: Secret,
+    /// `backup` (read, list and add) or `restore` (read and list only).
+    pub access: String,
 }
 
 /// How to reach a database (or folder, or command).
@@ -165,7 +191,7 @@ pub enum Work {
         /// A plan with a copy endpoint: that endpoint's repository (opened, or created, by
         /// the agent in its copy step).
         #[serde(default)]
-        copy_repository: Option<RepoTicket>,
+        copy_repository: Option<Box<RepoTicket>>,
     },
     Restore {
         /// The plan whose restore point this is (its restore hooks and step retries).
@@ -316,6 +342,7 @@ mod tests {
             storage_password: None,
             ssh_key: None,
             compression: None,
+            proxy: None,
         };
         let d = format!("{t:?}");
         assert!(!d.contains("hunter2") && !d.contains("s3cr3t"), "{d}");

@@ -48,6 +48,11 @@ pub enum EventKind {
     /// An agent has not been heard from for two minutes.
     #[serde(rename = "agent.offline")]
     AgentOffline,
+    /// The server's repository proxy refused what an agent's capability asked (a delete, an
+    /// overwrite, a file whose content does not match its name, a snapshot of another plan):
+    /// the agent's host may be compromised.
+    #[serde(rename = "security.violation")]
+    SecurityViolation,
     /// A test message sent from the API or the UI.
     #[serde(rename = "test")]
     Test,
@@ -68,6 +73,7 @@ impl EventKind {
         Self::PruneFailed,
         Self::CopyFailed,
         Self::AgentOffline,
+        Self::SecurityViolation,
         Self::Test,
     ];
 
@@ -82,6 +88,7 @@ impl EventKind {
         Self::PruneFailed,
         Self::CopyFailed,
         Self::AgentOffline,
+        Self::SecurityViolation,
     ];
 
     /// What a heartbeat notifier gets: each backup's start and outcome.
@@ -106,6 +113,7 @@ impl EventKind {
             Self::PruneFailed => "prune.failed",
             Self::CopyFailed => "copy.failed",
             Self::AgentOffline => "agent.offline",
+            Self::SecurityViolation => "security.violation",
             Self::Test => "test",
         }
     }
@@ -138,6 +146,7 @@ impl EventKind {
             Self::PruneFailed => "Prune failed",
             Self::CopyFailed => "Copy failed",
             Self::AgentOffline => "Agent offline",
+            Self::SecurityViolation => "Security violation",
             Self::Test => "Test notification",
         }
     }

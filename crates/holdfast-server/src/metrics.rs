@@ -447,6 +447,20 @@ async fn render(s: &AppState, open: bool) -> Result<String, StoreError> {
             *n as f64,
         );
     }
+    o.family(
+        "holdfast_proxy_denied_total",
+        "counter",
+        "Requests the repository proxy refused (this replica, since it started), by reason: \
+         delete, exists, content-hash, read-only, snapshot-plan, snapshot-time, expired...",
+    );
+    let denied = s.proxy.denied.lock().unwrap().clone();
+    for (reason, n) in &denied {
+        o.sample(
+            "holdfast_proxy_denied_total",
+            &[("reason", reason)],
+            *n as f64,
+        );
+    }
 
     o.family(
         "holdfast_worker_restarts_total",

@@ -74,6 +74,34 @@ pub struct EndpointInput {
     /// IANA time zone of `prune_schedule`.
     #[serde(default = "utc")]
     pub prune_timezone: String,
+    /// How agents reach this endpoint's storage. `server` (the default for a new endpoint):
+    /// through the server's append-only proxy, with no storage credential of their own; they
+    /// can add backups, never delete or overwrite them, and the server applies retention and
+    /// prunes. `direct`: agents get the storage credentials and do it all themselves. Left
+    /// out of an update, it stays as it was.
+    #[serde(default)]
+    pub agent_access: Option<AgentAccess>,
+}
+
+/// How agents reach an endpoint's storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentAccess {
+    /// With the storage credentials, in every ticket (what endpoints made before this
+    /// setting existed do).
+    #[default]
+    Direct,
+    /// Through the server's repository proxy: add and read only.
+    Server,
+}
+
+impl AgentAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Server => "server",
+        }
+    }
 }
 
 fn weekly() -> String {
@@ -95,6 +123,9 @@ pub struct StoredEndpoint {
     pub prune_schedule: String,
     #[serde(default = "utc")]
     pub prune_timezone: String,
+    /// Stored endpoints from before the setting existed read as `direct`.
+    #[serde(default)]
+    pub agent_access: AgentAccess,
 }
 
 impl StoredEndpoint {
@@ -126,6 +157,7 @@ pub struct EndpointView {
     pub user: Option<String>,
     pub prune_schedule: String,
     pub prune_timezone: String,
+    pub agent_access: AgentAccess,
     /// When the repository is pruned next (RFC 3339), unless pruning is off.
     pub next_prune: Option<String>,
     pub password_set: bool,
@@ -250,7 +282,9 @@ impl EndpointInput {
         errs
     }
 
-    pub fn split(self) -> (String, StoredEndpoint, EndpointSecrets) {
+    /// The stored spec and secrets; `was` is the stored endpoint's access, which an input
+    /// that leaves `agent_access` out keeps (a new endpoint gets `server`).
+    pub fn split(self, was: Option<AgentAccess>) -> (String, StoredEndpoint, EndpointSecrets) {
         (
             self.name,
             StoredEndpoint {
@@ -260,6 +294,7 @@ impl EndpointInput {
                 user: self.user,
                 prune_schedule: self.prune_schedule,
                 prune_timezone: self.prune_timezone,
+                agent_access: self.agent_access.or(was).unwrap_or(AgentAccess::Server),
             },
             EndpointSecrets {
                 password: self.password,

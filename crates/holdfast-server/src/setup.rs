@@ -209,6 +209,7 @@ pub(crate) async fn first_start(state: &AppState) -> Result<FirstStart, String> 
             user: None,
             prune_schedule: "0 4 * * 0".into(),
             prune_timezone: "UTC".into(),
+            agent_access: crate::model::AgentAccess::Server,
         };
         let sealed = state.seal(
             Kind::Endpoint,

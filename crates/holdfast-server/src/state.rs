@@ -20,6 +20,10 @@ use crate::model::{EndpointSecrets, SourceSecrets, StoredEndpoint, StoredSource}
 use crate::secrets::Sealer;
 use crate::worker;
 
+/// How often the server's own storage requests are tried again on a transient error (after
+/// about 1, 2 and 4 s).
+const SERVER_STORAGE_RETRIES: u32 = 3;
+
 /// How a server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -87,6 +91,8 @@ pub struct AppState {
     pub sender: crate::notify::Sender,
     /// Sign-in through an OpenID provider, when configured.
     pub oidc: Option<crate::access::oidc::Oidc>,
+    /// The repository proxy's uploads in flight and its refusals.
+    pub proxy: crate::proxy::ProxyState,
 }
 
 /// What an endpoint's repository holds, as last read.
@@ -178,6 +184,7 @@ impl AppState {
             ),
             sender: crate::notify::Sender::new(),
             oidc: config.oidc.clone().map(crate::access::oidc::Oidc::new),
+            proxy: crate::proxy::ProxyState::default(),
             config,
         }
     }
@@ -185,6 +192,17 @@ impl AppState {
     /// Seals a short-lived value the browser keeps for us (bound to `context`).
     pub fn seal_for_browser(&self, context: &str, plain: &[u8]) -> String {
         self.sealer.seal(&format!("browser:{context}"), plain)
+    }
+
+    /// Seals a value the server hands out and reads back later (a proxy capability), bound
+    /// to `context`.
+    pub fn seal_for(&self, context: &str, plain: &[u8]) -> String {
+        self.sealer.seal(&format!("issued:{context}"), plain)
+    }
+
+    /// Opens what `seal_for` sealed; `None` when it was not sealed here for `context`.
+    pub fn open_sealed(&self, context: &str, sealed: &str) -> Option<Vec<u8>> {
+        self.sealer.open(&format!("issued:{context}"), sealed).ok()
     }
 
     /// Opens what `seal_for_browser` sealed; `None` when it was not sealed here for `context`.
@@ -269,6 +287,7 @@ impl AppState {
                 Some(Compression::Off) => Some(0),
                 _ => None,
             },
+            proxy: None,
         })
     }
 
@@ -278,8 +297,13 @@ impl AppState {
         ep: &Resource,
         compression: Option<Compression>,
     ) -> Result<RepoConfig, ApiError> {
-        RepoConfig::from_ticket(&self.repo_ticket(ep, compression)?)
-            .map_err(|e| ApiError::Internal(e.to_string()))
+        let mut cfg = RepoConfig::from_ticket(&self.repo_ticket(ep, compression)?)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // The server's own requests (the API's, and the proxy's for the agents, which do not
+        // retry them again) give up on a storage outage within seconds, so that it shows as a
+        // failed step or a 502 soon rather than after a minute of backoff.
+        cfg.retries = Some(SERVER_STORAGE_RETRIES);
+        Ok(cfg)
     }
 
     /// A source's connection, password included, as agents get it; `database` replaces its

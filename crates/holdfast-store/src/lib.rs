@@ -12,6 +12,7 @@ mod agents;
 mod alerts;
 mod jobs;
 mod migrate;
+mod received;
 mod resources;
 mod row;
 mod stats;

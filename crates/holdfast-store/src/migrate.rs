@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_access.sql")),
     (7, include_str!("../migrations/0007_oidc.sql")),
     (8, include_str!("../migrations/0008_scope.sql")),
+    (9, include_str!("../migrations/0009_received.sql")),
 ];
 
 /// Arbitrary, fixed: "holdfast" in ASCII, truncated to fit.

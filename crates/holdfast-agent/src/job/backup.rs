@@ -59,13 +59,18 @@ impl Ctx {
                 });
             })
         });
+        let via = if self.t.repository.through_server() {
+            " through the server"
+        } else {
+            ""
+        };
         match &hook {
             Some(_) => self.log.line(format!(
-                "backing up with the plan's backup hook (for {} source `{}`) into endpoint `{}`",
+                "backing up with the plan's backup hook (for {} source `{}`) into endpoint `{}`{via}",
                 st.kind, st.name, self.t.repository.endpoint
             )),
             None => self.log.line(format!(
-                "backing up {} source `{}` ({source}) into endpoint `{}`",
+                "backing up {} source `{}` ({source}) into endpoint `{}`{via}",
                 st.kind, st.name, self.t.repository.endpoint
             )),
         }
@@ -108,6 +113,16 @@ impl Ctx {
                 "restore point {} saved: {} bytes read, {} bytes added to the repository, {:.1} s",
                 s.short_id, s.bytes, s.added_bytes, s.duration_secs
             ));
+            // Through the server's proxy nothing can be deleted: the server applies the
+            // retention when the job ends.
+            if cfg.proxy.is_some() {
+                return Ok(Done {
+                    snapshot_id: Some(s.id.clone()),
+                    bytes_read: s.bytes,
+                    bytes_written: s.added_bytes,
+                    restore_points: None,
+                });
+            }
             // Retention touches only this plan's snapshots; a failure here keeps the backup.
             let kept = match repo.forget(&policy, false, Some(&format!("plan={}", plan.name))) {
                 Ok(r) => {

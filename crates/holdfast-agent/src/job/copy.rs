@@ -22,7 +22,8 @@ impl Ctx {
                 .await;
             let (src, log) = (self.repo.clone(), self.log.clone());
             let (ct2, plan2) = (ct.clone(), plan.clone());
-            let r = blocking(move || copy_once(&src, &ct2, &plan2, &log)).await;
+            let server = self.link.server().to_string();
+            let r = blocking(move || copy_once(&src, &ct2, &server, &plan2, &log)).await;
             match r {
                 Ok(detail) => {
                     self.log.line(&detail);
@@ -63,9 +64,12 @@ impl Ctx {
 }
 
 /// One try of the copy: what was copied and what the copy's retention did, for the job.
+/// `server` is the server's address, for a copy endpoint reached through its proxy (whose
+/// retention the server applies itself when the job ends).
 pub(super) fn copy_once(
     src: &RepoConfig,
     to: &RepoTicket,
+    server: &str,
     plan: &PlanSpec,
     log: &JobLog,
 ) -> Result<String, Failure> {
@@ -73,7 +77,7 @@ pub(super) fn copy_once(
         return Err(Failure::permanent("the plan has no copy endpoint"));
     };
     let src = Repo::open(src)?;
-    let dest = open_or_init(&RepoConfig::from_ticket(to)?)?;
+    let dest = open_or_init(&RepoConfig::from_ticket_via(to, server)?)?;
     let tag = format!("plan={}", plan.name);
     let r = src.copy_to(&dest, &tag)?;
     let short = |id: &str| id[..id.len().min(8)].to_string();
@@ -95,6 +99,10 @@ pub(super) fn copy_once(
             copied.join(", ")
         )
     };
+    if to.through_server() {
+        detail.push_str("; the server applies the retention there");
+        return Ok(detail);
+    }
     let policy = spec
         .retention
         .as_ref()

@@ -263,9 +263,10 @@ impl Ctx {
             Work::Restore { restore, .. } => Some(restore.restore_point.clone()),
             _ => None,
         };
+        let repo = RepoConfig::from_ticket_via(&t.repository, link.server())?;
         Ok(Self {
             link,
-            repo: RepoConfig::from_ticket(&t.repository)?,
+            repo,
             snapshot: Mutex::new(restore_point),
             t: t.clone(),
             log,

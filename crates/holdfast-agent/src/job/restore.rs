@@ -42,9 +42,14 @@ impl Ctx {
                 .ok_or_else(|| Failure::permanent("a restore job without a target"))?,
         };
         self.log.line(format!(
-            "restoring restore point {} from endpoint `{}` into {}",
+            "restoring restore point {} from endpoint `{}`{} into {}",
             rt.restore_point,
             self.t.repository.endpoint,
+            if self.t.repository.through_server() {
+                " through the server"
+            } else {
+                ""
+            },
             if hook.is_some() {
                 "the plan's restore hook".to_string()
             } else {

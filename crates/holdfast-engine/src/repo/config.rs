@@ -22,10 +22,41 @@ pub struct RepoConfig {
     pub compression: Option<i32>,
     /// The endpoint's name, for messages.
     pub endpoint: Option<String>,
+    /// Set when the repository is reached through the server's repository proxy, not at
+    /// `location` itself (which then only names it in messages).
+    pub proxy: Option<ProxyAccess>,
+}
+
+/// The server's repository proxy: restic's REST protocol at `url`, with a job's capability.
+#[derive(Clone)]
+pub struct ProxyAccess {
+    /// `http://server:8420/proxy/`.
+    pub url: String,
+    pub user: String,
+    pub capability: SecretString,
 }
 
 impl RepoConfig {
-    /// How to reach the repository a job's ticket names.
+    /// How an agent talking to the server at `server` (`http://host:8420`) reaches the
+    /// repository a job's ticket names: directly, or through that server's proxy.
+    pub fn from_ticket_via(t: &holdfast_core::agent::RepoTicket, server: &str) -> Result<Self> {
+        let mut cfg = Self::from_ticket(t)?;
+        if let Some(p) = &t.proxy {
+            cfg.proxy = Some(ProxyAccess {
+                url: format!(
+                    "{}/{}/",
+                    server.trim_end_matches('/'),
+                    p.path.trim_matches('/')
+                ),
+                user: p.user.clone(),
+                capability: SecretString::from(p.capability.0.clone()),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// How to reach the repository a job's ticket names, with the credentials it carries
+    /// (a ticket for the proxy carries none: see [`Self::from_ticket_via`]).
     pub fn from_ticket(t: &holdfast_core::agent::RepoTicket) -> Result<Self> {
         let location = RepoLocation::parse(&t.url).map_err(|e| {
             holdfast_core::InputError::new(format!("endpoint `{}`", t.endpoint), e.to_string())
@@ -54,14 +85,20 @@ impl RepoConfig {
             retries: None,
             compression: None,
             endpoint: None,
+            proxy: None,
         }
     }
 
     /// How messages name the repository: the endpoint and its location.
     pub fn describe(&self) -> String {
+        let via = if self.proxy.is_some() {
+            ", through the server"
+        } else {
+            ""
+        };
         match &self.endpoint {
-            Some(e) => format!("endpoint `{e}` ({})", self.location),
-            None => self.location.to_string(),
+            Some(e) => format!("endpoint `{e}` ({}{via})", self.location),
+            None => format!("{}{via}", self.location),
         }
     }
 }
@@ -90,6 +127,14 @@ impl RepoConfig {
         Option<tempfile::NamedTempFile>,
     )> {
         let cfg = self;
+        if let Some(p) = &cfg.proxy {
+            // The server retries against the storage itself (as an agent reaching it
+            // directly would); retrying each of its answers again here would multiply the
+            // time a storage outage takes to fail the step. The step's own retries cover a
+            // blip between agent and server.
+            let options = BTreeMap::from([("retry".to_string(), "off".to_string())]);
+            return Ok((proxy_repository(p)?, options, None));
+        }
         let (repository, mut options) = location_options(&cfg.location);
         let c = &cfg.creds;
         let secret = || c.secret.as_ref().map(|s| s.expose_secret().to_string());
@@ -143,8 +188,24 @@ impl RepoConfig {
     }
 }
 
-/// The `rustic_backend` repository string and options for this location, without
-/// credentials. Swift's endpoint and token come from a login the engine does first.
+/// rustic_backend's REST repository for the server's proxy: the capability travels as the
+/// URL's basic credentials (rustic masks them in its messages; reqwest sends them as a header).
+fn proxy_repository(p: &ProxyAccess) -> Result<String> {
+    let mut url = url::Url::parse(&p.url)
+        .map_err(|e| Error::Other(format!("the server's proxy address `{}`: {e}", p.url)))?;
+    if url.set_username(&p.user).is_err()
+        || url
+            .set_password(Some(p.capability.expose_secret()))
+            .is_err()
+    {
+        return Err(Error::Other(format!(
+            "the server's proxy address `{}` cannot carry credentials",
+            p.url
+        )));
+    }
+    Ok(format!("rest:{url}"))
+}
+
 /// The `rustic_backend` repository string and options for `location`, without credentials.
 /// Swift's endpoint and token come from a login first (see [`RepoConfig::backend_options`]).
 fn location_options(location: &RepoLocation) -> (String, BTreeMap<String, String>) {

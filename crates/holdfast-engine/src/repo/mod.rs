@@ -13,10 +13,11 @@
 mod config;
 mod gate;
 mod ops;
+pub mod raw;
 mod select;
 mod snapshot;
 
-pub use config::{RepoConfig, StorageCreds};
+pub use config::{ProxyAccess, RepoConfig, StorageCreds};
 pub use gate::Gate;
 pub(crate) use gate::{GuardedBackend, SharedGate};
 pub use ops::{BackupOutcome, CopyReport, ForgetReport};
@@ -42,6 +43,8 @@ pub struct Repo {
     name: String,
     gate: SharedGate,
     backends: RepositoryBackends,
+    /// The storage itself, without the backup gate (the server's proxy).
+    raw: Arc<dyn WriteBackend>,
     key: MasterKey,
     repo: Repository<OpenStatus>,
     /// The SFTP key, in a private file ssh reads, for as long as connections may be made.
@@ -51,6 +54,7 @@ pub struct Repo {
 struct Unopened {
     repo: Repository<()>,
     backends: RepositoryBackends,
+    raw: Arc<dyn WriteBackend>,
     gate: SharedGate,
     keyfile: Option<tempfile::NamedTempFile>,
 }
@@ -59,7 +63,11 @@ impl Repo {
     fn backends(
         cfg: &RepoConfig,
         gate: SharedGate,
-    ) -> Result<(RepositoryBackends, Option<tempfile::NamedTempFile>)> {
+    ) -> Result<(
+        RepositoryBackends,
+        Arc<dyn WriteBackend>,
+        Option<tempfile::NamedTempFile>,
+    )> {
         let (inner, keyfile): (Arc<dyn WriteBackend>, _) = match Self::ftp(cfg) {
             Some(ftp) => (Arc::new(ftp), None),
             None => {
@@ -76,16 +84,19 @@ impl Repo {
             }
         };
         let guarded: Arc<dyn WriteBackend> = Arc::new(GuardedBackend {
-            inner,
+            inner: inner.clone(),
             gate,
             repo: cfg.describe(),
             kind: cfg.location.kind(),
         });
-        Ok((RepositoryBackends::new(guarded, None), keyfile))
+        Ok((RepositoryBackends::new(guarded, None), inner, keyfile))
     }
 
     /// Holdfast's own FTP backend, for an FTP location.
     pub(crate) fn ftp(cfg: &RepoConfig) -> Option<crate::ftp::FtpBackend> {
+        if cfg.proxy.is_some() {
+            return None;
+        }
         let RepoLocation::Ftp {
             user,
             host,
@@ -114,12 +125,13 @@ impl Repo {
 
     fn unopened(cfg: &RepoConfig) -> Result<Unopened> {
         let gate = Arc::new(Mutex::new(Arc::new(Gate::default())));
-        let (backends, keyfile) = Self::backends(cfg, gate.clone())?;
+        let (backends, raw, keyfile) = Self::backends(cfg, gate.clone())?;
         let repo = Repository::new(&RepositoryOptions::default(), &backends)
             .map_err(|e| storage(cfg, &e))?;
         Ok(Unopened {
             repo,
             backends,
+            raw,
             gate,
             keyfile,
         })
@@ -162,6 +174,7 @@ impl Repo {
         let Unopened {
             repo,
             backends,
+            raw,
             gate,
             keyfile,
         } = Self::unopened(cfg)?;
@@ -183,6 +196,7 @@ impl Repo {
             name,
             gate,
             backends,
+            raw,
             key: repo.key(),
             repo,
             _keyfile: keyfile,

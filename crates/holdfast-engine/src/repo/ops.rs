@@ -166,6 +166,19 @@ impl Repo {
         dry_run: bool,
         only_tag: Option<&str>,
     ) -> Result<ForgetReport> {
+        self.forget_by(policy, dry_run, only_tag, None)
+    }
+
+    /// [`Self::forget`], judging each snapshot listed in `received` (snapshot id to Unix ms)
+    /// by when the server received it rather than by the time it claims: a client that
+    /// writes snapshots with false times cannot make retention keep or drop the wrong ones.
+    pub fn forget_by(
+        &self,
+        policy: &KeepPolicy,
+        dry_run: bool,
+        only_tag: Option<&str>,
+        received: Option<&std::collections::HashMap<String, i64>>,
+    ) -> Result<ForgetReport> {
         policy.validate()?;
         if policy.is_empty() {
             return Err(Error::Input(holdfast_core::InputError::new(
@@ -178,6 +191,16 @@ impl Repo {
         let mut snaps = self.repo.get_all_snapshots().map_err(|e| self.err(&e))?;
         if let Some(tag) = only_tag {
             snaps.retain(|s| s.tags.iter().any(|t| t == tag));
+        }
+        if let Some(received) = received {
+            for s in &mut snaps {
+                if let Some(at) = received
+                    .get(s.id.to_hex().as_str())
+                    .and_then(|ms| rustic_core::jiff::Timestamp::from_millisecond(*ms).ok())
+                {
+                    s.time = at.to_zoned(s.time.time_zone().clone());
+                }
+            }
         }
         let grouped = Grouped::from_items(
             snaps,

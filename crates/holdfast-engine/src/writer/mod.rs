@@ -23,7 +23,7 @@
 //! its storage backends.
 
 mod chunker;
-mod pack;
+pub(crate) mod pack;
 #[cfg(test)]
 mod tests;
 

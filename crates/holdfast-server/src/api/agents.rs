@@ -27,6 +27,7 @@ use super::{ApiError, ApiResult, Body, ErrorBody};
 use crate::AppState;
 use crate::access::Principal;
 use crate::model::*;
+use crate::proxy::rules::Access;
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -246,8 +247,25 @@ async fn selector(s: &AppState, j: &Job) -> Result<Selector, String> {
             .map_err(|e| format!("the restore's stored parameters are unreadable: {e}"))?
             .target_source
             .ok_or("the restore names no target source")?,
-        // A prune touches no source; it runs on any agent.
-        JobKind::Prune => return Ok(Selector::Labels(BTreeMap::new())),
+        // A prune touches no source; it runs on any agent, unless the endpoint's agents reach
+        // it through the server: then only the server itself (its embedded agent) prunes.
+        JobKind::Prune => {
+            let Some(name) = &j.endpoint else {
+                return Ok(Selector::Gone);
+            };
+            let Some(ep) = s
+                .store
+                .get(Kind::Endpoint, name)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(Selector::Gone);
+            };
+            return Ok(match access_of(&ep).map_err(|e| e.to_string())? {
+                AgentAccess::Server => Selector::EmbeddedOnly,
+                AgentAccess::Direct => Selector::Labels(BTreeMap::new()),
+            });
+        }
     };
     let Some(r) = s
         .store
@@ -307,7 +325,7 @@ async fn job_plan(s: &AppState, j: &Job) -> ApiResult<PlanSpec> {
 
 /// Everything the agent needs for job `j`. Reads only the store (no storage I/O: a slow or
 /// unreachable repository must never hold up the claim of a job already marked as taken).
-async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
+async fn ticket(s: &AppState, j: &Job, agent: &str, embedded: bool) -> ApiResult<Ticket> {
     let plan = match j.kind {
         JobKind::Backup | JobKind::Restore => Some(job_plan(s, j).await?),
         JobKind::Prune => None,
@@ -319,14 +337,42 @@ async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
         .ok_or_else(|| ApiError::Internal(format!("job {} names no endpoint", j.id)))?;
     let ep = s.store.must_get(Kind::Endpoint, &endpoint).await?;
     let compression = plan.as_ref().map(|p| p.compression);
-    let repository = s.repo_ticket(&ep, compression)?;
+    // What a capability of this job may do, and what its snapshots must say of their source.
+    let grant = |ep: &str, access: Access, plan: &PlanSpec, kind: Option<String>| {
+        crate::proxy::capability_for(j, agent, ep, access, &plan.name, kind)
+    };
+    let source_kind = match (&plan, j.kind) {
+        (Some(p), JobKind::Backup) if p.hooks.backup.is_none() => {
+            let src = s.store.must_get(Kind::Source, &p.source).await?;
+            serde_json::from_str::<StoredSource>(&src.spec)
+                .ok()
+                .map(|x| x.kind.to_string())
+        }
+        _ => None,
+    };
+    let cap = match (&plan, j.kind) {
+        (Some(p), JobKind::Backup) => {
+            Some(grant(&endpoint, Access::Backup, p, source_kind.clone()))
+        }
+        (Some(p), JobKind::Restore) => Some(grant(&endpoint, Access::Restore, p, None)),
+        _ => None,
+    };
+    if j.kind == JobKind::Prune && !embedded && access_of(&ep)? == AgentAccess::Server {
+        return Err(ApiError::Forbidden(format!(
+            "endpoint `{endpoint}` is reached through the server (agent_access: server): only \
+             the server prunes it"
+        )));
+    }
+    let repository = agent_repo(s, &ep, compression, cap)?;
     let work = match (j.kind, plan) {
         (JobKind::Backup, Some(plan)) => {
             let src = s.store.must_get(Kind::Source, &plan.source).await?;
             let copy_repository = match &plan.copy {
                 Some(c) => {
                     let ep = s.store.must_get(Kind::Endpoint, &c.endpoint).await?;
-                    Some(s.repo_ticket(&ep, compression)?)
+                    let mut cap = grant(&c.endpoint, Access::Backup, &plan, source_kind.clone());
+                    cap.copy_of = Some(endpoint.clone());
+                    Some(Box::new(agent_repo(s, &ep, compression, Some(cap))?))
                 }
                 None => None,
             };
@@ -387,6 +433,36 @@ async fn ticket(s: &AppState, j: &Job) -> ApiResult<Ticket> {
     })
 }
 
+/// How the endpoint's agents reach its storage.
+pub(crate) fn access_of(ep: &holdfast_store::Resource) -> ApiResult<AgentAccess> {
+    serde_json::from_str::<StoredEndpoint>(&ep.spec)
+        .map(|e| e.agent_access)
+        .map_err(|e| {
+            ApiError::Internal(format!("stored endpoint `{}` is unreadable: {e}", ep.name))
+        })
+}
+
+/// How an agent reaches endpoint `ep`: with its storage credentials (`agent_access: direct`,
+/// or a prune on the server's own agent), or through the server's proxy with `cap` and no
+/// storage credential at all.
+fn agent_repo(
+    s: &AppState,
+    ep: &holdfast_store::Resource,
+    compression: Option<holdfast_core::plan::Compression>,
+    cap: Option<crate::proxy::Capability>,
+) -> ApiResult<holdfast_core::agent::RepoTicket> {
+    let mut t = s.repo_ticket(ep, compression)?;
+    if let (AgentAccess::Server, Some(cap)) = (access_of(ep)?, cap) {
+        t.access_key_id = None;
+        t.secret_access_key = None;
+        t.user = None;
+        t.storage_password = None;
+        t.ssh_key = None;
+        t.proxy = Some(cap.ticket(s));
+    }
+    Ok(t)
+}
+
 /// Makes sure a backup's repository exists before its job is handed out, so that two agents
 /// never create it at once. Bounded in time and outside the job's lease: storage that is slow
 /// or down here (it may be reachable from the agents only) delays nothing; the agent then
@@ -444,7 +520,7 @@ async fn claim_for(
             }
         }
         let Some(job) = claimed else { return Ok(None) };
-        match ticket(s, &job).await {
+        match ticket(s, &job, agent, embedded).await {
             Ok(t) => return Ok(Some(t)),
             // The job cannot run anywhere (its plan or source is gone, a secret unreadable):
             // fail it with the reason and look for another.
@@ -675,6 +751,14 @@ pub async fn finish(
                 .unwrap_or_else(|| "failed without a reason".into()),
         },
     };
+    // Through the server's proxy the agent could not apply the plan's retention: the
+    // server does, before the job shows as succeeded.
+    let mut restore_points = f.restore_points;
+    if matches!(event, Event::Succeeded)
+        && let Some(n) = crate::retention::after_backup(&s, &job).await
+    {
+        restore_points = Some(n);
+    }
     let attempt = u32::try_from(job.attempt).unwrap_or(1);
     let jitter = f64::from(crate::secrets::random_bytes::<1>()[0]) / 256.0;
     let next = transition(
@@ -708,7 +792,7 @@ pub async fn finish(
             i64::try_from(f.bytes_written).unwrap_or(i64::MAX),
         ),
     );
-    if let Some(n) = f.restore_points {
+    if let Some(n) = restore_points {
         s.store
             .set_restore_points(id, i64::try_from(n).unwrap_or(i64::MAX))
             .await?;

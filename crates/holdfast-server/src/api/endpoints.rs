@@ -41,6 +41,7 @@ fn endpoint_view(r: &Resource, state: &AppState) -> ApiResult<EndpointView> {
         user: s.user,
         prune_schedule: s.prune_schedule,
         prune_timezone: s.prune_timezone,
+        agent_access: s.agent_access,
         password_set: secrets.password.is_some(),
         secret_access_key_set: secrets.secret_access_key.is_some(),
         storage_password_set: secrets.storage_password.is_some(),
@@ -74,7 +75,11 @@ pub(crate) async fn save_endpoint(
     let existing = s.store.get(Kind::Endpoint, &input.name).await?;
     let creating = existing.is_none() || path_name.is_none();
     invalid(input.validate(creating))?;
-    let (name, spec, secrets) = input.split();
+    let was = existing
+        .as_ref()
+        .and_then(|r| serde_json::from_str::<StoredEndpoint>(&r.spec).ok())
+        .map(|o| o.agent_access);
+    let (name, spec, secrets) = input.split(was);
     let sealed = merge_secrets(s, Kind::Endpoint, &name, existing.as_ref(), &secrets)?;
     let old_prune = existing
         .as_ref()

@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`: routing, authentication, errors, and the OpenAPI document.
 
 pub(crate) mod agents;
+pub(crate) use agents::access_of;
 mod audit;
 mod document;
 pub(crate) mod endpoints;
@@ -387,6 +388,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .merge(metrics)
         .merge(api)
+        .merge(crate::proxy::router())
         .merge(
             crate::ui::router().layer(axum::middleware::from_fn_with_state(
                 state.clone(),

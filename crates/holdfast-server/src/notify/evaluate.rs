@@ -542,7 +542,24 @@ impl Context {
     }
 }
 
-fn blank(event: EventKind, now: i64) -> Notification {
+/// A refusal of the repository proxy, as a `security.violation` event for the notifiers that
+/// take it: `dedup` makes one event of many refusals of the same kind (one per job attempt and
+/// reason).
+pub(crate) async fn security_violation(
+    s: &AppState,
+    n: Notification,
+    subject: &str,
+    dedup: String,
+) -> Result<(), StoreError> {
+    let ctx = Context::load(&s.store).await?;
+    let job = n.job;
+    let e = ctx.event(n, subject, dedup, job, true, s.now());
+    s.store.record_evaluation(None, None, &[e]).await?;
+    Ok(())
+}
+
+/// A notification of `event` with nothing but its headline.
+pub(crate) fn blank(event: EventKind, now: i64) -> Notification {
     Notification::new(event, event.title(), rfc3339(now))
 }
 

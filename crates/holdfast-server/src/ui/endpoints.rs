@@ -66,6 +66,11 @@ fn endpoint_inputs() -> Vec<Input<'static>> {
             "cron, or off: when data no restore point uses is removed",
         ),
         text("prune_timezone", "Prune time zone", ""),
+        select(
+            "agent_access",
+            "Agents reach the storage",
+            ["server", "direct"].map(String::from).to_vec(),
+        ),
     ]
 }
 
@@ -77,7 +82,8 @@ fn endpoint_json(f: &Fields, name: &str) -> Value {
         "secret_access_key": opt(f, "secret_access_key"), "user": opt(f, "user"),
         "storage_password": opt(f, "storage_password"), "ssh_key": opt(f, "ssh_key"),
         "prune_schedule": f.get("prune_schedule").cloned().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "0 4 * * 0".into()),
-        "prune_timezone": f.get("prune_timezone").cloned().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "UTC".into())})
+        "prune_timezone": f.get("prune_timezone").cloned().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "UTC".into()),
+        "agent_access": opt(f, "agent_access")})
 }
 
 pub async fn endpoints(State(s): State<Arc<AppState>>, sess: Session) -> Response {
@@ -191,6 +197,7 @@ pub async fn endpoint(
         "user",
         "prune_schedule",
         "prune_timezone",
+        "agent_access",
     ] {
         if let Some(x) = v[k].as_str() {
             f.insert(k.into(), x.into());
