@@ -15,7 +15,7 @@ use crate::server::{Meta, Server, TOKEN};
 
 const DB_PASSWORD: &str = "agent-pw-that-must-never-show";
 
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
     /// Holds its credential file.
     state: tempfile::TempDir,
@@ -25,12 +25,12 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(s: &Server, name: &str, labels: &[&str], token: &str) -> Self {
+    pub(crate) fn start(s: &Server, name: &str, labels: &[&str], token: &str) -> Self {
         Self::start_with_env(s, name, labels, token, &[])
     }
 
     /// An agent whose process has `env` in its environment too.
-    fn start_with_env(
+    pub(crate) fn start_with_env(
         s: &Server,
         name: &str,
         labels: &[&str],
@@ -105,7 +105,7 @@ impl Agent {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
@@ -117,7 +117,7 @@ impl Agent {
             .to_string()
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = Command::new("kill")
             .args(["-9", &self.child.id().to_string()])
             .status();
@@ -147,7 +147,7 @@ impl Drop for Agent {
     }
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -155,7 +155,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn wait_agents(s: &Server, names: &[&str]) {
+pub(crate) fn wait_agents(s: &Server, names: &[&str]) {
     wait_for("the agents to register", || {
         let a = s.ok("GET", "/api/v1/agents", None);
         names.iter().all(|n| {
@@ -186,7 +186,7 @@ fn trace_steps(trace: &Path) -> Vec<String> {
         .collect()
 }
 
-fn finished(st: &str) -> bool {
+pub(crate) fn finished(st: &str) -> bool {
     st != "queued" && st != "running"
 }
 
@@ -210,7 +210,7 @@ fn steps_of(job: &Value) -> Vec<String> {
         .collect()
 }
 
-fn log_of(job: &Value) -> String {
+pub(crate) fn log_of(job: &Value) -> String {
     job["log"]
         .as_array()
         .unwrap()

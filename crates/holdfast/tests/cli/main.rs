@@ -15,6 +15,7 @@ mod oidc;
 mod openapi;
 mod other_sources;
 mod postgres;
+mod proxy;
 mod repository;
 mod restores;
 mod server;

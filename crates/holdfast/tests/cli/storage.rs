@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 
-fn var(name: &str) -> String {
+pub(crate) fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name}: run the tests with scripts/test, which starts the storage servers")
     })
@@ -12,7 +12,7 @@ fn var(name: &str) -> String {
 
 /// A repository on the SFTP server, with the test client key; restic reaches it over the same
 /// ssh.
-fn sftp_env() -> Env {
+pub(crate) fn sftp_env() -> Env {
     let dir = unique("sftp");
     let mut env = Env::with_repo(format!(
         "{}{}/{dir}",
@@ -37,7 +37,7 @@ fn sftp_env() -> Env {
     env
 }
 
-fn ftp_env() -> Env {
+pub(crate) fn ftp_env() -> Env {
     let mut env = Env::with_repo(format!("{}/{}", var("HOLDFAST_TEST_FTP"), unique("ftp")));
     env.extra_env = vec![(
         "HOLDFAST_STORAGE_PASSWORD".into(),
@@ -46,7 +46,7 @@ fn ftp_env() -> Env {
     env
 }
 
-fn webdav_env() -> Env {
+pub(crate) fn webdav_env() -> Env {
     let mut env = Env::with_repo(format!("{}/{}", var("HOLDFAST_TEST_WEBDAV"), unique("dav")));
     env.extra_env = vec![(
         "HOLDFAST_STORAGE_PASSWORD".into(),
@@ -55,7 +55,7 @@ fn webdav_env() -> Env {
     env
 }
 
-fn swift_env() -> Env {
+pub(crate) fn swift_env() -> Env {
     let auth = var("HOLDFAST_TEST_SWIFT_AUTH");
     let container = unique("hf").replace('_', "-");
     let mut env = Env::with_repo(format!("swift://{container}/backups/db?auth={auth}"));
@@ -68,7 +68,7 @@ fn swift_env() -> Env {
     env
 }
 
-fn s3_env() -> Env {
+pub(crate) fn s3_env() -> Env {
     let endpoint = var("HOLDFAST_TEST_S3_ENDPOINT");
     let bucket = unique("hf-contract").replace('_', "-");
     sh(&format!("curl -sf -X PUT {endpoint}/{bucket}"));
