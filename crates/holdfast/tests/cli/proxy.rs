@@ -759,3 +759,127 @@ fn retention_through_the_server_goes_by_when_it_received_each_backup() {
         "the liar's clock did not lie: {claimed} vs the honest backup at {honest_started}"
     );
 }
+
+/// The data packs of a local repository, by name.
+fn packs_in(repo: &std::path::Path) -> std::collections::BTreeSet<String> {
+    walk(&repo.join("data"))
+}
+
+fn walk(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.insert(e.file_name().to_string_lossy().to_string());
+        }
+    }
+    out
+}
+
+/// The packs some index of the repository names, those marked for deletion included.
+fn indexed_packs(env: &Env) -> std::collections::BTreeSet<String> {
+    let list = String::from_utf8(env.restic(&["list", "index"]).stdout).unwrap();
+    let mut out = std::collections::BTreeSet::new();
+    for id in list.split_whitespace() {
+        let index: Value =
+            serde_json::from_slice(&env.restic(&["cat", "index", id]).stdout).unwrap();
+        for key in ["packs", "packs_to_delete"] {
+            for p in index[key].as_array().into_iter().flatten() {
+                out.insert(p["id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// An agent killed mid-backup through the proxy: no restore point, the next attempt (on
+/// another agent) saves one, and the packs the dead attempt left are garbage a prune
+/// removes.
+#[test]
+fn an_agent_killed_mid_backup_through_the_server_leaves_only_garbage_a_prune_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--lease-secs", "2"]);
+    let env = Env::new();
+    let repo = std::path::PathBuf::from(&env.repo);
+    s.ok(
+        "POST",
+        "/api/v1/endpoints",
+        Some(&endpoint("vault", "local", &env)),
+    );
+    let payload = dir.path().join("payload");
+    let go = dir.path().join("go");
+    std::fs::write(&payload, random(60_000_000, 3)).unwrap();
+    let command = format!(
+        "cat {p}; while [ ! -e {g} ]; do sleep 0.05; done; echo tail",
+        p = payload.display(),
+        g = go.display()
+    );
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(
+            &json!({"name": "gen", "kind": "command", "url": "cmd:dump.bin",
+                     "command": command, "labels": {"site": "db1"}}),
+        ),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(
+            &json!({"name": "p", "source": "gen", "endpoint": "vault", "schedule": "@daily",
+                     "retry": {"attempts": 3, "base_secs": 1, "cap_secs": 1}}),
+        ),
+    );
+    let mut first = Agent::start(&s, "db1", &["site=db1"], TOKEN);
+    wait_agents(&s, &["db1"]);
+    let id = s.ok("POST", "/api/v1/plans/p/run", None)["id"]
+        .as_i64()
+        .unwrap();
+    crate::agents::wait_for("packs of the first attempt", || {
+        repo.join("data").exists() && packs_in(&repo).len() >= 2
+    });
+    first.kill9();
+    let left = packs_in(&repo);
+    assert!(
+        env.snapshots().is_empty(),
+        "a killed backup left a restore point"
+    );
+    let orphans: Vec<String> = left.difference(&indexed_packs(&env)).cloned().collect();
+    assert!(
+        !orphans.is_empty(),
+        "the dead attempt left no unindexed pack"
+    );
+
+    std::fs::write(&go, "").unwrap();
+    let second = Agent::start(&s, "db1b", &["site=db1"], TOKEN);
+    let j = s.wait_job(id, finished);
+    assert_eq!(j["state"], "succeeded", "{j}\n{}", second.log());
+    assert_eq!(j["attempt"], 2, "{j}");
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let mut want = std::fs::read(&payload).unwrap();
+    want.extend_from_slice(b"tail\n");
+    let id8 = &snaps[0]["id"].as_str().unwrap()[..8];
+    assert!(
+        env.cmd(&["dump", id8]).output().unwrap().stdout == want,
+        "the saved backup differs"
+    );
+
+    // The server's prune runs (on its embedded agent); it keeps young unused packs for its
+    // grace period, so the orphans go with a prune without one.
+    let p = s.ok("POST", "/api/v1/endpoints/vault/prune", None);
+    let p = s.wait_job(p["id"].as_i64().unwrap(), finished);
+    assert_eq!(p["state"], "succeeded", "{p}\n{}", s.log());
+    env.ok(&["prune", "--instant"]);
+    let now = packs_in(&repo);
+    for o in &orphans {
+        assert!(!now.contains(o), "orphan {o} is still there");
+    }
+    assert!(
+        now.difference(&indexed_packs(&env)).next().is_none(),
+        "packs no index names"
+    );
+    env.ok(&["check", "--read-data"]);
+    env.restic_check();
+}
