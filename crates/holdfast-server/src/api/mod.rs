@@ -1,7 +1,8 @@
 //! The REST API under `/api/v1`: routing, authentication, errors, and the OpenAPI document.
 
 pub(crate) mod agents;
-pub(crate) use agents::access_of;
+mod ticket;
+pub(crate) use ticket::access_of;
 mod audit;
 mod document;
 pub(crate) mod endpoints;
