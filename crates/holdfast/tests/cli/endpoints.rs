@@ -134,11 +134,7 @@ fn a_storage_outage_mid_backup_fails_the_job_and_harms_no_earlier_backup() {
     // while the dump waits for `go`.
     let payload = dir.path().join("payload");
     let go = dir.path().join("go");
-    let command = format!(
-        "cat {p}; while [ ! -e {g} ]; do sleep 0.05; done; echo tail",
-        p = payload.display(),
-        g = go.display()
-    );
+    let command = held_dump(&payload, &go);
     s.ok(
         "POST",
         "/api/v1/sources",

@@ -512,6 +512,17 @@ impl Drop for TempCluster {
     }
 }
 
+/// A `cmd:` source's command that dumps `payload`, then waits for `go` to exist before its
+/// last line (`tail`): a backup held mid-stream, its first packs uploaded, for as long as a
+/// test needs.
+pub fn held_dump(payload: &Path, go: &Path) -> String {
+    format!(
+        "cat {p}; while [ ! -e {g} ]; do sleep 0.05; done; echo tail",
+        p = payload.display(),
+        g = go.display()
+    )
+}
+
 /// Deterministic pseudo-random bytes (xorshift): incompressible, never deduplicated.
 pub fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

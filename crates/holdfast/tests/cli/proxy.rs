@@ -810,11 +810,7 @@ fn an_agent_killed_mid_backup_through_the_server_leaves_only_garbage_a_prune_rem
     let payload = dir.path().join("payload");
     let go = dir.path().join("go");
     std::fs::write(&payload, random(60_000_000, 3)).unwrap();
-    let command = format!(
-        "cat {p}; while [ ! -e {g} ]; do sleep 0.05; done; echo tail",
-        p = payload.display(),
-        g = go.display()
-    );
+    let command = held_dump(&payload, &go);
     s.ok(
         "POST",
         "/api/v1/sources",
