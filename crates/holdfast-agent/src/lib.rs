@@ -197,6 +197,14 @@ pub async fn run(
         hostname: hostname(),
         slots: config.slots.max(1),
     });
+    // A restore drill killed with the agent left a throwaway server and its directory.
+    let root = holdfast_engine::drill::default_root();
+    for removed in tokio::task::spawn_blocking(move || holdfast_engine::drill::sweep(&root))
+        .await
+        .unwrap_or_default()
+    {
+        tracing::warn!("leftovers of an interrupted restore drill: {removed}");
+    }
     let token = credential(&config, token, &hello).await?;
     let link = Arc::new(Link::new(
         &config.server,

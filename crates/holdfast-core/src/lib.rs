@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod alert;
+pub mod drill;
 pub mod job;
 pub mod lifecycle;
 pub mod location;

@@ -71,6 +71,10 @@ pub enum Error {
     #[error("repository {repo} has errors: {detail}")]
     CheckFailed { repo: String, detail: String },
 
+    /// A restore drill ran and a check failed: the summary names the first failed check.
+    #[error("{summary}")]
+    DrillFailed { summary: String },
+
     /// The backup writer failed at its own work (encryption, compression, verification,
     /// serialisation): not the user's input, not the storage.
     #[error("backup writer: {what}: {source}")]
@@ -189,6 +193,7 @@ impl Error {
             Self::HostKey { .. } => 17,
             Self::SnapshotNotFound { .. } => 14,
             Self::CheckFailed { .. } => 15,
+            Self::DrillFailed { .. } => 18,
             Self::SourceUnreachable { .. } => 20,
             Self::SourceAuth { .. } => 21,
             Self::SourceMissing { .. } => 22,

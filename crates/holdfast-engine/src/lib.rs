@@ -6,6 +6,8 @@
 //!   exit becomes an error, never a short snapshot.
 //! - [`repo`]: the repository (rustic_core + rustic_backend): init, backup, snapshots, dump,
 //!   forget, prune, check.
+//! - [`manifest`]: what each backup holds (rows, objects, keys, files), counted from its
+//!   streams as they pass and written into the snapshot, for restore drills to compare.
 //! - `writer`: Holdfast's own pipelined writer for the backup path (chunk, hash, compress,
 //!   encrypt, pack, upload), producing standard restic v2 snapshots.
 //!
@@ -17,8 +19,10 @@
 //! ended cleanly (tool exit status 0, no storage error). [`repo::Gate`] enforces this at the
 //! storage layer, so no code path in rustic_core can write a snapshot of a failed dump.
 
+pub mod drill;
 pub mod error;
 mod ftp;
+pub mod manifest;
 pub mod probe;
 pub mod process;
 pub mod repo;

@@ -62,6 +62,7 @@ impl Ctx {
             create: rt.create,
             jobs: 2,
             force: rt.force,
+            ..Default::default()
         };
         let d = blocking(move || {
             let repo = Repo::open(&cfg)?;

@@ -61,21 +61,42 @@ impl Repo {
             .map_err(|e| Error::Other(format!("snapshot tags: {e}")))?;
         snap.add_tags(vec![tags]);
 
-        let inputs = set
+        // Each stream passes a tap that counts what it holds; the manifest is the last input.
+        let kind = holdfast_core::SourceKind::parse(&set.meta.source);
+        let collect = Arc::new(crate::manifest::Collect::new(
+            &set.meta.source,
+            set.streams.len(),
+        ));
+        let mut inputs: Vec<crate::writer::Input> = set
             .streams
             .iter()
             .map(|s| {
                 let (cmd, source_name, gate) =
                     (s.cmd.clone(), set.source_name.clone(), gate.clone());
+                let (collect, path) = (collect.clone(), format!("{}/{}", set.dir, s.name));
                 crate::writer::Input {
                     name: s.name.clone(),
-                    open: Box::new(move || {
-                        cmd.spawn_reader(&source_name, gate)
-                            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>)
+                    open: Box::new(move || match cmd.spawn_reader(&source_name, gate) {
+                        Ok(r) => {
+                            let tally = kind.map_or_else(
+                                || crate::manifest::tally_for(holdfast_core::SourceKind::Command),
+                                crate::manifest::tally_for,
+                            );
+                            let tap = crate::manifest::Tap::new(r, path, tally, collect);
+                            Ok(Box::new(tap) as Box<dyn std::io::Read + Send>)
+                        }
+                        Err(e) => {
+                            collect.never_opened();
+                            Err(e)
+                        }
                     }),
                 }
             })
             .collect();
+        inputs.push(crate::writer::Input {
+            name: format!("/{}", crate::manifest::FILE),
+            open: Box::new(move || collect.reader()),
+        });
         let settings = crate::writer::Settings::for_config(self.repo.config());
         let result = crate::writer::write_snapshot(
             self.rustic(),
@@ -149,9 +170,15 @@ impl Repo {
             }
         }
         files.sort_by(|a, b| std::path::Path::new(&a.0).cmp(std::path::Path::new(&b.0)));
+        // Holdfast's manifest is about the files, not one of them.
+        let manifest = match files.iter().position(|(p, _)| p == crate::manifest::FILE) {
+            Some(i) if snap.meta.is_some() => Some(files.remove(i).1),
+            _ => None,
+        };
         Ok(SnapshotReader {
             repo,
             files,
+            manifest,
             repo_name: self.name.clone(),
         })
     }
@@ -289,6 +316,20 @@ impl Repo {
             .repo
             .check(CheckOptions::default().read_data(read_data))
             .map_err(|e| self.err(&e))?;
+        self.check_results(&results)
+    }
+
+    /// Checks the repository's structure as far as one snapshot needs it: its trees, the index
+    /// and the packs the index names (their data is read by the caller, through the snapshot).
+    pub fn check_snapshot(&self, snap: &SnapshotInfo) -> Result<()> {
+        let results = self
+            .repo
+            .check_with_trees(CheckOptions::default(), vec![snap.tree])
+            .map_err(|e| self.err(&e))?;
+        self.check_results(&results)
+    }
+
+    fn check_results(&self, results: &rustic_core::CheckResults) -> Result<()> {
         if results.is_ok().is_ok() {
             Ok(())
         } else {

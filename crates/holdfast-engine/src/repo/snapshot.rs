@@ -8,6 +8,7 @@ use rustic_core::{IndexedFullStatus, Repository};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::manifest::Manifest;
 
 /// One snapshot, as Holdfast shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +66,8 @@ impl SnapshotInfo {
 pub struct SnapshotReader {
     pub(super) repo: Repository<IndexedFullStatus>,
     pub(super) files: Vec<(String, Node)>,
+    /// The manifest's file, when the backup wrote one.
+    pub(super) manifest: Option<Node>,
     pub(super) repo_name: String,
 }
 
@@ -88,6 +91,26 @@ impl SnapshotReader {
             .find(|(p, _)| p == path)
             .map(|(_, n)| n)
             .ok_or_else(|| Error::Other(format!("no file {path} in the snapshot")))?;
+        self.dump_node(node, w)
+    }
+
+    /// What the backup counted in its streams; `None` for a snapshot made before Holdfast
+    /// wrote manifests, or by another tool.
+    pub fn manifest(&self) -> Result<Option<Manifest>> {
+        let Some(node) = &self.manifest else {
+            return Ok(None);
+        };
+        let mut json = Vec::new();
+        self.dump_node(node, &mut json)?;
+        serde_json::from_slice(&json).map(Some).map_err(|e| {
+            Error::Other(format!(
+                "the snapshot's {} cannot be read: {e}",
+                crate::manifest::FILE
+            ))
+        })
+    }
+
+    fn dump_node(&self, node: &Node, w: &mut impl Write) -> Result<()> {
         self.repo.dump(node, w).map_err(|e| Error::Storage {
             repo: self.repo_name.clone(),
             detail: super::detail(&e),

@@ -6,7 +6,7 @@
 mod command;
 mod folder;
 mod mysql;
-mod postgres;
+pub(crate) mod postgres;
 mod redis;
 mod sqlite;
 
@@ -93,7 +93,13 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// Restore into a non-empty directory / over an existing file.
     pub force: bool,
+    /// Where the restore's phases and their seconds are recorded, in order, for the engines
+    /// that have phases (PostgreSQL: schema, data, indexes and constraints).
+    pub phases: Option<Phases>,
 }
+
+/// The phases of a restore and the seconds each took.
+pub type Phases = std::sync::Arc<std::sync::Mutex<Vec<(String, f64)>>>;
 
 impl Default for RestoreOptions {
     fn default() -> Self {
@@ -101,6 +107,7 @@ impl Default for RestoreOptions {
             create: false,
             jobs: 2,
             force: false,
+            phases: None,
         }
     }
 }

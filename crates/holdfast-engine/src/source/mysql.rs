@@ -66,6 +66,10 @@ impl Mysql {
         if let Some(u) = &self.addr.user {
             c = c.arg(format!("--user={u}"));
         }
+        // `?socket=/path` picks the local server's Unix socket.
+        if let Some(socket) = self.addr.params.get("socket") {
+            c = c.arg(format!("--socket={socket}"));
+        }
         c
     }
 

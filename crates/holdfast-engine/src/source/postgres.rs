@@ -512,7 +512,7 @@ impl Bins {
 }
 
 /// Installed versioned client directories (Debian and RHEL layouts), sorted by version.
-fn pg_bin_dirs() -> Vec<(u32, PathBuf)> {
+pub(crate) fn pg_bin_dirs() -> Vec<(u32, PathBuf)> {
     let mut out = Vec::new();
     for (root, prefix, suffix) in [
         ("/usr/lib/postgresql", "", "bin"),
@@ -667,18 +667,34 @@ impl SourceDriver for Postgres {
                 }
                 let prefix = format!("{}/{db}/", names[0].split('/').next().unwrap_or(""));
                 let mine: Vec<&String> = names.iter().filter(|n| n.starts_with(&prefix)).collect();
-                self.restore_db(&bins, &name, files, &mine, opts.jobs)?;
+                self.restore_db(&bins, &name, files, &mine, opts)?;
             }
             return Ok(());
         }
         let refs: Vec<&String> = names.iter().collect();
         if self.user_relations(&bins, &target_db)? == 0 {
-            return self.restore_db(&bins, &target_db, files, &refs, opts.jobs);
+            return self.restore_db(&bins, &target_db, files, &refs, opts);
         }
         if !opts.force {
             return Err(target_not_empty(self.name()));
         }
-        self.overwrite(&bins, &target_db, files, &refs, opts.jobs)
+        self.overwrite(&bins, &target_db, files, &refs, opts)
+    }
+}
+
+/// Records a restore phase's seconds when it ends (also when it failed).
+struct PhaseTimer<'a> {
+    phases: Option<&'a super::Phases>,
+    name: &'static str,
+    started: std::time::Instant,
+}
+
+impl Drop for PhaseTimer<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.phases {
+            let secs = self.started.elapsed().as_secs_f64();
+            p.lock().unwrap().push((self.name.to_string(), secs));
+        }
     }
 }
 
@@ -713,12 +729,12 @@ impl Postgres {
         db: &str,
         files: &SnapshotReader,
         names: &[&String],
-        jobs: usize,
+        opts: &RestoreOptions,
     ) -> Result<()> {
         let (fresh, old) = overwrite_names(db, 63);
         let admin = |sql: &str| self.query(bins, "postgres", sql).map(|_| ());
         self.create_database(&fresh)?;
-        if let Err(e) = self.restore_db(bins, &fresh, files, names, jobs) {
+        if let Err(e) = self.restore_db(bins, &fresh, files, names, opts) {
             let _ = admin(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&fresh)));
             return Err(e);
         }
@@ -791,15 +807,17 @@ impl Postgres {
     }
 
     /// Restores one database's files: schema, then tables `jobs` at a time, then indexes and
-    /// constraints. A single-stream snapshot is one file, loaded in one transaction.
+    /// constraints. A single-stream snapshot is one file, loaded in one transaction. Each
+    /// phase's seconds go to `opts.phases`.
     fn restore_db(
         &self,
         bins: &Bins,
         db: &str,
         files: &SnapshotReader,
         names: &[&String],
-        jobs: usize,
+        opts: &RestoreOptions,
     ) -> Result<()> {
+        let jobs = opts.jobs;
         let target = format!(
             "{}",
             holdfast_core::SourceSpec::Postgres(DbAddr {
@@ -824,6 +842,19 @@ impl Postgres {
         };
         for p in 0..3 {
             let batch: Vec<&String> = names.iter().copied().filter(|n| phase(n) == p).collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let _timed = PhaseTimer {
+                phases: opts.phases.as_ref(),
+                name: if names.len() == 1 {
+                    "the whole dump (one stream)"
+                } else {
+                    ["schema", "data", "indexes and constraints"][p]
+                },
+                started,
+            };
             if p == 1 && jobs > 1 {
                 let queue = Mutex::new(batch.into_iter());
                 let first_err: Mutex<Option<Error>> = Mutex::new(None);

@@ -49,6 +49,8 @@ use pack::{Crypto, Pack, PackBuilder, RawId, SealedBlob, seal_blob, seal_file, s
 
 /// One stream of a backup: a file in the snapshot, and how to start reading it.
 pub(crate) struct Input {
+    /// The file's path below the snapshot's directory; one starting with `/` is a path from
+    /// the snapshot's top instead (the manifest).
     pub name: String,
     pub open: Box<dyn FnOnce() -> io::Result<Box<dyn Read + Send>> + Send>,
 }
@@ -219,13 +221,24 @@ pub(crate) fn write_snapshot(
 
     // Trees: the directories of `dir/name` for every stream, innermost first.
     let mut summary = SnapshotSummary::default();
-    summary.files_new = n as u64;
-    summary.total_files_processed = n as u64;
-    summary.total_bytes_processed = files.iter().map(|f| f.meta.size).sum();
+    // The summary counts the dump's files; those at the top (the manifest) describe them.
+    let data: Vec<bool> = names.iter().map(|n| !n.starts_with('/')).collect();
+    let data_files = data.iter().filter(|d| **d).count() as u64;
+    summary.files_new = data_files;
+    summary.total_files_processed = data_files;
+    summary.total_bytes_processed = files
+        .iter()
+        .zip(&data)
+        .filter(|(_, d)| **d)
+        .map(|(f, _)| f.meta.size)
+        .sum();
     let paths = names
         .iter()
         .zip(files)
-        .map(|(name, node)| (components(&format!("{dir}/{name}")), node))
+        .map(|(name, node)| match name.strip_prefix('/') {
+            Some(top) => (components(top), node),
+            None => (components(&format!("{dir}/{name}")), node),
+        })
         .collect();
     let mut trees = Vec::new();
     let mut dirs = 0;

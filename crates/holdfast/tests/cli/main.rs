@@ -22,4 +22,5 @@ mod server;
 mod shutdown;
 mod storage;
 mod ui;
+mod verify;
 mod writer;
