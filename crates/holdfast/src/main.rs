@@ -183,6 +183,10 @@ enum Command {
         repo: RepoArgs,
         #[arg(long)]
         read_data: bool,
+        /// Read part N of T of the packs (as restic's --read-data-subset=n/t): running
+        /// 1/T, 2/T, ... T/T reads every pack once.
+        #[arg(long, value_name = "N/T", conflicts_with = "read_data")]
+        read_data_subset: Option<String>,
     },
 }
 
@@ -606,10 +610,27 @@ fn run(cli: Cli) -> Result<(), Error> {
             say("pruned unused data".into());
         }
         Command::Verify(args) => verify::verify(args, quiet)?,
-        Command::Check { repo, read_data } => {
+        Command::Check {
+            repo,
+            read_data,
+            read_data_subset,
+        } => {
+            use holdfast_engine::repo::ReadData;
+            let read = match (&read_data_subset, read_data) {
+                (Some(s), _) => ReadData::parse_subset(s).map_err(|reason| {
+                    Error::Input(InputError::new("--read-data-subset", reason))
+                })?,
+                (None, true) => ReadData::All,
+                (None, false) => ReadData::None,
+            };
             let repo = Repo::open(&repo_config(&repo)?)?;
-            repo.check(read_data)?;
-            say(format!("repository {} is fine", repo.location()));
+            repo.check_reading(read)?;
+            let part = match read {
+                ReadData::Subset { n, of } => format!(" (data of part {n}/{of} read)"),
+                ReadData::All => " (all data read)".into(),
+                ReadData::None => String::new(),
+            };
+            say(format!("repository {} is fine{part}", repo.location()));
         }
     }
     Ok(())

@@ -20,7 +20,7 @@ mod snapshot;
 pub use config::{ProxyAccess, RepoConfig, StorageCreds};
 pub use gate::Gate;
 pub(crate) use gate::{GuardedBackend, SharedGate};
-pub use ops::{BackupOutcome, CopyReport, ForgetReport};
+pub use ops::{BackupOutcome, CopyReport, ForgetReport, ReadData};
 pub use select::SnapshotFilter;
 pub use snapshot::{SnapshotInfo, SnapshotReader};
 

@@ -8,8 +8,8 @@ use holdfast_core::KeepPolicy;
 use rustic_core::jiff::{Span, Zoned};
 use rustic_core::repofile::{SnapshotFile, StringList};
 use rustic_core::{
-    CheckOptions, ForgetGroups, Grouped, KeepOptions, PruneOptions, SnapshotGroupCriterion,
-    SnapshotOptions,
+    CheckOptions, ForgetGroups, Grouped, KeepOptions, PruneOptions, ReadSubsetOption,
+    SnapshotGroupCriterion, SnapshotOptions,
 };
 use serde::Serialize;
 
@@ -30,6 +30,40 @@ pub struct CopyReport {
     pub copied: Vec<(String, String)>,
     /// Copies of this plan's snapshots the other repository held before.
     pub present: usize,
+}
+
+/// Which packs a check reads the data of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadData {
+    /// None: the structure only.
+    None,
+    All,
+    /// Part `n` of `of` (1-based), as restic's `--read-data-subset=n/t`: a pack is in part
+    /// `n` when its id's first four bytes, as a number, leave `n` modulo `of`. The parts
+    /// 1..=of together read every pack exactly once, so a check per night with `n` going
+    /// round reads the whole repository every `of` nights.
+    Subset {
+        n: u32,
+        of: u32,
+    },
+}
+
+impl ReadData {
+    /// Parses `n/t` (1 <= n <= t), naming what is wrong.
+    pub fn parse_subset(s: &str) -> std::result::Result<Self, String> {
+        let (n, t) = s
+            .split_once('/')
+            .and_then(|(n, t)| Some((n.trim().parse::<u32>().ok()?, t.trim().parse::<u32>().ok()?)))
+            .ok_or_else(|| {
+                format!("`{s}` is not n/t; write for example 1/7 to read the first of seven parts")
+            })?;
+        if t == 0 || n == 0 || n > t {
+            return Err(format!(
+                "`{s}`: the part must be between 1 and the number of parts ({t})"
+            ));
+        }
+        Ok(Self::Subset { n, of: t })
+    }
 }
 
 /// What `forget` decided.
@@ -312,10 +346,23 @@ impl Repo {
 
     /// Checks the repository's structure, and with `read_data` every pack's content.
     pub fn check(&self, read_data: bool) -> Result<()> {
-        let results = self
-            .repo
-            .check(CheckOptions::default().read_data(read_data))
-            .map_err(|e| self.err(&e))?;
+        self.check_reading(if read_data {
+            ReadData::All
+        } else {
+            ReadData::None
+        })
+    }
+
+    /// Checks the repository, reading the data of the packs `read` names.
+    pub fn check_reading(&self, read: ReadData) -> Result<()> {
+        let opts = match read {
+            ReadData::None => CheckOptions::default(),
+            ReadData::All => CheckOptions::default().read_data(true),
+            ReadData::Subset { n, of } => CheckOptions::default()
+                .read_data(true)
+                .read_data_subset(ReadSubsetOption::IdSubSet((n, of))),
+        };
+        let results = self.repo.check(opts).map_err(|e| self.err(&e))?;
         self.check_results(&results)
     }
 

@@ -476,3 +476,64 @@ fn a_drill_killed_mid_restore_leaves_nothing_after_the_next_drill_starts() {
     );
     assert_nothing_left(&drills);
 }
+
+#[test]
+fn a_rolling_check_reads_every_pack_exactly_once_over_its_parts() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..5 {
+        std::fs::write(src.join(format!("part{i}.bin")), random(14 << 20, i)).unwrap();
+    }
+    env.backup(&format!("file://{}", src.display()), &[]);
+    let packs: Vec<std::path::PathBuf> = std::fs::read_dir(Path::new(&env.repo).join("data"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| {
+            std::fs::read_dir(d.path())
+                .unwrap()
+                .flatten()
+                .map(|f| f.path())
+        })
+        .collect();
+    assert!(packs.len() >= 5, "{packs:?}");
+    for n in 1..=3 {
+        env.ok(&["check", "--read-data-subset", &format!("{n}/3")]);
+    }
+    // Each data pack damaged in turn is found by exactly one of the three parts; the tree pack
+    // (the small one) by every part, since each check walks the trees.
+    for pack in &packs {
+        let tree_pack = std::fs::metadata(pack).unwrap().len() < 1 << 20;
+        let good = std::fs::read(pack).unwrap();
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        for b in &mut bad[mid..mid + 16] {
+            *b ^= 0x55;
+        }
+        std::fs::write(pack, &bad).unwrap();
+        let failed: Vec<u32> = (1..=3)
+            .filter(|n| {
+                let out = env.run(&["check", "--read-data-subset", &format!("{n}/3")]);
+                match out.status.code() {
+                    Some(0) => false,
+                    Some(15) => true,
+                    other => panic!(
+                        "check {n}/3: exit {other:?}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                }
+            })
+            .collect();
+        let want = if tree_pack { 3 } else { 1 };
+        assert_eq!(
+            failed.len(),
+            want,
+            "{}: found by parts {failed:?}",
+            pack.display()
+        );
+        std::fs::write(pack, &good).unwrap();
+    }
+    let err = env.fails(&["check", "--read-data-subset", "4/3"], 2);
+    assert!(err.contains("between 1 and the number of parts"), "{err}");
+}
