@@ -17,6 +17,10 @@ pub(crate) struct VerifyArgs {
     repo: RepoArgs,
     #[command(flatten)]
     filter: crate::filter::FilterArgs,
+    /// With "latest": drill one of the N newest restore points, drawn at random (all of
+    /// them proven over time, not only the newest).
+    #[arg(long, value_name = "N")]
+    random_of_last: Option<usize>,
     /// Read and check every byte of the restore point, without restoring it.
     #[arg(long)]
     check_only: bool,
@@ -32,6 +36,11 @@ pub(crate) struct VerifyArgs {
     /// Tables loaded at once (PostgreSQL per-table restore points).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Restore into this scratch server instead of a throwaway one (postgres://, mysql://;
+    /// password from HOLDFAST_SOURCE_PASSWORD): the drill makes a database of its own there
+    /// and drops it afterwards. The backup's own server and database are refused.
+    #[arg(long, value_name = "URL")]
+    into: Option<String>,
     /// Where the throwaway copies live (a private directory each, removed afterwards).
     #[arg(long, value_name = "DIR")]
     scratch_dir: Option<PathBuf>,
@@ -74,8 +83,39 @@ pub(crate) fn verify(args: VerifyArgs, quiet: bool) -> Result<(), Error> {
             "0 seconds can never be met; give the longest restore you accept, in seconds",
         )));
     }
+    let into = args
+        .into
+        .as_deref()
+        .map(|u| holdfast_core::SourceSpec::parse(u, None).map_err(Error::Input))
+        .transpose()?
+        .map(crate::with_source_password)
+        .transpose()?;
+    if let Some(t) = &into
+        && !matches!(
+            t,
+            holdfast_core::SourceSpec::Postgres(_) | holdfast_core::SourceSpec::Mysql(_)
+        )
+    {
+        return Err(Error::Input(holdfast_core::InputError::new(
+            format!("--into {t}"),
+            "a scratch server is a PostgreSQL or MariaDB/MySQL URL; other kinds are drilled \
+             in a throwaway copy",
+        )));
+    }
     let repo = Repo::open(&crate::repo_config(&args.repo)?)?;
-    let snap = repo.select(&args.snapshot, &args.filter.filter(), None)?;
+    let snap = match args.random_of_last {
+        Some(n) if args.snapshot == "latest" => repo.pick_recent(&args.filter.filter(), n)?,
+        Some(_) => {
+            return Err(Error::Input(holdfast_core::InputError::new(
+                "--random-of-last",
+                format!(
+                    "draws among the newest restore points; give `latest` instead of `{}`",
+                    args.snapshot
+                ),
+            )));
+        }
+        None => repo.select(&args.snapshot, &args.filter.filter(), None)?,
+    };
     let opts = DrillOptions {
         mode: if args.check_only {
             DrillMode::Check
@@ -86,6 +126,7 @@ pub(crate) fn verify(args: VerifyArgs, quiet: bool) -> Result<(), Error> {
         rto_target_secs: args.rto_target,
         jobs: args.jobs.max(1),
         root: args.scratch_dir.unwrap_or_else(default_root),
+        into,
     };
     let report = holdfast_engine::drill::run(&repo, &snap, &opts);
     let json = || serde_json::to_string_pretty(&report).unwrap_or_default();

@@ -44,6 +44,10 @@ pub struct DrillOptions {
     pub jobs: usize,
     /// Where the throwaway copies live; each drill makes a private directory inside.
     pub root: PathBuf,
+    /// A scratch server to restore into instead of a throwaway one (PostgreSQL, MariaDB):
+    /// the drill makes a database of its own there and drops it afterwards. Refused when it
+    /// is the source's own server and database.
+    pub into: Option<holdfast_core::SourceSpec>,
 }
 
 impl Default for DrillOptions {
@@ -54,6 +58,7 @@ impl Default for DrillOptions {
             rto_target_secs: None,
             jobs: 2,
             root: default_root(),
+            into: None,
         }
     }
 }
@@ -328,6 +333,13 @@ pub fn run(repo: &Repo, snap: &SnapshotInfo, opts: &DrillOptions) -> DrillReport
                 d.notes.push(format!(
                     "{} SQL check(s) not run: a {k} restore point has no SQL to ask",
                     opts.sql_checks.len()
+                ));
+            }
+            if let Some(into) = &opts.into
+                && into.kind() != k
+            {
+                d.notes.push(format!(
+                    "the scratch target {into} is not a {k} server: a throwaway copy was used"
                 ));
             }
             let started_checks = Instant::now();

@@ -27,34 +27,50 @@ pub(super) fn drill(d: &mut Drill) {
         .and_then(|m| m.database.clone())
         .unwrap_or_else(|| "drill".into());
     let started = Instant::now();
-    let server = match start(&d.opts.root) {
+    let named = match &d.opts.into {
+        Some(SourceSpec::Mysql(addr)) => Some(addr.clone()),
+        _ => None,
+    };
+    let what = if named.is_some() {
+        "scratch MariaDB"
+    } else {
+        "throwaway MariaDB"
+    };
+    let meta = d.snap.meta.clone().unwrap_or_default();
+    let server = match &named {
+        Some(addr) => named_server(addr, &meta, &database),
+        None => start(&d.opts.root),
+    };
+    let server = match server {
         Ok(s) => s,
         Err(e) => {
-            d.failed(CheckKind::Scratch, "throwaway MariaDB", "it starts", e);
+            d.failed(CheckKind::Scratch, what, "it answers", e);
             return;
         }
     };
     d.timings.scratch_start_secs = started.elapsed().as_secs_f64();
-    d.scratch = format!(
-        "a throwaway MariaDB in {} (Unix socket only), removed afterwards",
-        server.scratch.dir.display()
-    );
+    let database = server.drop_after.clone().unwrap_or(database);
+    d.scratch = match (&server.scratch, &named) {
+        (Some(s), _) => format!(
+            "a throwaway MariaDB in {} (Unix socket only), removed afterwards",
+            s.dir.display()
+        ),
+        (None, Some(a)) => format!(
+            "database {database} on the scratch server {}:{}, dropped afterwards",
+            a.host,
+            a.port.unwrap_or(3306)
+        ),
+        (None, None) => String::new(),
+    };
     d.check(
         CheckKind::Scratch,
-        "throwaway MariaDB",
+        what,
         true,
-        "it starts",
-        format!("started in {:.1} s", d.timings.scratch_start_secs),
+        "it answers",
+        format!("ready in {:.1} s", d.timings.scratch_start_secs),
         "",
     );
-    let spec = SourceSpec::Mysql(DbAddr {
-        host: String::new(),
-        port: None,
-        user: Some("root".into()),
-        password: None,
-        database: Some(database.clone()),
-        params: BTreeMap::from([("socket".to_string(), server.socket().display().to_string())]),
-    });
+    let spec = SourceSpec::Mysql(server.addr(&database));
     let opts = crate::RestoreOptions {
         create: true,
         ..Default::default()
@@ -104,10 +120,70 @@ pub(super) fn drill(d: &mut Drill) {
     });
 }
 
+/// The server a drill restores into: a throwaway one, or a named scratch server where the
+/// drill makes a database of its own and drops it afterwards.
 struct Server {
-    scratch: Scratch,
+    scratch: Option<Scratch>,
+    /// How to reach it: the throwaway one's socket, or the named server.
+    conn: DbAddr,
     client: PathBuf,
     dump: PathBuf,
+    drop_after: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(db) = self.drop_after.take() {
+            let sql = format!("DROP DATABASE IF EXISTS `{}`", db.replace('`', "``"));
+            if let Err(e) = self.query("information_schema", &sql) {
+                tracing::warn!("the drill's database {db} could not be dropped: {e}");
+            }
+        }
+    }
+}
+
+/// A named scratch server: refused when it is the source's own server and database.
+fn named_server(
+    target: &DbAddr,
+    meta: &holdfast_core::SnapshotMeta,
+    database: &str,
+) -> Result<Server> {
+    let host_port = format!("{}:{}", target.host, target.port.unwrap_or(3306));
+    if meta.db_host.as_deref() == Some(host_port.as_str())
+        && target.database.is_some()
+        && target.database == meta.database
+    {
+        return Err(Error::Input(holdfast_core::InputError::new(
+            format!("drill target mysql://{host_port}"),
+            "is the backup's own server and database; a drill never restores into its source: \
+             name a scratch server (or leave it out for a throwaway one next to the agent)",
+        )));
+    }
+    let missing = |tool: &str| Error::ToolMissing {
+        tool: tool.into(),
+        hint: "install the MariaDB client (Debian: mariadb-client)".into(),
+    };
+    let tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| format!("{:x}", d.as_millis() % 0xff_ffff))
+        .unwrap_or_default();
+    let mut name = format!("{database}_drill_{tag}");
+    while name.len() > 64 {
+        name.remove(database.len().min(name.len()) - 1);
+    }
+    let mut s = Server {
+        scratch: None,
+        conn: DbAddr {
+            database: None,
+            ..target.clone()
+        },
+        client: find(&["mariadb", "mysql"]).ok_or_else(|| missing("mariadb"))?,
+        dump: find(&["mariadb-dump", "mysqldump"]).ok_or_else(|| missing("mariadb-dump"))?,
+        drop_after: None,
+    };
+    s.query("information_schema", "SELECT 1")?;
+    s.drop_after = Some(name);
+    Ok(s)
 }
 
 /// The first of `names` on the PATH or in the server's usual directories.
@@ -165,25 +241,59 @@ fn start(root: &Path) -> Result<Server> {
         server.arg(format!("--user={u}"));
     }
     scratch.start(server, "the throwaway MariaDB".into())?;
+    let socket = scratch.path("mysql.sock");
     let mut s = Server {
-        scratch,
+        scratch: None,
+        conn: DbAddr {
+            host: String::new(),
+            port: None,
+            user: Some("root".into()),
+            password: None,
+            database: None,
+            params: BTreeMap::from([("socket".to_string(), socket.display().to_string())]),
+        },
         client,
         dump,
+        drop_after: None,
     };
     let probe = s.client_cmd().arg("--execute=SELECT 1");
-    s.scratch.wait_ready(|| probe.output().is_ok())?;
+    scratch.wait_ready(|| probe.output().is_ok())?;
+    s.scratch = Some(scratch);
     Ok(s)
 }
 
 impl Server {
-    fn socket(&self) -> PathBuf {
-        self.scratch.path("mysql.sock")
+    fn addr(&self, database: &str) -> DbAddr {
+        DbAddr {
+            database: Some(database.to_string()),
+            ..self.conn.clone()
+        }
+    }
+
+    /// A client tool with the connection's options; the password in its environment.
+    fn connect(&self, program: &Path, step: &str) -> Cmd {
+        let c = &self.conn;
+        let mut cmd = Cmd::new(program, step).secret_env("MYSQL_PWD", c.password.as_ref());
+        if let Some(sock) = c.params.get("socket") {
+            cmd = cmd.arg(format!("--socket={sock}"));
+        }
+        if !c.host.is_empty() {
+            cmd = cmd
+                .arg(format!("--host={}", c.host))
+                .arg(format!("--port={}", c.port.unwrap_or(3306)));
+            if c.host != "localhost" {
+                cmd = cmd.arg("--protocol=TCP");
+            }
+        }
+        if let Some(u) = &c.user {
+            cmd = cmd.arg(format!("--user={u}"));
+        }
+        cmd
     }
 
     fn client_cmd(&self) -> Cmd {
-        Cmd::new(&self.client, "mariadb (drill)")
-            .arg(format!("--socket={}", self.socket().display()))
-            .args(["--user=root", "--batch", "--skip-column-names"])
+        self.connect(&self.client, "mariadb (drill)")
+            .args(["--batch", "--skip-column-names"])
             .arg("--default-character-set=utf8mb4")
     }
 
@@ -233,10 +343,9 @@ impl Server {
 
     /// The schema's objects, counted in a `--no-data` dump of the copy as the backup's were.
     fn objects(&self, db: &str) -> Result<BTreeMap<String, u64>> {
-        let schema = Cmd::new(&self.dump, "mariadb-dump --no-data (drill)")
-            .arg(format!("--socket={}", self.socket().display()))
+        let schema = self
+            .connect(&self.dump, "mariadb-dump --no-data (drill)")
             .args([
-                "--user=root",
                 "--no-data",
                 "--routines",
                 "--triggers",

@@ -32,43 +32,82 @@ pub(super) fn drill(d: &mut Drill) {
         .and_then(|v| v.split('.').next())
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(0);
+    let all = meta.database.as_deref() == Some("*");
+    let source_db = meta.database.clone().unwrap_or_else(|| "drill".into());
     let started = Instant::now();
-    let server = match start(&d.opts.root, major) {
+    let target = match &d.opts.into {
+        Some(SourceSpec::Postgres(addr)) if all => {
+            Err(Error::Input(holdfast_core::InputError::new(
+                format!("drill target postgres://{}", addr.host),
+                "a restore point of every database (with its roles) is drilled in a throwaway \
+             cluster only; leave the target out",
+            )))
+        }
+        Some(SourceSpec::Postgres(addr)) => named(addr, &meta, &source_db),
+        _ => start(&d.opts.root, major),
+    };
+    let what = if d.opts.into.is_some() {
+        "scratch PostgreSQL"
+    } else {
+        "throwaway PostgreSQL"
+    };
+    let server = match target {
         Ok(s) => s,
         Err(e) => {
-            d.failed(CheckKind::Scratch, "throwaway PostgreSQL", "it starts", e);
+            d.failed(CheckKind::Scratch, what, "it answers", e);
             return;
         }
     };
     d.timings.scratch_start_secs = started.elapsed().as_secs_f64();
-    d.scratch = format!(
-        "a throwaway PostgreSQL {} in {} (Unix socket only), removed afterwards",
-        server.major,
-        server.scratch.dir.display()
-    );
+    let database = match (&server.drop_after, all) {
+        (Some(db), _) => db.clone(),
+        (None, true) => SUPERUSER.to_string(),
+        (None, false) => source_db,
+    };
+    d.scratch = match &server.scratch {
+        Some(s) => format!(
+            "a throwaway PostgreSQL {} in {} (Unix socket only), removed afterwards",
+            server.major,
+            s.dir.display()
+        ),
+        None => format!(
+            "database {database} on the scratch PostgreSQL {} at {}:{}, dropped afterwards",
+            server.major,
+            server.conn.host,
+            server.conn.port.unwrap_or(5432)
+        ),
+    };
+    if server.major != 0 && server.major < major {
+        d.notes.push(format!(
+            "the restore point was made on PostgreSQL {major}; the copy runs {}, which may not \
+             load everything a newer server dumps",
+            server.major
+        ));
+    }
     d.check(
         CheckKind::Scratch,
-        "throwaway PostgreSQL",
+        what,
         true,
-        "it starts",
+        "it answers",
         format!(
-            "PostgreSQL {} started in {:.1} s",
+            "PostgreSQL {} ready in {:.1} s",
             server.major, d.timings.scratch_start_secs
         ),
         "",
     );
 
-    let all = meta.database.as_deref() == Some("*");
-    let database = if all {
-        SUPERUSER.to_string()
-    } else {
-        meta.database.clone().unwrap_or_else(|| "drill".into())
-    };
     if let Some(m) = d.manifest {
         let roles = m.roles("");
-        if let Err(e) = server.create_roles(&roles) {
-            d.failed(CheckKind::Restore, "roles", "the dump's roles exist", e);
-            return;
+        match server.create_roles(&roles) {
+            Ok(made) if !made.is_empty() && server.scratch.is_none() => d.notes.push(format!(
+                "roles created on the scratch server for the restore (they stay): {}",
+                made.join(", ")
+            )),
+            Ok(_) => {}
+            Err(e) => {
+                d.failed(CheckKind::Restore, "roles", "the dump's roles exist", e);
+                return;
+            }
         }
     }
     let spec = SourceSpec::Postgres(server.addr(if all { None } else { Some(&database) }));
@@ -165,11 +204,78 @@ fn first_value(out: &str) -> String {
         .to_string()
 }
 
-/// A throwaway cluster.
+/// The server a drill restores into: a throwaway cluster, or a named scratch server where
+/// the drill makes a database of its own and drops it afterwards.
 struct Server {
-    scratch: Scratch,
+    /// The throwaway cluster's directory (`None` for a named server).
+    scratch: Option<Scratch>,
+    conn: DbAddr,
+    /// The database to connect to for the drill's own statements.
+    admin_db: String,
     major: u32,
     bin: PathBuf,
+    /// On a named server: the drill's database, dropped when the drill ends.
+    drop_after: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(db) = self.drop_after.take() {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(&db));
+            if let Err(e) = self.query(&self.admin_db.clone(), &sql) {
+                tracing::warn!("the drill's database {db} could not be dropped: {e}");
+            }
+        }
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A named scratch server: refused when it is the source's own server and database.
+fn named(target: &DbAddr, meta: &holdfast_core::SnapshotMeta, database: &str) -> Result<Server> {
+    let host_port = format!("{}:{}", target.host, target.port.unwrap_or(5432));
+    let admin_db = target.database.clone().unwrap_or_else(|| SUPERUSER.into());
+    if meta.db_host.as_deref() == Some(host_port.as_str())
+        && meta.database.as_deref() == Some(admin_db.as_str())
+    {
+        return Err(Error::Input(holdfast_core::InputError::new(
+            format!("drill target postgres://{host_port}/{admin_db}"),
+            "is the backup's own server and database; a drill never restores into its source: \
+             name a scratch server (or leave it out for a throwaway one next to the agent)",
+        )));
+    }
+    let any = crate::source::postgres::pg_bin_dirs()
+        .into_iter()
+        .rev()
+        .find(|(_, d)| d.join("psql").is_file())
+        .ok_or_else(|| Error::ToolMissing {
+            tool: "psql".into(),
+            hint: "install the PostgreSQL client (Debian: postgresql-client)".into(),
+        })?;
+    let tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| format!("{:x}", d.as_millis() % 0xff_ffff))
+        .unwrap_or_default();
+    let mut name = format!("{database}_drill_{tag}");
+    while name.len() > 63 {
+        name.remove(database.len().min(name.len()) - 1);
+    }
+    let mut s = Server {
+        scratch: None,
+        conn: target.clone(),
+        admin_db,
+        major: any.0,
+        bin: any.1,
+        drop_after: None,
+    };
+    // Reachable, with its version; the drill's database does not exist yet.
+    let v = s.query(&s.admin_db, "SHOW server_version_num")?;
+    let major = v.trim().parse::<u32>().map(|n| n / 10_000).unwrap_or(0);
+    s.major = major;
+    s.drop_after = Some(name);
+    Ok(s)
 }
 
 fn start(root: &Path, major: u32) -> Result<Server> {
@@ -213,36 +319,66 @@ fn start(root: &Path, major: u32) -> Result<Server> {
             "max_connections=20",
         ]);
     scratch.start(server, format!("the throwaway PostgreSQL {found}"))?;
+    let conn = DbAddr {
+        host: scratch.dir.display().to_string(),
+        port: Some(PORT),
+        user: Some(SUPERUSER.into()),
+        password: None,
+        database: None,
+        params: BTreeMap::new(),
+    };
     let mut s = Server {
-        scratch,
+        scratch: None,
+        conn,
+        admin_db: SUPERUSER.into(),
         major: found,
         bin,
+        drop_after: None,
     };
     let probe = s.psql(SUPERUSER).arg("-c").arg("SELECT 1");
-    s.scratch.wait_ready(|| probe.output().is_ok())?;
+    scratch.wait_ready(|| probe.output().is_ok())?;
+    s.scratch = Some(scratch);
     Ok(s)
 }
 
 impl Server {
     fn addr(&self, database: Option<&str>) -> DbAddr {
         DbAddr {
-            host: self.scratch.dir.display().to_string(),
-            port: Some(PORT),
-            user: Some(SUPERUSER.into()),
-            password: None,
             database: database.map(str::to_string),
-            params: BTreeMap::new(),
+            ..self.conn.clone()
         }
     }
 
-    fn psql(&self, db: &str) -> Cmd {
-        Cmd::new(self.bin.join("psql"), "psql (drill)")
-            .env("PGHOST", &self.scratch.dir)
-            .env("PGPORT", PORT.to_string())
-            .env("PGUSER", SUPERUSER)
+    /// A libpq tool connected to `db`, the connection in its environment.
+    fn tool(&self, program: &str, step: &str, db: &str) -> Cmd {
+        let c = &self.conn;
+        let mut cmd = Cmd::new(self.bin.join(program), step)
             .env("PGDATABASE", db)
             .env("PGAPPNAME", "holdfast-drill")
-            .args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1"])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .secret_env("PGPASSWORD", c.password.as_ref());
+        if !c.host.is_empty() {
+            cmd = cmd.env("PGHOST", &c.host);
+        }
+        if let Some(p) = c.port {
+            cmd = cmd.env("PGPORT", p.to_string());
+        }
+        if let Some(u) = &c.user {
+            cmd = cmd.env("PGUSER", u);
+        }
+        cmd
+    }
+
+    fn psql(&self, db: &str) -> Cmd {
+        self.tool("psql", "psql (drill)", db).args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-w",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
     }
 
     fn query(&self, db: &str, sql: &str) -> Result<String> {
@@ -253,19 +389,18 @@ impl Server {
             .map_err(|f| Error::Other(last_error(&f.stderr, &f.status)))
     }
 
-    /// Creates the roles the dump names that the fresh cluster lacks (without login).
-    fn create_roles(&self, roles: &std::collections::BTreeSet<String>) -> Result<()> {
-        let have = self.query(SUPERUSER, "SELECT rolname FROM pg_roles")?;
+    /// Creates the roles the dump names that the server lacks (without login); returns them.
+    fn create_roles(&self, roles: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
+        let mut made = Vec::new();
+        let have = self.query(&self.admin_db, "SELECT rolname FROM pg_roles")?;
         let have: std::collections::BTreeSet<&str> = have.lines().collect();
         for r in roles {
             if !have.contains(r.as_str()) {
-                self.query(
-                    SUPERUSER,
-                    &format!("CREATE ROLE \"{}\" NOLOGIN", r.replace('"', "\"\"")),
-                )?;
+                self.query(&self.admin_db, &format!("CREATE ROLE {} NOLOGIN", quote(r)))?;
+                made.push(r.clone());
             }
         }
-        Ok(())
+        Ok(made)
     }
 
     /// `count(*)` of each table (named as the dump names it): one query for all, or one per
@@ -324,11 +459,8 @@ impl Server {
 
     /// The schema's objects, counted in a schema-only dump of the copy as the backup's were.
     fn objects(&self, db: &str) -> Result<BTreeMap<String, u64>> {
-        let schema = Cmd::new(self.bin.join("pg_dump"), "pg_dump --schema-only (drill)")
-            .env("PGHOST", &self.scratch.dir)
-            .env("PGPORT", PORT.to_string())
-            .env("PGUSER", SUPERUSER)
-            .env("PGDATABASE", db)
+        let schema = self
+            .tool("pg_dump", "pg_dump --schema-only (drill)", db)
             .args(["-w", "--schema-only"])
             .output()
             .map_err(|f| Error::Other(last_error(&f.stderr, &f.status)))?;

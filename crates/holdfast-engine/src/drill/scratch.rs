@@ -102,17 +102,21 @@ impl Scratch {
         )))
     }
 
-    /// The command of a server: [`Self::command`], at low CPU priority (`nice`) so that the
-    /// drill does not slow the machine's real work.
+    /// The command of a server: [`Self::command`], at low CPU priority (`nice`) and idle I/O
+    /// priority (`ionice -c 3`, when installed), so that the drill does not slow the
+    /// machine's real work.
     pub fn server_command(&self, program: &Path) -> Command {
-        match which("nice") {
-            Some(nice) => {
-                let mut c = self.command(&nice);
-                c.args(["-n", "10"]).arg(program);
-                c
-            }
-            None => self.command(program),
+        let mut chain: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(nice) = which("nice") {
+            chain.extend([nice.into_os_string(), "-n".into(), "10".into()]);
         }
+        if let Some(ionice) = which("ionice") {
+            chain.extend([ionice.into_os_string(), "-c".into(), "3".into()]);
+        }
+        chain.push(program.as_os_str().to_owned());
+        let mut c = self.command(Path::new(&chain[0]));
+        c.args(&chain[1..]);
+        c
     }
 
     /// Starts the server made by [`Self::server_command`]; its output goes to `server.log`.

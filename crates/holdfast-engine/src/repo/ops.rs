@@ -187,6 +187,23 @@ impl Repo {
         super::select::pick(self.snapshots()?, query, filter, target, &self.name)
     }
 
+    /// One of the `last` newest snapshots passing `filter`, drawn at random (a drill of a
+    /// random recent restore point); they must all be one source's, as for `latest`.
+    pub fn pick_recent(&self, filter: &SnapshotFilter, last: usize) -> Result<SnapshotInfo> {
+        let newest = self.select("latest", filter, None)?;
+        let mut same: Vec<SnapshotInfo> = self
+            .snapshots()?
+            .into_iter()
+            .filter(|s| filter.matches(s) && s.label == newest.label)
+            .collect();
+        let keep = last.max(1).min(same.len());
+        same.drain(..same.len() - keep);
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).map_err(|e| Error::Other(format!("drawing at random: {e}")))?;
+        let i = (u64::from_le_bytes(r) % same.len() as u64) as usize;
+        Ok(same.swap_remove(i))
+    }
+
     /// Opens a snapshot's files for reading.
     pub fn reader(&self, snap: &SnapshotInfo) -> Result<SnapshotReader> {
         let repo = self.clone_open()?.to_indexed().map_err(|e| self.err(&e))?;

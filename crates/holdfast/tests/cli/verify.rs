@@ -537,3 +537,133 @@ fn a_rolling_check_reads_every_pack_exactly_once_over_its_parts() {
     let err = env.fails(&["check", "--read-data-subset", "4/3"], 2);
     assert!(err.contains("between 1 and the number of parts"), "{err}");
 }
+
+#[test]
+fn a_named_scratch_server_gets_a_database_of_its_own_and_the_source_itself_is_refused() {
+    let env = Env::new();
+    env.init();
+    let db = PgDb::new();
+    db.pgbench(1);
+    let before = db.checksums();
+    let snap = env.backup(&db.url(), &[]);
+    let drills = env.path("drills");
+    let drill_dbs = || {
+        PgDb::psql_cmd("postgres")
+            .arg("-c")
+            .arg(format!(
+                "SELECT datname FROM pg_database WHERE datname LIKE '{}_drill_%'",
+                db.name
+            ))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap()
+    };
+
+    // The backup's own server and database: refused, nothing written.
+    let (code, report, stderr) = drill(&env, &snap, &drills, &["--into", &db.url()]);
+    assert_eq!(code, 18, "{stderr}");
+    let scratch = checks(&report, "scratch");
+    assert!(!scratch[0].1, "{scratch:?}");
+    assert!(
+        stderr.contains("is the backup's own server and database"),
+        "{stderr}"
+    );
+    assert!(checks(&report, "restore").is_empty());
+
+    // The same server through another database: a database of the drill's own, dropped after.
+    let (code, report, stderr) = drill(
+        &env,
+        &snap,
+        &drills,
+        &["--into", "postgres://postgres@127.0.0.1:5432/postgres"],
+    );
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    assert!(
+        report["scratch"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("database {}_drill_", db.name)),
+        "{report:#}"
+    );
+    let rows = checks(&report, "rows");
+    assert!(
+        rows.contains(&(
+            "public.pgbench_accounts".into(),
+            true,
+            "100000 rows".into(),
+            "100000 rows".into()
+        )),
+        "{rows:?}"
+    );
+    assert_eq!(drill_dbs(), "", "the drill's database is dropped");
+    assert_eq!(db.checksums(), before);
+
+    // MariaDB likewise.
+    let my = MyDb::new();
+    my.sql("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3);");
+    let my_before = my.checksums();
+    let snap = env.backup(&my.url(), &[]);
+    let (code, _, stderr) = drill(&env, &snap, &drills, &["--into", &my.url()]);
+    assert_eq!(code, 18, "{stderr}");
+    assert!(
+        stderr.contains("is the backup's own server and database"),
+        "{stderr}"
+    );
+    let (code, report, stderr) = drill(
+        &env,
+        &snap,
+        &drills,
+        &["--into", "mysql://root@127.0.0.1:3306/"],
+    );
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    let rows = checks(&report, "rows");
+    assert!(
+        rows.contains(&("t".into(), true, "3 rows".into(), "3 rows".into())),
+        "{rows:?}"
+    );
+    let left = sh(&format!(
+        "mariadb -h 127.0.0.1 -u root -N -e \"SHOW DATABASES LIKE '{}\\_drill\\_%'\"",
+        my.name
+    ));
+    assert_eq!(left.trim(), "", "the drill's database is dropped");
+    assert_eq!(my.checksums(), my_before);
+    assert_nothing_left(&drills);
+}
+
+#[test]
+fn a_drill_of_a_random_recent_restore_point_takes_one_of_the_newest() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        std::fs::write(src.join("f"), format!("version {i}")).unwrap();
+        ids.push(env.backup(&format!("file://{}", src.display()), &[]));
+    }
+    let drills = env.path("drills");
+    let (_, report, _) = drill(
+        &env,
+        "latest",
+        &drills,
+        &["--random-of-last", "1", "--check-only"],
+    );
+    assert_eq!(report["snapshot"], ids[3].as_str());
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let (code, report, stderr) = drill(
+            &env,
+            "latest",
+            &drills,
+            &["--random-of-last", "3", "--check-only"],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        let id = report["snapshot"].as_str().unwrap().to_string();
+        assert!(ids[1..].contains(&id), "{id} is not one of the 3 newest");
+        seen.insert(id);
+    }
+    // Twelve draws among three: all the same has a chance of 3 in 177,147.
+    assert!(seen.len() > 1, "{seen:?}");
+    let err = env.fails(&["verify", &ids[0], "--random-of-last", "2"], 2);
+    assert!(err.contains("give `latest`"), "{err}");
+}
