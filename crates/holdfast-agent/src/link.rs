@@ -206,6 +206,21 @@ impl Link {
         .map(|_| ())
     }
 
+    /// Sends a restore drill's report, waiting up to ten minutes for the server.
+    pub async fn drill(
+        &self,
+        job: i64,
+        r: &holdfast_core::agent::DrillResult,
+    ) -> Result<(), LinkError> {
+        self.post_patiently::<_, serde_json::Value>(
+            &self.job_path(job, "drill"),
+            r,
+            Duration::from_secs(600),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Reports the end of the attempt, waiting up to an hour for the server to come back.
     pub async fn finish(&self, job: i64, f: &Finish) -> Result<(), LinkError> {
         self.post_patiently::<_, serde_json::Value>(

@@ -53,7 +53,9 @@ impl Policy {
         let (plan, source, what) = match &t.work {
             Work::Backup { plan, source, .. } => (plan, source, "source"),
             Work::Restore { plan, target, .. } => (plan, target, "restore target"),
-            Work::Prune => return None,
+            // A drill runs no hook and touches no source: its SQL checks run against its
+            // own throwaway copy only.
+            Work::Prune | Work::Verify { .. } => return None,
         };
         for step in Step::ALL {
             let Some(hook) = plan.hooks.get(step) else {

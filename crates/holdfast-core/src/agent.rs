@@ -201,6 +201,32 @@ pub enum Work {
         restore: RestoreTicket,
     },
     Prune,
+    /// A restore drill: the plan's `verify` section says how.
+    Verify {
+        plan: PlanSpec,
+        drill: DrillTicket,
+    },
+}
+
+/// Which restore point a drill takes, and which part of the packs a check drill reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DrillTicket {
+    /// A restore point asked for; `None`: the plan's newest (or one of its newest).
+    #[serde(default)]
+    pub restore_point: Option<String>,
+    /// Check drills: read part `.0` of `.1` of the packs.
+    #[serde(default)]
+    pub part: Option<(u32, u32)>,
+}
+
+/// A drill's report, sent before the job's finish (`POST .../drill`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DrillResult {
+    pub attempt: u32,
+    pub report: crate::drill::DrillReport,
 }
 
 impl Ticket {
@@ -209,13 +235,16 @@ impl Ticket {
             Work::Backup { .. } => JobKind::Backup,
             Work::Restore { .. } => JobKind::Restore,
             Work::Prune => JobKind::Prune,
+            Work::Verify { .. } => JobKind::Verify,
         }
     }
 
     /// The plan of a backup or restore.
     pub fn plan(&self) -> Option<&PlanSpec> {
         match &self.work {
-            Work::Backup { plan, .. } | Work::Restore { plan, .. } => Some(plan),
+            Work::Backup { plan, .. } | Work::Restore { plan, .. } | Work::Verify { plan, .. } => {
+                Some(plan)
+            }
             Work::Prune => None,
         }
     }
@@ -225,7 +254,7 @@ impl Ticket {
         match &self.work {
             Work::Backup { source, .. } => Some(source),
             Work::Restore { target, .. } => Some(target),
-            Work::Prune => None,
+            Work::Prune | Work::Verify { .. } => None,
         }
     }
 }

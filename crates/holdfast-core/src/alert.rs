@@ -42,6 +42,13 @@ pub enum EventKind {
     RestoreFailed,
     #[serde(rename = "prune.failed")]
     PruneFailed,
+    /// A restore drill found that a restore point does not restore as its backup recorded
+    /// (or could not make its copy): the check that failed is named.
+    #[serde(rename = "verify.failed")]
+    VerifyFailed,
+    /// A restore drill's restore took longer than the plan's `verify.rto_target_secs`.
+    #[serde(rename = "verify.rto_breach")]
+    VerifyRtoBreach,
     /// The copy of a backup to the plan's copy endpoint failed (the backup itself is kept).
     #[serde(rename = "copy.failed")]
     CopyFailed,
@@ -71,6 +78,8 @@ impl EventKind {
         Self::RestoreSucceeded,
         Self::RestoreFailed,
         Self::PruneFailed,
+        Self::VerifyFailed,
+        Self::VerifyRtoBreach,
         Self::CopyFailed,
         Self::AgentOffline,
         Self::SecurityViolation,
@@ -86,6 +95,8 @@ impl EventKind {
         Self::BackupSizeAnomaly,
         Self::RestoreFailed,
         Self::PruneFailed,
+        Self::VerifyFailed,
+        Self::VerifyRtoBreach,
         Self::CopyFailed,
         Self::AgentOffline,
         Self::SecurityViolation,
@@ -111,6 +122,8 @@ impl EventKind {
             Self::RestoreSucceeded => "restore.succeeded",
             Self::RestoreFailed => "restore.failed",
             Self::PruneFailed => "prune.failed",
+            Self::VerifyFailed => "verify.failed",
+            Self::VerifyRtoBreach => "verify.rto_breach",
             Self::CopyFailed => "copy.failed",
             Self::AgentOffline => "agent.offline",
             Self::SecurityViolation => "security.violation",
@@ -144,6 +157,8 @@ impl EventKind {
             Self::RestoreSucceeded => "Restore succeeded",
             Self::RestoreFailed => "Restore failed",
             Self::PruneFailed => "Prune failed",
+            Self::VerifyFailed => "Restore drill failed",
+            Self::VerifyRtoBreach => "Recovery time over target",
             Self::CopyFailed => "Copy failed",
             Self::AgentOffline => "Agent offline",
             Self::SecurityViolation => "Security violation",

@@ -123,6 +123,114 @@ impl SqlCheck {
     }
 }
 
+/// A plan's restore drills (`verify`): when they run, what they restore and what they check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VerifySpec {
+    /// 5-field cron expression or `@daily`-style preset; without one, drills run only when
+    /// asked (API, UI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// IANA time zone the schedule is read in.
+    #[serde(default = "utc")]
+    pub timezone: String,
+    #[serde(default)]
+    pub mode: DrillMode,
+    /// Drill one of the newest this many restore points, drawn at random; 1: the newest.
+    #[serde(default = "one")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub random_of_last: u32,
+    /// `check` mode: each run reads the data of one part of this many of the packs (restic's
+    /// `--read-data-subset=n/t`, the part going round), so the whole repository is read every
+    /// `parts` runs; 1: all of it every run.
+    #[serde(default = "one")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub parts: u32,
+    /// SQL run against the restored copy, each with its expectation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<SqlCheck>,
+    /// A restore slower than this fails the drill (`rto` check, `verify.rto_breach` event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub rto_target_secs: Option<u64>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for VerifySpec {
+    fn default() -> Self {
+        Self {
+            schedule: None,
+            timezone: utc(),
+            mode: DrillMode::Restore,
+            random_of_last: 1,
+            parts: 1,
+            checks: Vec::new(),
+            rto_target_secs: None,
+        }
+    }
+}
+
+impl VerifySpec {
+    /// What is wrong, as (field below `verify.`, reason).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.schedule
+            && let Err(e) = crate::Schedule::parse(s, &self.timezone)
+        {
+            let field = if e.what.starts_with("timezone") {
+                "timezone"
+            } else {
+                "schedule"
+            };
+            out.push((field.to_string(), e.to_string()));
+        }
+        if !(1..=1000).contains(&self.random_of_last) {
+            out.push((
+                "random_of_last".into(),
+                format!(
+                    "{} is out of range; draw among 1 to 1000 of the newest restore points",
+                    self.random_of_last
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&self.parts) {
+            out.push((
+                "parts".into(),
+                format!(
+                    "{} is out of range; read the repository in 1 to 1000 parts",
+                    self.parts
+                ),
+            ));
+        }
+        if self.rto_target_secs == Some(0) {
+            out.push((
+                "rto_target_secs".into(),
+                "0 seconds can never be met; give the longest restore you accept".into(),
+            ));
+        }
+        if self.mode == DrillMode::Check && !self.checks.is_empty() {
+            out.push((
+                "checks".into(),
+                "a `check` drill restores nothing to run SQL against; use mode `restore`".into(),
+            ));
+        }
+        for (i, c) in self.checks.iter().enumerate() {
+            if let Err(e) = c.validate() {
+                out.push((format!("checks[{i}]"), e.to_string()));
+            }
+        }
+        out
+    }
+}
+
 /// An expectation on one value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expect {

@@ -73,6 +73,9 @@ word_enum! {
         Restore = "restore",
         /// Frees the space of forgotten restore points in an endpoint's repository.
         Prune = "prune",
+        /// A restore drill of one of a plan's restore points: restored into a throwaway copy
+        /// and checked, or read back and checked.
+        Verify = "verify",
     }
 }
 

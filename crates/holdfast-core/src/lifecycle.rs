@@ -68,8 +68,8 @@ impl Step {
                 &[Step::PreBackupLock, Step::PreBackupCheck, Step::Backup],
                 &[Step::BackupCleanup, Step::PostBackupUnlock],
             ),
-            // A prune runs no hooks.
-            crate::job::JobKind::Prune => (&[], &[]),
+            // A prune runs no hooks; nor does a drill, which never touches the source.
+            crate::job::JobKind::Prune | crate::job::JobKind::Verify => (&[], &[]),
         }
     }
 }

@@ -58,6 +58,9 @@ pub struct PlanSpec {
     /// Who is told about failures, and when the plan counts as missed or stale.
     #[serde(default, skip_serializing_if = "Alerts::is_default")]
     pub alerts: Alerts,
+    /// Restore drills that prove the plan's backups restore, and measure how long it takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::drill::VerifySpec>,
     /// Labels that group plans (`team = "payments"`): a user or token scoped to labels sees
     /// and acts on the plans that carry all of them, and no others.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -221,6 +224,11 @@ impl PlanSpec {
                     "copy.endpoint",
                     "is the plan's own endpoint; a copy must go to another one".into(),
                 );
+            }
+        }
+        if let Some(v) = &self.verify {
+            for (field, reason) in v.problems() {
+                bad(&format!("verify.{field}"), reason);
             }
         }
         if let Err(e) = Schedule::parse(&self.schedule, &self.timezone) {

@@ -448,6 +448,49 @@ async fn render(s: &AppState, open: bool) -> Result<String, StoreError> {
         );
     }
     o.family(
+        "holdfast_verify_last_success_timestamp_seconds",
+        "gauge",
+        "When the plan's last passing restore drill finished.",
+    );
+    let passed = store.last_passed_drill_per_plan().await?;
+    for (plan, at, _) in &passed {
+        o.sample(
+            "holdfast_verify_last_success_timestamp_seconds",
+            &[("plan", plan)],
+            secs(*at),
+        );
+    }
+    o.family(
+        "holdfast_verify_rto_seconds",
+        "gauge",
+        "The restore time the plan's last restore drill measured (its recovery time).",
+    );
+    for d in store.last_drill_per_plan().await? {
+        if let Some(ms) = d.rto_ms {
+            o.sample(
+                "holdfast_verify_rto_seconds",
+                &[("plan", &d.plan)],
+                secs(ms),
+            );
+        }
+    }
+    o.family(
+        "holdfast_verify_runs_total",
+        "counter",
+        "Restore drills that reported, by plan and status (passed, failed).",
+    );
+    for (plan, ok, n) in store.drill_counts().await? {
+        o.sample(
+            "holdfast_verify_runs_total",
+            &[
+                ("plan", &plan),
+                ("status", if ok { "passed" } else { "failed" }),
+            ],
+            n as f64,
+        );
+    }
+
+    o.family(
         "holdfast_proxy_denied_total",
         "counter",
         "Requests the repository proxy refused (this replica, since it started), by reason: \

@@ -484,6 +484,10 @@ pub struct PlanView {
     pub next_runs: Vec<String>,
     pub last_job: Option<JobSummary>,
     pub last_success: Option<String>,
+    /// When the next scheduled restore drill is due (RFC 3339, UTC), if one is scheduled.
+    pub next_drill: Option<String>,
+    /// The plan's newest restore drill (in the plan's own answer, not in lists).
+    pub last_drill: Option<crate::api::drills::DrillSummary>,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -511,6 +515,9 @@ pub struct JobParams {
     pub database: Option<String>,
     pub create: bool,
     pub force: bool,
+    /// Check drills: the part of the packs to read, (n, of).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -734,6 +741,8 @@ pub struct RestorePointView {
     pub added_bytes: u64,
     pub duration_secs: f64,
     pub tags: Vec<String>,
+    /// The newest restore drill of this restore point, if it was drilled.
+    pub verification: Option<crate::api::drills::DrillSummary>,
 }
 
 // ----- endpoint test -----

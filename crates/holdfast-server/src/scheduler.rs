@@ -35,6 +35,52 @@ pub struct TickReport {
     pub skipped: Vec<i64>,
     /// Prune jobs queued.
     pub prunes: Vec<i64>,
+    /// Restore drills queued.
+    pub drills: Vec<i64>,
+}
+
+/// A restore drill of `spec` (of `restore_point`, or of its newest ones), reading part
+/// `part` of the packs in check mode. A drill that finds a problem has done its work: it is
+/// not retried; one that could not run (the agent died) is, once.
+pub fn verify_job(
+    spec: &PlanSpec,
+    trigger: Trigger,
+    restore_point: Option<String>,
+    part: Option<(u32, u32)>,
+    now: i64,
+) -> NewJob {
+    let backoff = Backoff {
+        attempts: 2,
+        ..Backoff::default()
+    };
+    NewJob {
+        kind: JobKind::Verify,
+        plan: Some(spec.name.clone()),
+        endpoint: Some(spec.endpoint.clone()),
+        trigger,
+        max_attempts: i64::from(backoff.attempts),
+        params: serde_json::to_string(&JobParams {
+            backoff,
+            restore_point,
+            part,
+            ..JobParams::default()
+        })
+        .expect("params serialize"),
+        // The slot is the plan's `next_verify_at`, moved by compare-and-set; `fire_at` stays
+        // the backups' (one job per plan and backup slot).
+        fire_at: None,
+        run_after: now,
+    }
+}
+
+/// When the plan's next scheduled drill is due after `now` (Unix ms); `None` without one.
+pub fn next_verify(spec: &PlanSpec, now: i64) -> Option<i64> {
+    let v = spec.verify.as_ref()?;
+    let sched = Schedule::parse(v.schedule.as_deref()?, &v.timezone).ok()?;
+    let now = Timestamp::from_millisecond(now).unwrap_or_default();
+    sched
+        .next_after(now)
+        .map(|z| z.timestamp().as_millisecond())
 }
 
 /// A prune of `endpoint`'s repository.
@@ -106,6 +152,31 @@ pub async fn tick(store: &Store, now: i64) -> Result<TickReport, StoreError> {
     }
     while let Some(r) = fires.join_next().await {
         collect(Some(r), &mut report)?;
+    }
+    for (plan, expected) in store.due_verifies(now).await? {
+        let spec: PlanSpec = match serde_json::from_str(&plan.spec) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(plan = %plan.name, "stored plan is unreadable: {e}");
+                continue;
+            }
+        };
+        let next = next_verify(&spec, now);
+        let parts = spec.verify.as_ref().map_or(1, |v| v.parts.max(1));
+        let part = if parts > 1 {
+            let n = store.verify_part(&plan.name).await?;
+            Some(((n % i64::from(parts)) as u32 + 1, parts))
+        } else {
+            None
+        };
+        let job = verify_job(&spec, Trigger::Schedule, None, part, now);
+        if let Some(id) = store
+            .fire_verify(&plan.name, expected, next, &job, now)
+            .await?
+        {
+            tracing::info!(plan = %plan.name, job = id, "scheduled restore drill queued");
+            report.drills.push(id);
+        }
     }
     for (ep, expected) in store.due_prunes(now).await? {
         let spec: StoredEndpoint = match serde_json::from_str(&ep.spec) {

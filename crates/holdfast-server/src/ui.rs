@@ -50,6 +50,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/jobs/{id}", get(jobs::job))
         .route("/ui/jobs/{id}/events", get(jobs::job_events))
         .route("/ui/plans/{name}/run", post(run_now))
+        .route("/ui/plans/{name}/verify", post(verify_now))
+        .route("/ui/jobs/{id}/drill", get(jobs::drill_report))
         .route(
             "/ui/endpoints",
             get(endpoints::endpoints).post(endpoints::create_endpoint),
@@ -400,6 +402,18 @@ fn pager(at: usize, pages: usize) -> Markup {
 
 async fn run_now(State(s): State<Arc<AppState>>, Path(name): Path<String>, _: Posted) -> Response {
     match crate::api::plans::run_plan(State(s.clone()), Path(name)).await {
+        Ok((_, axum::Json(j))) => Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response(),
+        Err(e) => error_page(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+async fn verify_now(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    _: Posted,
+) -> Response {
+    let none = axum::body::Bytes::new();
+    match crate::api::drills::verify_plan(State(s.clone()), Path(name), none).await {
         Ok((_, axum::Json(j))) => Redirect::to(&format!("/ui/jobs/{}", j.id)).into_response(),
         Err(e) => error_page(StatusCode::CONFLICT, &e.to_string()),
     }

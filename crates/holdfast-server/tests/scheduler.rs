@@ -371,6 +371,85 @@ async fn prune_fires_on_the_endpoint_schedule_and_waits_for_backups(db: Db) {
     assert_eq!(next.map(|j| j.kind), Some(JobKind::Backup));
 }
 
+/// A plan's drill schedule fires one drill per slot, whatever the number of replicas ticking,
+/// apart from its backups (a drill and a backup due the same minute both run), never while
+/// another drill of the plan is pending, and check drills read the parts of the repository in
+/// turn.
+async fn drills_fire_on_their_own_schedule_once_per_slot_and_go_round_the_parts(db: Db) {
+    let store = &db.store().await;
+    let from = ms("2026-03-01T00:30:00Z");
+    plan(store, "drilled", "0 * * * *", "UTC", from).await;
+    // The plan's `verify` section, as the API stores it, and its first slot.
+    let mut r = store.get(Kind::Plan, "drilled").await.unwrap().unwrap();
+    let mut spec: serde_json::Value = serde_json::from_str(&r.spec).unwrap();
+    spec["verify"] = serde_json::json!({"schedule": "0 * * * *", "mode": "check", "parts": 3});
+    r.spec = spec.to_string();
+    let new = NewResource {
+        name: r.name.clone(),
+        spec: r.spec.clone(),
+        secrets: None,
+        plan: r.plan.clone(),
+    };
+    store.update(Kind::Plan, &new, None, from).await.unwrap();
+    let parsed: holdfast_core::plan::PlanSpec = serde_json::from_str(&r.spec).unwrap();
+    let first = holdfast_server::scheduler::next_verify(&parsed, from).unwrap();
+    assert_eq!(iso(first), "2026-03-01T01:00:00Z");
+    store.set_next_verify("drilled", Some(first)).await.unwrap();
+
+    let mut parts = Vec::new();
+    for hour in 1..=4 {
+        let now = ms(&format!("2026-03-01T0{hour}:00:05Z"));
+        // Two replicas tick the same moment.
+        let (a, b) = tokio::join!(tick(store, now), tick(store, now));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(
+            a.drills.len() + b.drills.len(),
+            1,
+            "hour {hour}: {a:?} {b:?}"
+        );
+        // The backup of the same slot fired too.
+        assert_eq!(a.queued.len() + b.queued.len(), 1, "hour {hour}");
+        let drills: Vec<_> = jobs(store, "drilled")
+            .await
+            .into_iter()
+            .filter(|j| j.kind == JobKind::Verify)
+            .collect();
+        assert_eq!(drills.len(), hour, "hour {hour}");
+        let last = drills.last().unwrap();
+        assert_eq!(last.trigger, Trigger::Schedule);
+        let params: serde_json::Value = serde_json::from_str(&last.params).unwrap();
+        parts.push(params["part"].clone());
+        finish_all(store, now).await;
+    }
+    assert_eq!(
+        parts,
+        [
+            serde_json::json!([1, 3]),
+            serde_json::json!([2, 3]),
+            serde_json::json!([3, 3]),
+            serde_json::json!([1, 3])
+        ]
+    );
+
+    // A slot due while the last drill is still queued makes no second one.
+    let now = ms("2026-03-01T05:00:05Z");
+    tick(store, now).await.unwrap();
+    let now = ms("2026-03-01T06:00:05Z");
+    let report = tick(store, now).await.unwrap();
+    assert!(report.drills.is_empty(), "{report:?}");
+    // ... and skips no part: the next drill reads the part after the pending one's.
+    finish_all(store, now).await;
+    let now = ms("2026-03-01T07:00:05Z");
+    assert_eq!(tick(store, now).await.unwrap().drills.len(), 1);
+    let last = jobs(store, "drilled")
+        .await
+        .into_iter()
+        .rfind(|j| j.kind == JobKind::Verify)
+        .unwrap();
+    let params: serde_json::Value = serde_json::from_str(&last.params).unwrap();
+    assert_eq!(params["part"], serde_json::json!([3, 3]));
+}
+
 on_both_stores!(
     missed_fires_after_downtime_run_once,
     fires_in_the_plan_time_zone_across_dst,
@@ -379,4 +458,5 @@ on_both_stores!(
     two_replicas_make_exactly_one_job_per_fire,
     an_expired_lease_requeues_then_gives_up,
     prune_fires_on_the_endpoint_schedule_and_waits_for_backups,
+    drills_fire_on_their_own_schedule_once_per_slot_and_go_round_the_parts,
 );

@@ -131,7 +131,7 @@ pub struct LogLine {
 }
 
 impl Store {
-    async fn insert_job_in(
+    pub(crate) async fn insert_job_in(
         conn: &mut sqlx::AnyConnection,
         new: &NewJob,
         state: JobState,

@@ -10,6 +10,7 @@
 mod access;
 mod agents;
 mod alerts;
+mod drills;
 mod jobs;
 mod migrate;
 mod received;
@@ -30,6 +31,7 @@ use crate::row::col;
 pub use access::{AuditFilter, AuditRow, NewToken, SessionRow, TokenRow, UserChange, UserRow};
 pub use agents::{AgentRow, StepRow};
 pub use alerts::{Attempt, AttemptRow, DeliveryRow, EventRow, NewEvent, PlanAlert};
+pub use drills::DrillRow;
 pub use jobs::{FireOutcome, Job, JobFilter, JobUpdate, LogLine, NewJob};
 pub use resources::{Kind, NewResource, PlanCols, Resource};
 pub use stats::{Durations, RunCount};

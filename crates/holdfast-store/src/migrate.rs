@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_oidc.sql")),
     (8, include_str!("../migrations/0008_scope.sql")),
     (9, include_str!("../migrations/0009_received.sql")),
+    (10, include_str!("../migrations/0010_drills.sql")),
 ];
 
 /// Arbitrary, fixed: "holdfast" in ASCII, truncated to fit.

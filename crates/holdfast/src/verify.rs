@@ -127,6 +127,7 @@ pub(crate) fn verify(args: VerifyArgs, quiet: bool) -> Result<(), Error> {
         jobs: args.jobs.max(1),
         root: args.scratch_dir.unwrap_or_else(default_root),
         into,
+        part: None,
     };
     let report = holdfast_engine::drill::run(&repo, &snap, &opts);
     let json = || serde_json::to_string_pretty(&report).unwrap_or_default();

@@ -6,7 +6,7 @@
 //! Along its seams: this file runs the attempt (the step loop, retries, the always-run steps);
 //! [`log`] batches the job's log lines to the server, [`heartbeat`] renews the lease, [`env`]
 //! is what hooks see, and each operation has its file: [`backup`], [`restore`], [`prune`],
-//! [`copy`].
+//! [`copy`], [`verify`] (restore drills).
 
 mod backup;
 mod copy;
@@ -15,6 +15,7 @@ mod heartbeat;
 mod log;
 mod prune;
 mod restore;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -337,6 +338,9 @@ impl Ctx {
         }
         if let Work::Prune = self.t.work {
             return self.prune().await;
+        }
+        if let Work::Verify { .. } = self.t.work {
+            return self.verify().await;
         }
         let (main, _) = Step::plan_for(self.t.kind());
         let mut result: Result<Done, Failure> = Ok(Done::default());

@@ -48,6 +48,9 @@ pub struct DrillOptions {
     /// the drill makes a database of its own there and drops it afterwards. Refused when it
     /// is the source's own server and database.
     pub into: Option<holdfast_core::SourceSpec>,
+    /// Check mode: read part `.0` of `.1` of the repository's packs (restic's n/t) instead of
+    /// the restore point's data, so that drills in turn read the whole repository.
+    pub part: Option<(u32, u32)>,
 }
 
 impl Default for DrillOptions {
@@ -59,6 +62,7 @@ impl Default for DrillOptions {
             jobs: 2,
             root: default_root(),
             into: None,
+            part: None,
         }
     }
 }
@@ -318,6 +322,26 @@ pub fn run(repo: &Repo, snap: &SnapshotInfo, opts: &DrillOptions) -> DrillReport
     };
     let kind = SourceKind::parse(&source);
     match (opts.mode, kind) {
+        (DrillMode::Check, _) if opts.part.is_some() => {
+            let (n, of) = opts.part.unwrap_or((1, 1));
+            let started = Instant::now();
+            match repo.check_reading(crate::repo::ReadData::Subset { n, of }) {
+                Ok(()) => d.check(
+                    CheckKind::Read,
+                    format!("packs, part {n} of {of}"),
+                    true,
+                    "every pack of the part reads back, authenticated",
+                    format!("read in {:.1} s", started.elapsed().as_secs_f64()),
+                    "",
+                ),
+                Err(e) => d.failed(
+                    CheckKind::Read,
+                    format!("packs, part {n} of {of}"),
+                    "every pack of the part reads back, authenticated",
+                    e,
+                ),
+            }
+        }
         (DrillMode::Check, _) | (_, None | Some(SourceKind::Command)) => {
             if opts.mode == DrillMode::Restore {
                 d.notes.push(

@@ -11,8 +11,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use holdfast_core::agent::{
-    Finish, Heartbeat, HeartbeatReply, Hello, LogLines, Outcome, StepReport, StepState, Ticket,
-    labels_match,
+    DrillResult, Finish, Heartbeat, HeartbeatReply, Hello, LogLines, Outcome, StepReport,
+    StepState, Ticket, labels_match,
 };
 use holdfast_core::job::{Event, JobKind, JobState, transition};
 use holdfast_core::lifecycle::{COPY, RELEASED, Step};
@@ -38,6 +38,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(log))
         .routes(routes!(step))
         .routes(routes!(finish))
+        .routes(routes!(drill))
 }
 
 /// An agent counts as online when it was heard from this recently (its long-polls return at
@@ -227,7 +228,8 @@ enum Selector {
 /// label-restricted job, with its secrets, must never go to the wrong one.
 async fn selector(s: &AppState, j: &Job) -> Result<Selector, String> {
     let source = match j.kind {
-        JobKind::Backup => {
+        // A drill runs where the plan's backups run: next to the database, with its tools.
+        JobKind::Backup | JobKind::Verify => {
             let Some(p) = &j.plan else {
                 return Ok(Selector::Gone);
             };
@@ -541,6 +543,59 @@ pub async fn step(
                 detail: r.detail,
             },
         )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/agents/{name}/jobs/{id}/drill", security(("token" = ["agent"])), tag = "agents", request_body = DrillResult,
+    description = "Records a restore drill's report, before the attempt's finish. The server keeps the newest report of each job.",
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn drill(
+    State(s): State<Arc<AppState>>,
+    Path((name, id)): Path<(String, String)>,
+    Body(r): Body<DrillResult>,
+) -> ApiResult<StatusCode> {
+    let id = job_id(&id)?;
+    let job = held(&s, id, &name).await?;
+    if job.kind != JobKind::Verify {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is a {} job, not a restore drill",
+            job.kind
+        )));
+    }
+    if i64::from(r.attempt) != job.attempt {
+        return Err(ApiError::field(
+            "attempt",
+            format!("job {id} is at attempt {}", job.attempt),
+        ));
+    }
+    if r.report.snapshot.len() != 64 || !r.report.snapshot.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::field(
+            "report.snapshot",
+            "not a restore point id (64 hexadecimal digits)",
+        ));
+    }
+    let (Some(plan), Some(endpoint)) = (job.plan.clone(), job.endpoint.clone()) else {
+        return Err(ApiError::Internal(format!(
+            "drill job {id} names no plan or endpoint"
+        )));
+    };
+    s.store
+        .record_drill(&holdfast_store::DrillRow {
+            job_id: id,
+            plan,
+            endpoint,
+            snapshot_id: r.report.snapshot.clone(),
+            mode: match r.report.mode {
+                holdfast_core::drill::DrillMode::Restore => "restore".into(),
+                holdfast_core::drill::DrillMode::Check => "check".into(),
+            },
+            passed: r.report.passed,
+            rto_ms: r.report.rto_secs.map(|s| (s * 1000.0).round() as i64),
+            finished_at: s.now(),
+            report: serde_json::to_string(&r.report)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

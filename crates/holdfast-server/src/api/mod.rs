@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`: routing, authentication, errors, and the OpenAPI document.
 
 pub(crate) mod agents;
+pub(crate) mod drills;
 mod ticket;
 pub(crate) use ticket::access_of;
 mod audit;
@@ -186,11 +187,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de)
-            .map(Body)
-            .map_err(|e| ApiError::Invalid(vec![json_field_error(&e)]))
+        decode_json(&bytes).map(Body)
     }
+}
+
+/// Reads a JSON body as [`Body`] does: every problem a 422 naming the field.
+pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| ApiError::Invalid(vec![json_field_error(&e)]))
 }
 
 fn json_field_error(e: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
@@ -341,6 +345,7 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(endpoints::router())
         .merge(sources::router())
         .merge(plans::router())
+        .merge(drills::router())
         .merge(jobs::router())
         .merge(restores::router())
         .merge(tokens::router())

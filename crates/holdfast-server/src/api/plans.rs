@@ -44,6 +44,19 @@ pub(crate) async fn plan_view(s: &AppState, r: &Resource, detail: bool) -> ApiRe
         }
         _ => vec![],
     };
+    let next_drill = (!cols.paused)
+        .then(|| crate::scheduler::next_verify(&spec, s.now()))
+        .flatten()
+        .map(rfc3339);
+    let last_drill = if detail {
+        s.store
+            .drills_of_plan(&r.name, 1)
+            .await?
+            .first()
+            .map(super::drills::DrillSummary::of)
+    } else {
+        None
+    };
     let (last_job, last_success) = if detail {
         let last = s.store.last_job(&r.name, None).await?;
         let ok = s.store.last_job(&r.name, Some(JobState::Succeeded)).await?;
@@ -64,6 +77,8 @@ pub(crate) async fn plan_view(s: &AppState, r: &Resource, detail: bool) -> ApiRe
         next_runs,
         last_job,
         last_success,
+        next_drill,
+        last_drill,
         version: r.version,
         created_at: rfc3339(r.created_at),
         updated_at: rfc3339(r.updated_at),
@@ -255,6 +270,18 @@ pub(crate) async fn save_plan(
         dry_run,
     )
     .await?;
+    if !dry_run {
+        // A drill schedule that is unchanged keeps its pending slot.
+        let changed = before
+            .as_ref()
+            .is_none_or(|b| b.verify != spec.verify || b.paused != spec.paused);
+        if changed {
+            let next = (!spec.paused)
+                .then(|| crate::scheduler::next_verify(&spec, s.now()))
+                .flatten();
+            s.store.set_next_verify(&spec.name, next).await?;
+        }
+    }
     Ok(tagged(status, r.version, plan_view(s, &r, true).await?))
 }
 

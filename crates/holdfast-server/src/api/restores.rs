@@ -55,6 +55,13 @@ pub async fn restore_points(
             ));
         }
     };
+    let drills: std::collections::HashMap<String, super::drills::DrillSummary> = s
+        .store
+        .latest_drills_on(&endpoint)
+        .await?
+        .iter()
+        .map(|d| (d.snapshot_id.clone(), super::drills::DrillSummary::of(d)))
+        .collect();
     let repo = s.repo(&endpoint).await?;
     let snaps = tokio::task::spawn_blocking(move || repo.snapshots())
         .await
@@ -70,7 +77,6 @@ pub async fn restore_points(
             source_kind: sn.meta.as_ref().map(|m| m.source.clone()),
             database: sn.meta.as_ref().and_then(|m| m.database.clone()),
             source_host: sn.meta.as_ref().and_then(|m| m.db_host.clone()),
-            id: sn.id,
             short_id: sn.short_id,
             time: sn.time,
             hostname: sn.hostname,
@@ -78,6 +84,8 @@ pub async fn restore_points(
             added_bytes: sn.added_bytes,
             duration_secs: sn.duration_secs,
             tags: sn.tags,
+            verification: drills.get(&sn.id).cloned(),
+            id: sn.id,
         })
         .collect();
     out.reverse();
@@ -230,6 +238,7 @@ pub async fn create_restore(
         database: input.database,
         create: input.create,
         force: input.force,
+        part: None,
     };
     let job = NewJob {
         kind: JobKind::Restore,

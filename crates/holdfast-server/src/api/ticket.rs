@@ -39,7 +39,7 @@ pub(super) async fn ticket(
     embedded: bool,
 ) -> ApiResult<Ticket> {
     let plan = match j.kind {
-        JobKind::Backup | JobKind::Restore => Some(job_plan(s, j).await?),
+        JobKind::Backup | JobKind::Restore | JobKind::Verify => Some(job_plan(s, j).await?),
         JobKind::Prune => None,
     };
     let endpoint = j
@@ -66,7 +66,10 @@ pub(super) async fn ticket(
         (Some(p), JobKind::Backup) => {
             Some(grant(&endpoint, Access::Backup, p, source_kind.clone()))
         }
-        (Some(p), JobKind::Restore) => Some(grant(&endpoint, Access::Restore, p, None)),
+        // A drill only reads the repository, as a restore does.
+        (Some(p), JobKind::Restore | JobKind::Verify) => {
+            Some(grant(&endpoint, Access::Restore, p, None))
+        }
         _ => None,
     };
     if j.kind == JobKind::Prune && !embedded && access_of(&ep)? == AgentAccess::Server {
@@ -118,6 +121,18 @@ pub(super) async fn ticket(
             }
         }
         (JobKind::Prune, _) => Work::Prune,
+        (JobKind::Verify, Some(plan)) => {
+            let params: JobParams = serde_json::from_str(&j.params).map_err(|e| {
+                ApiError::Internal(format!("the drill's stored parameters are unreadable: {e}"))
+            })?;
+            Work::Verify {
+                drill: DrillTicket {
+                    restore_point: params.restore_point,
+                    part: params.part,
+                },
+                plan,
+            }
+        }
         (kind, None) => return Err(ApiError::Internal(format!("a {kind} job without a plan"))),
     };
     // Attempts that started their lifecycle and never released it: their agent died.

@@ -398,6 +398,45 @@ impl Context {
                 events.push(self.event(n, p, format!("restore:{}", j.id), Some(j.id), true, now));
                 Ok((None, events))
             }
+            // One event per failed drill: a slow restore alone is an RTO breach; anything
+            // else (a check that does not hold, a copy that cannot be made) is a failure.
+            (JobKind::Verify, JobState::Failed, Some(plan)) => {
+                let report = s.store.drill_of_job(j.id).await?.and_then(|d| {
+                    serde_json::from_str::<holdfast_core::drill::DrillReport>(&d.report).ok()
+                });
+                let only_rto = report.as_ref().is_some_and(|r| {
+                    let mut failed = r.failures().peekable();
+                    failed.peek().is_some()
+                        && failed.all(|c| c.kind == holdfast_core::drill::CheckKind::Rto)
+                });
+                let kind = if only_rto {
+                    EventKind::VerifyRtoBreach
+                } else {
+                    EventKind::VerifyFailed
+                };
+                let mut n = notification(kind, j, now);
+                n.source = self.source_of(plan);
+                n.title = format!("{}: plan `{plan}`", kind.title());
+                if let Some(r) = &report {
+                    n.snapshot_id = Some(r.snapshot.clone());
+                    n.duration_secs = r.rto_secs;
+                }
+                n.text = match (&report, only_rto) {
+                    (Some(r), true) => format!(
+                        "A restore drill of `{plan}` restored restore point {} in {:.0} s, over the plan's target of {} s.",
+                        &r.snapshot[..8.min(r.snapshot.len())],
+                        r.rto_secs.unwrap_or(0.0),
+                        r.rto_target_secs.unwrap_or(0)
+                    ),
+                    (Some(r), false) => format!("{}.", r.summary()),
+                    (None, _) => format!(
+                        "A restore drill of `{plan}` could not run: {}",
+                        j.error.as_deref().unwrap_or("no reason given")
+                    ),
+                };
+                events.push(self.event(n, plan, format!("verify:{}", j.id), Some(j.id), true, now));
+                Ok((None, events))
+            }
             (JobKind::Prune, JobState::Failed, _) => {
                 let ep = j.endpoint.clone().unwrap_or_default();
                 let mut n = notification(EventKind::PruneFailed, j, now);

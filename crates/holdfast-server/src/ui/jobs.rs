@@ -110,6 +110,13 @@ pub(super) async fn job(
         Err(e) => return error_page(StatusCode::NOT_FOUND, &e.to_string()),
     };
     let last_log = log.last().map(|l| l.id).unwrap_or(0);
+    // A drill's report, as its text.
+    let drill = match j.kind {
+        JobKind::Verify => s.store.drill_of_job(id).await.ok().flatten().and_then(|d| {
+            serde_json::from_str::<holdfast_core::drill::DrillReport>(&d.report).ok()
+        }),
+        _ => None,
+    };
     page(
         &format!("Job {id}"),
         Some(&sess),
@@ -121,13 +128,22 @@ pub(super) async fn job(
                 @match j.kind {
                     JobKind::Restore => p { "Read from the repository " span #read { (bytes(j.bytes_read)) }
                         ", written to the target " span #written { (bytes(j.bytes_written)) } " " span #rate {} },
-                    JobKind::Prune => {},
+                    JobKind::Prune | JobKind::Verify => {},
                     JobKind::Backup => p { "Read " span #read { (bytes(j.bytes_read)) } ", added to the repository "
                         span #written { (bytes(j.bytes_written)) } " " span #rate {} },
                 }
                 progress #progress max="1" value=(if j.state.is_final() { "1" } else { "0" }) {}
                 @if let Some(e) = &j.error { p.error #error role="alert" { (e) } }
                 @if let Some(snap) = &j.snapshot_id { p { "Restore point " code #snapshot { (snap) } } }
+            }
+            @if let Some(r) = &drill {
+                h2 { "Drill report" }
+                p { span #drill-result class={"badge " (if r.passed { "succeeded" } else { "failed" })} {
+                        (if r.passed { "passed" } else { "failed" }) }
+                    " " (r.summary()) " · "
+                    a #drill-download href={"/ui/jobs/" (j.id) "/drill?format=text"} download { "download (text)" }
+                    " · " a href={"/ui/jobs/" (j.id) "/drill?format=json"} download { "JSON" } }
+                pre #drill-report { (r.text()) }
             }
             h2 { "Steps" }
             table #steps {
@@ -204,4 +220,22 @@ pub(super) async fn job_events(
 #[derive(Deserialize)]
 pub(super) struct AfterQuery {
     after: Option<i64>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct DrillFormat {
+    format: Option<String>,
+}
+
+/// A drill's report to download (text for audits, or JSON).
+pub(super) async fn drill_report(
+    State(s): State<Arc<AppState>>,
+    _sess: Session,
+    Path(id): Path<i64>,
+    axum::extract::Query(q): axum::extract::Query<DrillFormat>,
+) -> Response {
+    match crate::api::drills::report_response(&s, id, q.format.as_deref()).await {
+        Ok(r) => r,
+        Err(e) => error_page(StatusCode::NOT_FOUND, &e.to_string()),
+    }
 }

@@ -45,6 +45,12 @@ async fn plan_page(
         Err(page) => return page,
     };
     let points = points_of(s, name).await;
+    let last_drill = s
+        .store
+        .drills_of_plan(name, 1)
+        .await
+        .ok()
+        .and_then(|d| d.first().map(crate::api::drills::DrillSummary::of));
     let sources = names(s, Kind::Source).await;
     let mut values = values.clone();
     values
@@ -70,6 +76,13 @@ async fn plan_page(
             form.inline method="post" action={"/ui/plans/" (name) "/run"} {
                 input type="hidden" name="csrf" value=(sess.csrf);
                 button.run { "Run now" }
+            }
+            " "
+        }
+        @if sess.may(&format!("/ui/plans/{name}/verify")) {
+            form.inline method="post" action={"/ui/plans/" (name) "/verify"} {
+                input type="hidden" name="csrf" value=(sess.csrf);
+                button #verify { "Run drill now" }
             }
             " "
         }
@@ -99,6 +112,22 @@ async fn plan_page(
                     @if hooks.is_empty() { "none" }
                     ul { @for (st, h) in &hooks { li { strong { (st) } " (timeout " (h.timeout_secs) " s): " code { (super::short(&h.run, 120)) } } } }
                 } }
+                tr { th { "Restore drills" } td #drills {
+                    @match &spec.verify {
+                        Some(v) => {
+                            (match v.mode { holdfast_core::drill::DrillMode::Restore => "restore into a throwaway copy", holdfast_core::drill::DrillMode::Check => "read and check" })
+                            @if let Some(sc) = &v.schedule { ", " code { (sc) } " " (v.timezone) } @else { ", when asked" }
+                            @if let Some(t) = v.rto_target_secs { ", recovery time target " (t) " s" }
+                            @if !v.checks.is_empty() { ", " (v.checks.len()) " SQL check(s)" }
+                        },
+                        None => "none scheduled (Run drill now drills the newest restore point)",
+                    }
+                    @if let Some(d) = &last_drill {
+                        br; span #last-drill class={"badge " (if d.passed { "succeeded" } else { "failed" })} {
+                            (drill_badge(d)) }
+                        " " a href={"/ui/jobs/" (d.job)} { "report" }
+                    }
+                } }
                 tr { th { "Retries" } td { (spec.retry.attempts) " attempts, waiting " (spec.retry.base_secs) " s doubling to " (spec.retry.cap_secs) " s" } }
             }
         }
@@ -111,12 +140,17 @@ async fn plan_page(
                     (super::bytes(points.iter().map(|p| p.added_bytes as i64).sum())) " to the repository, for "
                     (super::bytes(points.iter().map(|p| p.bytes as i64).sum())) " of dumps" }
                 table #restore-points {
-                    thead { tr { th { "Restore point" } th { "Taken" } th { "Database" } th { "Size" } th { "Restore to…" } } }
+                    thead { tr { th { "Restore point" } th { "Taken" } th { "Database" } th { "Size" } th { "Verified" } th { "Restore to…" } } }
                     tbody { @for p in points {
                         tr data-point=(p.short_id) {
                             td { code { (p.short_id) } } td { (super::when_text(&p.time)) }
                             td { (p.database.clone().unwrap_or_default()) }
                             td { (super::bytes(p.bytes as i64)) }
+                            td.verified { @match &p.verification {
+                                Some(d) => { span class={"badge " (if d.passed { "succeeded" } else { "failed" })} title=(d.summary) { (drill_badge(d)) }
+                                    " " a href={"/ui/jobs/" (d.job)} { "report" } },
+                                None => "not yet",
+                            } }
                             td {
                                 @let inputs = vec![
                                     select("target_source", "Into source", sources.clone()),
@@ -138,6 +172,16 @@ async fn plan_page(
         }
     };
     (status, page(&format!("Plan {name}"), Some(sess), body)).into_response()
+}
+
+/// "verified <time>, restored in 41 s", or "drill failed <time>" (the UI's one time format).
+fn drill_badge(d: &crate::api::drills::DrillSummary) -> maud::Markup {
+    let when = super::when_text(&d.verified_at);
+    html! { @match (d.passed, d.rto_secs) {
+        (true, Some(rto)) => { "verified " (when) ", restored in " (format!("{rto:.0}")) " s" },
+        (true, None) => { "verified " (when) " (data read back)" },
+        (false, _) => { "drill failed " (when) },
+    } }
 }
 
 #[derive(Deserialize)]

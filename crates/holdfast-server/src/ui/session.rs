@@ -246,7 +246,9 @@ fn need_of(path: &str) -> Option<Perm> {
     Some(match path {
         // One's own tokens: the handler lets each see and revoke only their own.
         "/ui/logout" | "/ui/tokens" | "/ui/tokens/{id}/revoke" => return None,
-        "/ui/plans/{name}/run" | "/ui/plans/{name}/restore" => Perm::Run,
+        "/ui/plans/{name}/run" | "/ui/plans/{name}/restore" | "/ui/plans/{name}/verify" => {
+            Perm::Run
+        }
         "/ui/endpoints"
         | "/ui/endpoints/{name}"
         | "/ui/endpoints/{name}/test"

@@ -24,7 +24,7 @@ const HOOK_SECRET: &str = "hook-secret-never-in-a-body";
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     path: String,
     headers: BTreeMap<String, String>,
     body: String,
@@ -33,20 +33,20 @@ struct Received {
 }
 
 impl Received {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 }
 
 /// An HTTP receiver on loopback that records every request and answers `status`.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
 }
 
 impl Receiver {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -96,12 +96,12 @@ impl Receiver {
         Self { url, got, status }
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub(crate) fn got(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 
     /// The `event` of every request answered with 200, in order.
-    fn events(&self) -> Vec<String> {
+    pub(crate) fn events(&self) -> Vec<String> {
         self.got()
             .iter()
             .filter(|r| r.answered == 200)
@@ -111,7 +111,7 @@ impl Receiver {
 }
 
 /// Polls `cond` until it holds; fails with `why()` after `secs`.
-fn wait_for(secs: u64, cond: impl Fn() -> bool, why: impl Fn() -> String) {
+pub(crate) fn wait_for(secs: u64, cond: impl Fn() -> bool, why: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !cond() {
         assert!(Instant::now() < deadline, "{}", why());

@@ -7,6 +7,7 @@ mod helpers;
 mod agents;
 mod alert_rules;
 mod alerts;
+mod drills;
 mod endpoints;
 mod failures;
 mod latest;
