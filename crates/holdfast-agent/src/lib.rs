@@ -198,7 +198,7 @@ pub async fn run(
         slots: config.slots.max(1),
     });
     // A restore drill killed with the agent left a throwaway server and its directory.
-    let root = holdfast_engine::drill::default_root();
+    let root = config.policy.drills_root();
     for removed in tokio::task::spawn_blocking(move || holdfast_engine::drill::sweep(&root))
         .await
         .unwrap_or_default()

@@ -24,6 +24,18 @@ pub struct Policy {
     /// Never read or written, whatever `paths` says (the embedded agent: the server's data
     /// directory).
     pub never: Vec<PathBuf>,
+    /// Where restore drills' throwaway copies live (`--drill-dir`); `None`: the temporary
+    /// directory's `holdfast-drills`.
+    pub drill_dir: Option<PathBuf>,
+}
+
+impl Policy {
+    /// Where this agent's restore drills make their throwaway copies.
+    pub fn drills_root(&self) -> PathBuf {
+        self.drill_dir
+            .clone()
+            .unwrap_or_else(holdfast_engine::drill::default_root)
+    }
 }
 
 /// Whether `run` names a hook (a file in the hooks directory) rather than holding a script.
@@ -45,6 +57,7 @@ impl Policy {
             commands: true,
             paths: vec![PathBuf::from("/")],
             never,
+            drill_dir: None,
         }
     }
 

@@ -46,6 +46,11 @@ pub(crate) struct AgentArgs {
     /// lie; none by default.
     #[arg(long = "allow-path")]
     allow_paths: Vec<std::path::PathBuf>,
+    /// Where restore drills make their throwaway copies (a private directory each, removed
+    /// afterwards; what a killed drill left is removed at the agent's next start). The
+    /// database server's system user must be able to pass through its parents.
+    #[arg(long, env = "HOLDFAST_DRILL_DIR", value_name = "DIR")]
+    drill_dir: Option<std::path::PathBuf>,
 }
 
 /// Where an agent named `name` keeps its credential by default.
@@ -85,6 +90,7 @@ pub(crate) fn agent(args: AgentArgs) -> Result<(), Error> {
             commands: args.allow_commands,
             paths: args.allow_paths,
             never: vec![],
+            drill_dir: args.drill_dir,
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

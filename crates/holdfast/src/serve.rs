@@ -118,6 +118,7 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
             commands: args.agent_allow_commands,
             paths: args.agent_allow_paths,
             never: vec![],
+            drill_dir: None,
         },
         lease: std::time::Duration::from_secs(args.lease_secs.max(1)),
         poll: std::time::Duration::from_millis(1000),

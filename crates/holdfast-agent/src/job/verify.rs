@@ -4,7 +4,7 @@
 
 use holdfast_core::agent::{DrillResult, Work};
 use holdfast_engine::Repo;
-use holdfast_engine::drill::{DrillOptions, default_root};
+use holdfast_engine::drill::DrillOptions;
 use holdfast_engine::repo::SnapshotFilter;
 
 use super::*;
@@ -41,7 +41,7 @@ impl Ctx {
             sql_checks: spec.checks.clone(),
             rto_target_secs: spec.rto_target_secs,
             jobs: 2,
-            root: default_root(),
+            root: self.policy.drills_root(),
             into: None,
             part: drill.part,
         };

@@ -39,6 +39,19 @@ impl Scratch {
     pub fn new(root: &Path, run_as: Option<User>) -> Result<Self> {
         let io = |p: &Path, e: std::io::Error| Error::Other(format!("{}: {e}", p.display()));
         std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
+        if let Some(u) = &run_as
+            && let Some(closed) = closed_to(root, u)
+        {
+            return Err(Error::Other(format!(
+                "the throwaway server runs as the system user `{}`, who cannot pass through \
+                 {} (on the way to {}); give drills a directory that user can reach \
+                 (--scratch-dir for `holdfast verify`, --drill-dir or HOLDFAST_DRILL_DIR for \
+                 an agent), such as /var/tmp/holdfast-drills",
+                u.name,
+                closed.display(),
+                root.display()
+            )));
+        }
         // Others may pass through the root (a server's user must reach its directory) but
         // not list it; each drill's directory is private.
         set_mode(root, 0o711)?;
@@ -306,6 +319,24 @@ pub(crate) fn run_as(names: &[&str], engine: &str) -> Result<Option<User>> {
          unprivileged user",
         names[0]
     )))
+}
+
+/// The first parent of `root` that `user` may not pass through (no search permission for
+/// it as owner, group or other), if any.
+fn closed_to(root: &Path, user: &User) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    root.ancestors().skip(1).find_map(|dir| {
+        let m = std::fs::metadata(dir).ok()?;
+        let mode = m.mode();
+        let may = if m.uid() == user.uid.as_raw() {
+            mode & 0o100 != 0
+        } else if m.gid() == user.gid.as_raw() {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        (!may).then(|| dir.to_path_buf())
+    })
 }
 
 /// Free bytes on the file system holding `dir`.

@@ -385,3 +385,89 @@ fn a_drill_section_that_makes_no_sense_is_refused_naming_the_field() {
     let (code, _) = s.call("GET", "/api/v1/plans/p", None);
     assert_eq!(code, 404);
 }
+
+/// Whether `pid` runs (a zombie does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn an_agent_killed_mid_drill_cleans_up_at_its_next_start_and_the_drill_is_tried_again() {
+    use crate::agents::{Agent, wait_agents};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &["--lease-secs", "2"]);
+    let db = PgDb::new();
+    db.pgbench(10);
+    s.ok(
+        "POST",
+        "/api/v1/sources",
+        Some(&json!({"name": "shop", "kind": "postgres", "url": db.url(), "labels": {"site": "db1"}})),
+    );
+    s.ok(
+        "POST",
+        "/api/v1/plans",
+        Some(&json!({"name": "p", "source": "shop", "endpoint": "local", "schedule": "@daily"})),
+    );
+    // Where the agents' drills make their throwaway servers (outside the server's private
+    // data directory, which the `postgres` user cannot pass through).
+    let tmp = tempfile::tempdir().unwrap();
+    let drills = tmp.path().join("drills");
+    let drills_s = drills.display().to_string();
+    let env = [("HOLDFAST_DRILL_DIR", drills_s.as_str())];
+    let mut first = Agent::start_with_env(&s, "db1", &["site=db1"], TOKEN, &env);
+    wait_agents(&s, &["db1"]);
+    backup(&s, "p");
+    let id = s.ok("POST", "/api/v1/plans/p/verify", None)["id"]
+        .as_i64()
+        .unwrap();
+    // Mid-drill: its throwaway PostgreSQL runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let server_pid: u32 = loop {
+        let pid = std::fs::read_dir(&drills).ok().and_then(|rd| {
+            rd.flatten()
+                .find_map(|e| std::fs::read_to_string(e.path().join("server")).ok())
+        });
+        let pid = pid.and_then(|p| p.trim().parse().ok()).unwrap_or(0);
+        if pid != 0 && running(pid) {
+            break pid;
+        }
+        let j = s.ok("GET", &format!("/api/v1/jobs/{id}"), None);
+        assert!(
+            std::time::Instant::now() < deadline && !finished(j["state"].as_str().unwrap()),
+            "no throwaway server appeared: {j:#}\n{}",
+            first.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    first.kill9();
+    assert!(
+        running(server_pid),
+        "the throwaway server outlives its agent"
+    );
+
+    let second = Agent::start_with_env(&s, "db1b", &["site=db1"], TOKEN, &env);
+    let j = s.wait_job(id, finished);
+    assert_eq!(j["state"], "succeeded", "{j}\n{}", second.log());
+    assert_eq!(j["attempt"], 2, "{j}");
+    assert!(
+        second
+            .log()
+            .contains("leftovers of an interrupted restore drill"),
+        "{}",
+        second.log()
+    );
+    crate::agents::wait_for("the killed drill's server to be gone", || {
+        !running(server_pid)
+    });
+    let left: Vec<_> = std::fs::read_dir(&drills)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let report = s.ok("GET", &format!("/api/v1/jobs/{id}/drill"), None);
+    assert_eq!(report["passed"], true, "{report:#}");
+}

@@ -667,3 +667,40 @@ fn a_drill_of_a_random_recent_restore_point_takes_one_of_the_newest() {
     let err = env.fails(&["verify", &ids[0], "--random-of-last", "2"], 2);
     assert!(err.contains("give `latest`"), "{err}");
 }
+
+#[test]
+fn a_scratch_directory_the_database_user_cannot_reach_is_refused_naming_it() {
+    // Only root drills PostgreSQL as another user (`postgres`); this machine's tests run as root.
+    if !nix_is_root() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let db = PgDb::new();
+    db.psql("CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
+    let snap = env.backup(&db.url(), &[]);
+    let private = env.path("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(
+        &private,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+    )
+    .unwrap();
+    let (code, report, stderr) = drill(&env, &snap, &private.join("drills"), &[]);
+    assert_eq!(code, 18, "{stderr}");
+    assert!(
+        stderr.contains("cannot pass through")
+            && stderr.contains(&private.display().to_string())
+            && stderr.contains("--scratch-dir"),
+        "{stderr}"
+    );
+    assert!(checks(&report, "restore").is_empty());
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+}
