@@ -9,19 +9,11 @@ use holdfast_core::SourceSpec;
 use holdfast_core::drill::CheckKind;
 
 use super::Drill;
-use super::scratch::Scratch;
 use crate::manifest::Entries;
 
 pub(super) fn drill(d: &mut Drill) {
-    if !d.room_for(1) {
+    let Some(scratch) = d.local_scratch(1) else {
         return;
-    }
-    let scratch = match Scratch::new(&d.opts.root, None) {
-        Ok(s) => s,
-        Err(e) => {
-            d.failed(CheckKind::Scratch, "drill directory", "it is made", e);
-            return;
-        }
     };
     let target = scratch.path("files");
     d.scratch = format!("a new folder {}, removed afterwards", target.display());

@@ -219,6 +219,21 @@ impl Drill<'_> {
         }
     }
 
+    /// A private directory for a copy that needs no server (a file, a folder), after the
+    /// free-space check for `factor` times the restore point.
+    pub fn local_scratch(&mut self, factor: u64) -> Option<scratch::Scratch> {
+        if !self.room_for(factor) {
+            return None;
+        }
+        match scratch::Scratch::new(&self.opts.root, None) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.failed(CheckKind::Scratch, "drill directory", "it is made", e);
+                None
+            }
+        }
+    }
+
     /// Refuses to start when the drills' file system lacks `factor` times the restore point.
     pub fn room_for(&mut self, factor: u64) -> bool {
         let need = self.snap.bytes.saturating_mul(factor);
@@ -243,6 +258,55 @@ impl Drill<'_> {
             _ => true,
         }
     }
+}
+
+/// `count(*)` of each table: one query for them all (`from` gives what follows `count(*)` for
+/// a table, e.g. `FROM ONLY public.t`), or one per table when that fails, so that a missing
+/// table is named. `query` answers one value or row per line, its columns split by `sep`.
+pub(crate) fn count_rows(
+    tables: &[String],
+    from: impl Fn(&str) -> String,
+    query: impl Fn(&str) -> crate::Result<String>,
+    sep: char,
+) -> std::collections::BTreeMap<String, Result<u64, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    if tables.is_empty() {
+        return out;
+    }
+    let all: Vec<String> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("SELECT {i}, count(*) {}", from(t)))
+        .collect();
+    if let Ok(res) = query(&all.join(" UNION ALL ")) {
+        for line in res.lines() {
+            if let Some((i, n)) = line.split_once(sep)
+                && let (Ok(i), Ok(n)) = (i.trim().parse::<usize>(), n.trim().parse::<u64>())
+                && let Some(t) = tables.get(i)
+            {
+                out.insert(t.clone(), Ok(n));
+            }
+        }
+        return out;
+    }
+    for t in tables {
+        let n = query(&format!("SELECT count(*) {}", from(t)))
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.trim().parse::<u64>().map_err(|e| e.to_string()));
+        out.insert(t.clone(), n);
+    }
+    out
+}
+
+/// The first value of a SQL client's output (its first line's first column, split by `sep`).
+pub(crate) fn first_value(out: &str, sep: char) -> String {
+    out.lines()
+        .next()
+        .unwrap_or("")
+        .split(sep)
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Runs one drill of `snap` from `repo`.

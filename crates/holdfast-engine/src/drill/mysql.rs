@@ -107,15 +107,7 @@ pub(super) fn drill(d: &mut Drill) {
     d.sql_checks(|sql| {
         server
             .query(&database, sql)
-            .map(|out| {
-                out.lines()
-                    .next()
-                    .unwrap_or("")
-                    .split('\t')
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
+            .map(|out| super::first_value(&out, '\t'))
             .map_err(|e| e.to_string())
     });
 }
@@ -310,35 +302,8 @@ impl Server {
         db: &str,
         tables: &[String],
     ) -> BTreeMap<String, std::result::Result<u64, String>> {
-        let quote = |t: &str| format!("`{}`", t.replace('`', "``"));
-        let mut out = BTreeMap::new();
-        if tables.is_empty() {
-            return out;
-        }
-        let sql: Vec<String> = tables
-            .iter()
-            .enumerate()
-            .map(|(i, t)| format!("SELECT {i}, COUNT(*) FROM {}", quote(t)))
-            .collect();
-        if let Ok(res) = self.query(db, &sql.join(" UNION ALL ")) {
-            for line in res.lines() {
-                if let Some((i, n)) = line.split_once('\t')
-                    && let (Ok(i), Ok(n)) = (i.parse::<usize>(), n.trim().parse::<u64>())
-                    && let Some(t) = tables.get(i)
-                {
-                    out.insert(t.clone(), Ok(n));
-                }
-            }
-            return out;
-        }
-        for t in tables {
-            let r = self
-                .query(db, &format!("SELECT COUNT(*) FROM {}", quote(t)))
-                .map_err(|e| e.to_string())
-                .and_then(|s| s.trim().parse::<u64>().map_err(|e| e.to_string()));
-            out.insert(t.clone(), r);
-        }
-        out
+        let from = |t: &str| format!("FROM `{}`", t.replace('`', "``"));
+        super::count_rows(tables, from, |sql| self.query(db, sql), '\t')
     }
 
     /// The schema's objects, counted in a `--no-data` dump of the copy as the backup's were.

@@ -188,20 +188,9 @@ pub(super) fn drill(d: &mut Drill) {
     d.sql_checks(|sql| {
         server
             .query(&check_db, sql)
-            .map(|out| first_value(&out))
+            .map(|out| super::first_value(&out, '|'))
             .map_err(|e| e.to_string())
     });
-}
-
-/// The first value of psql's unaligned output.
-fn first_value(out: &str) -> String {
-    out.lines()
-        .next()
-        .unwrap_or("")
-        .split('|')
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// The server a drill restores into: a throwaway cluster, or a named scratch server where
@@ -403,41 +392,18 @@ impl Server {
         Ok(made)
     }
 
-    /// `count(*)` of each table (named as the dump names it): one query for all, or one per
-    /// table when that fails, so that a missing table is named.
+    /// `count(*)` of each table, named as the dump names it.
     fn count_rows(
         &self,
         db: &str,
         tables: &[String],
     ) -> BTreeMap<String, std::result::Result<u64, String>> {
-        let mut out = BTreeMap::new();
-        if tables.is_empty() {
-            return out;
-        }
-        let sql: Vec<String> = tables
-            .iter()
-            .enumerate()
-            .map(|(i, t)| format!("SELECT {i}, count(*) FROM ONLY {t}"))
-            .collect();
-        if let Ok(res) = self.query(db, &sql.join(" UNION ALL ")) {
-            for line in res.lines() {
-                if let Some((i, n)) = line.split_once('|')
-                    && let (Ok(i), Ok(n)) = (i.parse::<usize>(), n.parse::<u64>())
-                    && let Some(t) = tables.get(i)
-                {
-                    out.insert(t.clone(), Ok(n));
-                }
-            }
-            return out;
-        }
-        for t in tables {
-            let r = self
-                .query(db, &format!("SELECT count(*) FROM ONLY {t}"))
-                .map_err(|e| e.to_string())
-                .and_then(|s| s.trim().parse::<u64>().map_err(|e| e.to_string()));
-            out.insert(t.clone(), r);
-        }
-        out
+        super::count_rows(
+            tables,
+            |t| format!("FROM ONLY {t}"),
+            |sql| self.query(db, sql),
+            '|',
+        )
     }
 
     /// The copy's tables (not an extension's), named the way pg_dump names them.

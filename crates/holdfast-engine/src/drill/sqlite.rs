@@ -1,27 +1,18 @@
 //! A SQLite drill: the restore point loaded into a new file in the drill's directory, then
 //! `PRAGMA integrity_check`, rows per table, schema objects and the user's SQL on it.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use holdfast_core::SourceSpec;
 use holdfast_core::drill::CheckKind;
 
 use super::Drill;
-use super::scratch::Scratch;
 use crate::error::{Error, Result};
 use crate::process::{Cmd, which};
 
 pub(super) fn drill(d: &mut Drill) {
-    if !d.room_for(2) {
+    let Some(scratch) = d.local_scratch(2) else {
         return;
-    }
-    let scratch = match Scratch::new(&d.opts.root, None) {
-        Ok(s) => s,
-        Err(e) => {
-            d.failed(CheckKind::Scratch, "drill directory", "it is made", e);
-            return;
-        }
     };
     let Some(sqlite3) = which("sqlite3") else {
         d.failed(
@@ -64,16 +55,9 @@ pub(super) fn drill(d: &mut Drill) {
             Ok(out) => tables.extend(out.lines().filter(|l| !l.is_empty()).map(str::to_string)),
             Err(e) => d.failed(CheckKind::Rows, "tables", "the copy's tables list", e),
         }
-        let got: BTreeMap<String, std::result::Result<u64, String>> = tables
-            .iter()
-            .map(|t| {
-                let sql = format!("SELECT count(*) FROM \"{}\"", t.replace('"', "\"\""));
-                let n = q(&sql)
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| s.parse::<u64>().map_err(|e| e.to_string()));
-                (t.clone(), n)
-            })
-            .collect();
+        let tables: Vec<String> = tables.into_iter().collect();
+        let from = |t: &str| format!("FROM \"{}\"", t.replace('"', "\"\""));
+        let got = super::count_rows(&tables, from, q, '|');
         d.compare(CheckKind::Rows, "rows", &want, &got);
         let want = m.objects("");
         match q("SELECT type || ' ' || count(*) FROM sqlite_schema \
@@ -92,15 +76,7 @@ pub(super) fn drill(d: &mut Drill) {
     }
     d.sql_checks(|sql| {
         q(sql)
-            .map(|out| {
-                out.lines()
-                    .next()
-                    .unwrap_or("")
-                    .split('|')
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
+            .map(|out| super::first_value(&out, '|'))
             .map_err(|e| e.to_string())
     });
     drop(scratch);
