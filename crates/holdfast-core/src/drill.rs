@@ -86,6 +86,17 @@ pub struct CheckResult {
     pub detail: String,
 }
 
+impl CheckResult {
+    /// "expected 1000 rows, found 999 rows (why)".
+    pub fn outcome(&self) -> String {
+        let mut s = format!("expected {}, found {}", self.expected, self.actual);
+        if !self.detail.is_empty() {
+            s.push_str(&format!(" ({})", self.detail));
+        }
+        s
+    }
+}
+
 /// A user's SQL check: a query whose first column of its first row must meet `expect`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -393,16 +404,10 @@ impl DrillReport {
                     String::new()
                 };
                 format!(
-                    "drill of restore point {short} failed: {} check `{}`: expected {}, found {}{}{more}",
+                    "drill of restore point {short} failed: {} check `{}`: {}{more}",
                     c.kind.as_str(),
                     c.name,
-                    c.expected,
-                    c.actual,
-                    if c.detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", c.detail)
-                    }
+                    c.outcome()
                 )
             }
         }
@@ -475,17 +480,11 @@ impl DrillReport {
             line(
                 &mut out,
                 format!(
-                    "  [{}] {:<9} {}: expected {}, found {}{}",
+                    "  [{}] {:<9} {}: {}",
                     if c.passed { "ok" } else { "FAILED" },
                     c.kind.as_str(),
                     c.name,
-                    c.expected,
-                    c.actual,
-                    if c.detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", c.detail)
-                    }
+                    c.outcome()
                 ),
             );
         }
