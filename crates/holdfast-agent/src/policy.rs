@@ -66,8 +66,15 @@ impl Policy {
         let (plan, source, what) = match &t.work {
             Work::Backup { plan, source, .. } => (plan, source, "source"),
             Work::Restore { plan, target, .. } => (plan, target, "restore target"),
-            // A drill runs no hook and touches no source: its SQL checks run against its
-            // own throwaway copy only.
+            // A drill runs no hook and reads no source: it restores into its own throwaway
+            // copy, or into the scratch server its plan names, judged as a restore target.
+            Work::Verify {
+                into: Some(into), ..
+            } => {
+                return self
+                    .refuses_source(into, &into.url)
+                    .map(|why| format!("drill target `{}`: {why}", into.name));
+            }
             Work::Prune | Work::Verify { .. } => return None,
         };
         for step in Step::ALL {

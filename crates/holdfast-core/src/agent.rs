@@ -205,6 +205,10 @@ pub enum Work {
     Verify {
         plan: PlanSpec,
         drill: DrillTicket,
+        /// The scratch server the plan names (`verify.into`) with its credentials; `None`: a
+        /// throwaway copy next to the agent.
+        #[serde(default)]
+        into: Option<SourceTicket>,
     },
 }
 
@@ -254,7 +258,8 @@ impl Ticket {
         match &self.work {
             Work::Backup { source, .. } => Some(source),
             Work::Restore { target, .. } => Some(target),
-            Work::Prune | Work::Verify { .. } => None,
+            Work::Verify { into, .. } => into.as_ref(),
+            Work::Prune => None,
         }
     }
 }

@@ -165,6 +165,11 @@ pub struct VerifySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub rto_target_secs: Option<u64>,
+    /// Restore into this source (a PostgreSQL or MariaDB server kept for drills) instead of a
+    /// throwaway server next to the agent: each drill makes a database of its own there and
+    /// drops it afterwards. Never the plan's own server and database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub into: Option<String>,
 }
 
 fn utc() -> String {
@@ -185,6 +190,7 @@ impl Default for VerifySpec {
             parts: 1,
             checks: Vec::new(),
             rto_target_secs: None,
+            into: None,
         }
     }
 }
@@ -232,6 +238,20 @@ impl VerifySpec {
                 "checks".into(),
                 "a `check` drill restores nothing to run SQL against; use mode `restore`".into(),
             ));
+        }
+        if let Some(into) = &self.into {
+            if !crate::plan::valid_name(into) {
+                out.push((
+                    "into".into(),
+                    format!("`{into}` is not a source name; name the scratch server's source"),
+                ));
+            } else if self.mode == DrillMode::Check {
+                out.push((
+                    "into".into(),
+                    "a `check` drill restores nothing; use mode `restore`, or leave `into` out"
+                        .into(),
+                ));
+            }
         }
         for (i, c) in self.checks.iter().enumerate() {
             if let Err(e) = c.validate() {

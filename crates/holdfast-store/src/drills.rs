@@ -114,6 +114,14 @@ impl Store {
     ) -> Result<std::result::Result<i64, i64>> {
         let mut tx = self.pool.begin().await?;
         let plan = job.plan.clone().unwrap_or_default();
+        // A write first: it takes SQLite's write lock (waiting under busy_timeout) before the
+        // read, so a job another connection finishes meanwhile cannot fail the insert with
+        // SQLITE_BUSY; on PostgreSQL it locks the plan's row, so two replicas asked at once
+        // queue one drill, not two.
+        sqlx::query("UPDATE plans SET paused = paused WHERE name = $1")
+            .bind(&plan)
+            .execute(&mut *tx)
+            .await?;
         let pending = sqlx::query(
             "SELECT id FROM jobs WHERE plan = $1 AND kind = 'verify' AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
         )

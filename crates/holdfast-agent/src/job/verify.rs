@@ -11,15 +11,17 @@ use super::*;
 
 impl Ctx {
     pub(super) async fn verify(&self) -> Result<Done, Failure> {
-        let Work::Verify { plan, drill } = self.t.work.clone() else {
+        let Work::Verify { plan, drill, .. } = self.t.work.clone() else {
             return Err(Failure::permanent("not a restore drill"));
         };
         let spec = plan.verify.clone().unwrap_or_default();
+        let into = self.t.source().map(|s| s.name.clone());
         self.log.line(format!(
             "restore drill ({}) of {} of plan `{}` from endpoint `{}`{}",
-            match spec.mode {
-                holdfast_core::drill::DrillMode::Restore => "restore into a throwaway copy",
-                holdfast_core::drill::DrillMode::Check => "read and check",
+            match (spec.mode, &into) {
+                (holdfast_core::drill::DrillMode::Check, _) => "read and check".to_string(),
+                (_, Some(name)) => format!("restore into scratch source `{name}`"),
+                (_, None) => "restore into a throwaway copy".to_string(),
             },
             match (&drill.restore_point, spec.random_of_last) {
                 (Some(rp), _) => format!("restore point {rp}"),
@@ -42,7 +44,8 @@ impl Ctx {
             rto_target_secs: spec.rto_target_secs,
             jobs: 2,
             root: self.policy.drills_root(),
-            into: None,
+            // The plan's scratch server, read with the job's other connection details.
+            into: self.source.lock().unwrap().clone(),
             part: drill.part,
         };
         let plan_name = plan.name.clone();

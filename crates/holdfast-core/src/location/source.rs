@@ -67,6 +67,19 @@ pub struct DbAddr {
     pub params: BTreeMap<String, String>,
 }
 
+impl DbAddr {
+    /// The server as `host:port`, with this host's names (and a Unix socket) as `localhost`.
+    fn server_key(&self, default_port: u16) -> String {
+        let host = self.host.trim_matches(['[', ']']).to_ascii_lowercase();
+        let local = host.is_empty()
+            || host.starts_with('/')
+            || self.params.contains_key("socket")
+            || matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1" | "0.0.0.0");
+        let host = if local { "localhost" } else { host.as_str() };
+        format!("{host}:{}", self.port.unwrap_or(default_port))
+    }
+}
+
 /// A parsed source (backup) or target (restore) URL.
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
@@ -167,6 +180,24 @@ impl SourceSpec {
         self
     }
 
+    /// Whether a drill target `self` is the server and database of `source`: what a drill
+    /// must never restore into. Names of this host (`localhost`, `127.0.0.1`, `::1`, a Unix
+    /// socket) count as one and a missing port is the kind's default. A source of every
+    /// database is matched by anything on its server; a PostgreSQL target without a database
+    /// connects to `postgres`.
+    pub fn is_database_of(&self, source: &SourceSpec) -> bool {
+        let same = |t: &DbAddr, s: &DbAddr, port: u16, default_db: Option<&str>| {
+            t.server_key(port) == s.server_key(port)
+                && (s.database.is_none()
+                    || t.database.as_deref().or(default_db) == s.database.as_deref())
+        };
+        match (self, source) {
+            (Self::Postgres(t), Self::Postgres(s)) => same(t, s, 5432, Some("postgres")),
+            (Self::Mysql(t), Self::Mysql(s)) => same(t, s, 3306, None),
+            _ => false,
+        }
+    }
+
     pub fn kind(&self) -> SourceKind {
         match self {
             Self::Postgres(_) => SourceKind::Postgres,
@@ -263,6 +294,27 @@ pub fn redact_url(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drill_target_is_found_to_be_its_source_under_other_names_of_this_host() {
+        let p = |u: &str| SourceSpec::parse(u, None).unwrap();
+        let shop = p("postgres://app@127.0.0.1/shop");
+        assert!(p("postgres://other@localhost:5432/shop").is_database_of(&shop));
+        assert!(p("postgres:///shop").is_database_of(&shop));
+        assert!(p("postgres://[::1]/shop").is_database_of(&shop));
+        assert!(!p("postgres://127.0.0.1/scratch").is_database_of(&shop));
+        assert!(!p("postgres://127.0.0.1/").is_database_of(&shop));
+        assert!(p("postgres://127.0.0.1/").is_database_of(&p("postgres://h@localhost/postgres")));
+        assert!(!p("postgres://127.0.0.1:5433/shop").is_database_of(&shop));
+        assert!(!p("postgres://db2.example/shop").is_database_of(&shop));
+        assert!(!p("mysql://127.0.0.1/shop").is_database_of(&shop));
+        // A source of every database is matched by anything on its server.
+        assert!(p("postgres://localhost/scratch").is_database_of(&p("postgres://127.0.0.1/")));
+        let my = p("mysql://root@127.0.0.1/shop");
+        assert!(p("mysql://localhost:3306/shop").is_database_of(&my));
+        assert!(!p("mysql://localhost:3306/").is_database_of(&my));
+        assert!(!p("mysql://h2/shop").is_database_of(&my));
+    }
     use secrecy::ExposeSecret;
 
     #[test]

@@ -141,10 +141,7 @@ fn named_server(
     database: &str,
 ) -> Result<Server> {
     let host_port = format!("{}:{}", target.host, target.port.unwrap_or(3306));
-    if meta.db_host.as_deref() == Some(host_port.as_str())
-        && target.database.is_some()
-        && target.database == meta.database
-    {
+    if super::is_own_source(&SourceSpec::Mysql(target.clone()), meta) {
         return Err(Error::Input(holdfast_core::InputError::new(
             format!("drill target mysql://{host_port}"),
             "is the backup's own server and database; a drill never restores into its source: \

@@ -226,9 +226,7 @@ fn quote(name: &str) -> String {
 fn named(target: &DbAddr, meta: &holdfast_core::SnapshotMeta, database: &str) -> Result<Server> {
     let host_port = format!("{}:{}", target.host, target.port.unwrap_or(5432));
     let admin_db = target.database.clone().unwrap_or_else(|| SUPERUSER.into());
-    if meta.db_host.as_deref() == Some(host_port.as_str())
-        && meta.database.as_deref() == Some(admin_db.as_str())
-    {
+    if super::is_own_source(&SourceSpec::Postgres(target.clone()), meta) {
         return Err(Error::Input(holdfast_core::InputError::new(
             format!("drill target postgres://{host_port}/{admin_db}"),
             "is the backup's own server and database; a drill never restores into its source: \

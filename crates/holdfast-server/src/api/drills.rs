@@ -19,7 +19,8 @@ use utoipa_axum::routes;
 use super::resources::parse;
 use super::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
-use crate::model::{JobView, rfc3339};
+use crate::model::{JobView, StoredSource, rfc3339};
+use holdfast_core::{SourceKind, SourceSpec};
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -184,4 +185,59 @@ pub(crate) async fn report_response(
             "format `{other}`: use json or text"
         ))),
     }
+}
+
+/// Why the scratch server a plan's drills restore into (`verify.into`) may not be used, if it
+/// may not: a source that is missing, not a PostgreSQL or MariaDB server of the plan's kind,
+/// or the plan's own server and database. Checked when the plan is saved and again when a
+/// drill is handed out (the sources may have changed since).
+pub(crate) async fn into_problem(s: &AppState, plan: &PlanSpec) -> ApiResult<Option<String>> {
+    let Some(into) = plan.verify.as_ref().and_then(|v| v.into.as_deref()) else {
+        return Ok(None);
+    };
+    let Some(target) = s.store.get(Kind::Source, into).await? else {
+        return Ok(Some(format!(
+            "no source named `{into}`; create the scratch server's source first"
+        )));
+    };
+    let target: StoredSource = parse(&target)?;
+    if !matches!(target.kind, SourceKind::Postgres | SourceKind::Mysql) {
+        return Ok(Some(format!(
+            "source `{into}` is a {} source; drills restore into a PostgreSQL or MariaDB \
+             server only (leave `into` out: the others get a throwaway copy)",
+            target.kind
+        )));
+    }
+    let Some(source) = s.store.get(Kind::Source, &plan.source).await? else {
+        // The plan's own `source` field reports this.
+        return Ok(None);
+    };
+    let source: StoredSource = parse(&source)?;
+    if source.kind != target.kind {
+        return Ok(Some(format!(
+            "source `{into}` is a {} server and the plan backs up a {} source; name a scratch \
+             server of the same kind",
+            target.kind, source.kind
+        )));
+    }
+    if source.all_databases {
+        return Ok(Some(format!(
+            "the plan backs up every database of source `{}` (with its roles): that is drilled \
+             in a throwaway server only; leave `into` out",
+            plan.source
+        )));
+    }
+    let parse_url = |st: &StoredSource, name: &str| {
+        SourceSpec::parse(&st.url, st.command.as_deref())
+            .map_err(|e| ApiError::Internal(format!("stored source `{name}` does not read: {e}")))
+    };
+    let (t, src) = (parse_url(&target, into)?, parse_url(&source, &plan.source)?);
+    Ok(t.is_database_of(&src).then(|| {
+        format!(
+            "source `{into}` ({t}) is the plan's own server and database (source `{}`, {src}); \
+             a drill never restores into its source: name a scratch server, or leave `into` \
+             out for a throwaway one next to the agent",
+            plan.source
+        )
+    }))
 }

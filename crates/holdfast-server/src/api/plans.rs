@@ -140,6 +140,12 @@ async fn plan_cols(s: &AppState, spec: &PlanSpec, old: Option<&Resource>) -> Api
             });
         }
     }
+    if let Some(reason) = super::drills::into_problem(s, spec).await? {
+        errs.push(FieldError {
+            field: "verify.into".into(),
+            reason,
+        });
+    }
     invalid(errs)?;
     let sched = Schedule::parse(&spec.schedule, &spec.timezone)
         .map_err(|e| ApiError::field("schedule", e.to_string()))?;
@@ -215,6 +221,32 @@ async fn scoped_plan(
     ))
 }
 
+/// A scoped caller's drills restore only into a source its plans already back up (else
+/// `verify.into` would write the team's data into any server); an admin names another.
+async fn scoped_drill_target(
+    s: &AppState,
+    who: &Principal,
+    spec: &PlanSpec,
+    before: Option<&PlanSpec>,
+) -> ApiResult<()> {
+    let into = |p: &PlanSpec| p.verify.as_ref().and_then(|v| v.into.clone());
+    let Some(target) = into(spec) else {
+        return Ok(());
+    };
+    if before.and_then(into).as_ref() == Some(&target)
+        || crate::access::scope::backs_up(&s.store, who, &target, Some(&spec.name)).await?
+    {
+        return Ok(());
+    }
+    Err(ApiError::field(
+        "verify.into",
+        format!(
+            "this credential (scoped to plans labelled {}) names as drill targets only sources              its plans back up; ask an admin to name `{target}`",
+            who.scope().text()
+        ),
+    ))
+}
+
 pub(crate) async fn save_plan(
     s: &AppState,
     dry_run: bool,
@@ -241,6 +273,7 @@ pub(crate) async fn save_plan(
     }
     if !who.scope().is_all() {
         scoped_plan(s, who, &spec, before.as_ref()).await?;
+        scoped_drill_target(s, who, &spec, before.as_ref()).await?;
     }
     // The hooks, and for a plan with hooks its source too: it chooses where they run.
     let same = match &before {

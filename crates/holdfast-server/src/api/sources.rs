@@ -147,6 +147,17 @@ pub async fn delete_source(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
+    for p in s.store.list(Kind::Plan).await? {
+        if let Ok(spec) = serde_json::from_str::<holdfast_core::plan::PlanSpec>(&p.spec)
+            && spec.verify.and_then(|v| v.into).as_deref() == Some(name.as_str())
+        {
+            return Err(ApiError::Conflict(format!(
+                "source `{name}` is the scratch server plan `{}` restores its drills into; \
+                 change the plan's verify.into first",
+                p.name
+            )));
+        }
+    }
     s.store
         .delete(Kind::Source, &name, if_match(&headers)?)
         .await?;

@@ -125,11 +125,22 @@ pub(super) async fn ticket(
             let params: JobParams = serde_json::from_str(&j.params).map_err(|e| {
                 ApiError::Internal(format!("the drill's stored parameters are unreadable: {e}"))
             })?;
+            if let Some(reason) = super::drills::into_problem(s, &plan).await? {
+                return Err(ApiError::field("verify.into", reason));
+            }
+            let into = match plan.verify.as_ref().and_then(|v| v.into.as_deref()) {
+                Some(name) => {
+                    let src = s.store.must_get(Kind::Source, name).await?;
+                    Some(s.source_ticket(&src, None)?)
+                }
+                None => None,
+            };
             Work::Verify {
                 drill: DrillTicket {
                     restore_point: params.restore_point,
                     part: params.part,
                 },
+                into,
                 plan,
             }
         }

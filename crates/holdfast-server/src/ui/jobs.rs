@@ -145,6 +145,8 @@ pub(super) async fn job(
                     " · " a href={"/ui/jobs/" (j.id) "/drill?format=json"} download { "JSON" } }
                 pre #drill-report { (r.text()) }
             }
+            // Drills and prunes run no hooks: a steps table would stay empty.
+            @if !steps.is_empty() || matches!(j.kind, JobKind::Backup | JobKind::Restore) {
             h2 { "Steps" }
             table #steps {
                 thead { tr { th { "Attempt" } th { "Step" } th { "Try" } th { "State" } th { "Agent" } th { "Started" } th { "Detail" } } }
@@ -155,6 +157,7 @@ pub(super) async fn job(
                              td { (st.agent) } td { (when(st.started_at)) } td { (st.detail.clone().unwrap_or_default()) } }
                     }
                 }
+            }
             }
             h2 { "Log" }
             pre #log { @for l in &log { (when(l.at)) "  " (l.line) "\n" } }

@@ -115,7 +115,11 @@ async fn plan_page(
                 tr { th { "Restore drills" } td #drills {
                     @match &spec.verify {
                         Some(v) => {
-                            (match v.mode { holdfast_core::drill::DrillMode::Restore => "restore into a throwaway copy", holdfast_core::drill::DrillMode::Check => "read and check" })
+                            @match (v.mode, &v.into) {
+                                (holdfast_core::drill::DrillMode::Check, _) => "read and check",
+                                (_, Some(into)) => { "restore into scratch source " a href={"/ui/sources/" (into)} { (into) } },
+                                (_, None) => "restore into a throwaway copy",
+                            }
                             @if let Some(sc) = &v.schedule { ", " code { (sc) } " " (v.timezone) } @else { ", when asked" }
                             @if let Some(t) = v.rto_target_secs { ", recovery time target " (t) " s" }
                             @if !v.checks.is_empty() { ", " (v.checks.len()) " SQL check(s)" }
@@ -178,10 +182,20 @@ async fn plan_page(
 fn drill_badge(d: &crate::api::drills::DrillSummary) -> maud::Markup {
     let when = super::when_text(&d.verified_at);
     html! { @match (d.passed, d.rto_secs) {
-        (true, Some(rto)) => { "verified " (when) ", restored in " (format!("{rto:.0}")) " s" },
+        (true, Some(rto)) => { "verified " (when) ", restored in " (seconds(rto)) " s" },
         (true, None) => { "verified " (when) " (data read back)" },
         (false, _) => { "drill failed " (when) },
     } }
+}
+
+/// Seconds as a badge shows them: a tenth below ten seconds (a small database restores in
+/// under one), whole above.
+fn seconds(s: f64) -> String {
+    if s < 10.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s:.0}")
+    }
 }
 
 #[derive(Deserialize)]

@@ -368,6 +368,21 @@ fn a_drill_section_that_makes_no_sense_is_refused_naming_the_field() {
             "not a number",
         ),
         (json!({"mode": "sometimes"}), "verify.mode", "sometimes"),
+        (
+            json!({"into": "nope"}),
+            "verify.into",
+            "no source named `nope`",
+        ),
+        (
+            json!({"into": "files"}),
+            "verify.into",
+            "PostgreSQL or MariaDB server only",
+        ),
+        (
+            json!({"mode": "check", "into": "files"}),
+            "verify.into",
+            "restores nothing",
+        ),
     ] {
         let (code, body) = s.call(
             "POST",
@@ -384,6 +399,89 @@ fn a_drill_section_that_makes_no_sense_is_refused_naming_the_field() {
     // Nothing was created.
     let (code, _) = s.call("GET", "/api/v1/plans/p", None);
     assert_eq!(code, 404);
+}
+
+#[test]
+fn a_plans_scratch_server_is_never_its_source_and_keeps_nothing_of_the_drill() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &Meta::Sqlite, &[]);
+    let db = PgDb::new();
+    db.pgbench(1);
+    let before = db.checksums();
+    let source = |name: &str, url: &str| {
+        s.ok(
+            "PUT",
+            &format!("/api/v1/sources/{name}"),
+            Some(&json!({"name": name, "kind": "postgres", "url": url})),
+        );
+    };
+    source("shop", &db.url());
+    // The same database under another name of this host, and a scratch database beside it.
+    source(
+        "shop-again",
+        &db.url().replace("127.0.0.1:5432", "localhost"),
+    );
+    source("scratch", "postgres://postgres@127.0.0.1:5432/postgres");
+    let plan = |into: &str| {
+        json!({"name": "shop", "source": "shop", "endpoint": "local", "schedule": "@daily",
+            "verify": {"into": into,
+                "checks": [{"sql": "select count(*) from pgbench_accounts", "expect": "= 100000"}]}})
+    };
+    let (code, body) = s.call("POST", "/api/v1/plans", Some(&plan("shop-again")));
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["fields"][0]["field"], "verify.into", "{body}");
+    let reason = body["fields"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the plan's own server and database") && reason.contains("shop-again"),
+        "{reason}"
+    );
+    s.ok("POST", "/api/v1/plans", Some(&plan("scratch")));
+    let snap = backup(&s, "shop");
+
+    let (job, report) = drill(&s, "shop");
+    assert_eq!(job["state"], "succeeded", "{job}\n{report:#}\n{}", s.log());
+    assert_eq!(report["snapshot"], snap.as_str());
+    let scratch = report["scratch"].as_str().unwrap();
+    assert!(
+        scratch.contains("scratch PostgreSQL") && scratch.contains("127.0.0.1:5432"),
+        "{report:#}"
+    );
+    let sql = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "sql")
+        .unwrap_or_else(|| panic!("no SQL check: {report:#}"));
+    assert_eq!(sql["passed"], true, "{report:#}");
+    // The drill's own database is gone, and the source is as it was.
+    let left = PgDb::psql_cmd("postgres")
+        .arg("-c")
+        .arg(format!(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE '{}_drill_%'",
+            db.name
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "0");
+    assert_eq!(db.checksums(), before);
+
+    // The scratch source is in use, and once it points at the plan's own database, the next
+    // drill is refused before anything runs.
+    let (code, body) = s.call("DELETE", "/api/v1/sources/scratch", None);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.to_string().contains("verify.into"), "{body}");
+    source("scratch", &db.url());
+    let id = s.ok("POST", "/api/v1/plans/shop/verify", None)["id"]
+        .as_i64()
+        .unwrap();
+    let job = s.wait_job(id, finished);
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("verify.into") && error.contains("own server and database"),
+        "{error}"
+    );
+    assert_eq!(db.checksums(), before);
 }
 
 /// Whether `pid` runs (a zombie does not).

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::server::{Meta, Server, TOKEN};
 
+mod drills;
 mod edit;
 mod scope;
 
