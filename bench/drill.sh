@@ -33,7 +33,7 @@ dropdb --if-exists --force "$DB"; createdb "$DB"
 psql -q -d "$DB" -c "VACUUM ANALYZE"
 "$HF" init -q --repo "$WORK/repo"
 "$HF" backup -q "$SRC" --repo "$WORK/repo"
-TABLE_MB=$(psql -A -t -d "$DB" -c "SELECT sum(pg_table_size(oid)) / 1000000 FROM pg_class WHERE relname LIKE 'pgbench_%' AND relkind = 'r'")
+TABLE_MB=$(psql -A -t -d "$DB" -c "SELECT (sum(pg_table_size(oid)) / 1000000)::bigint FROM pg_class WHERE relname LIKE 'pgbench_%' AND relkind = 'r'")
 
 # run NAME CMD...: wall seconds, peak RSS of the largest process of the tree (KiB) and the
 # holdfast process's own VmHWM (KiB, sampled every 50 ms; a high-water mark, so the last sample
