@@ -12,6 +12,7 @@
 
 mod config;
 mod gate;
+pub mod key;
 mod ops;
 pub mod raw;
 mod select;
@@ -149,7 +150,10 @@ impl Repo {
     pub fn init(cfg: &RepoConfig) -> Result<()> {
         // Keeps the SSH key file while the repository is created.
         let Unopened {
-            repo, keyfile: _k, ..
+            repo,
+            raw,
+            keyfile: _k,
+            ..
         } = Self::unopened(cfg)?;
         if repo.config_id().map_err(|e| storage(cfg, &e))?.is_some() {
             return Err(Error::RepoExists {
@@ -160,8 +164,15 @@ impl Repo {
         if let Some(level) = cfg.compression {
             config = config.set_compression(level);
         }
+        // The key file first, made as restic makes them (`key`), then the config: rustic_core
+        // given the master key itself writes no key file of its own.
+        let master = MasterKey::new();
+        let (id, bytes) = key::encode(&key::generate(&master, cfg.password.expose_secret())?)?;
+        raw.create().map_err(|e| storage(cfg, &e))?;
+        raw.write_bytes(rustic_core::FileType::Key, &id, false, bytes.into())
+            .map_err(|e| storage(cfg, &e))?;
         repo.init(
-            &Credentials::password(cfg.password.expose_secret()),
+            &Credentials::Masterkey(master),
             &KeyOptions::default(),
             &config,
         )

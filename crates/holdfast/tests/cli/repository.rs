@@ -110,3 +110,55 @@ fn password_file_works_and_restic_snapshots_from_elsewhere_are_listed() {
     ));
     assert_eq!(found, "written by restic");
 }
+
+/// A new repository's key file is derived within restic's own bounds (32 MiB of scrypt, not
+/// rustic_core's 128 MiB, which every open of the repository would pay), and it is a key like
+/// any other: restic unlocks the repository with it, and a wrong password is refused by name.
+#[test]
+fn a_new_repositorys_key_is_restic_sized_and_both_tools_unlock_it() {
+    let env = Env::new();
+    env.init();
+    let keys: Vec<_> = std::fs::read_dir(std::path::Path::new(&env.repo).join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key: serde_json::Value = serde_json::from_slice(&std::fs::read(&keys[0]).unwrap()).unwrap();
+    assert_eq!(key["kdf"], "scrypt", "{key}");
+    assert_eq!(
+        (key["N"].as_u64(), key["r"].as_u64()),
+        (Some(32768), Some(8)),
+        "{key}"
+    );
+    assert!(key["created"].is_string(), "{key}");
+    // The file's name is the SHA-256 of its bytes, as restic names keys.
+    let name = keys[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert_eq!(
+        sh(&format!("sha256sum {} | cut -d' ' -f1", keys[0].display())).trim(),
+        name
+    );
+
+    let listed = env.restic(&["key", "list", "--json"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let file = env.path("note.txt");
+    std::fs::write(&file, "written by restic").unwrap();
+    let out = env.restic(&["backup", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.snapshots().len(), 1);
+    let wrong = env
+        .cmd(&["snapshots"])
+        .env("HOLDFAST_REPO_PASSWORD", "not the password")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("password"), "{err}");
+}
