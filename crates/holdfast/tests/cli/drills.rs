@@ -73,7 +73,7 @@ fn finished(st: &str) -> bool {
 }
 
 /// A backup of plan `plan` now; its restore point.
-fn backup(s: &Server, plan: &str) -> String {
+pub(crate) fn backup(s: &Server, plan: &str) -> String {
     let id = s.ok("POST", &format!("/api/v1/plans/{plan}/run"), None)["id"]
         .as_i64()
         .unwrap();

@@ -4,18 +4,14 @@
 // <time>, restored in N s") and so does the restore point's row.
 // Args: URL TOKEN PLAN SHOT_DIR.
 "use strict";
-const { launch } = require("./browser.cjs");
+const { launch, signedIn } = require("./browser.cjs");
 
 const [url, token, plan, shots] = process.argv.slice(2);
 (async () => {
   const browser = await launch();
   const seen = {};
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    await page.goto(url + "/ui/login");
-    await page.fill("#token", token);
-    await page.click("button[type=submit]");
-    await page.waitForSelector("#plans, main p");
+    const page = await signedIn(browser, url, token);
     await page.goto(url + "/ui/plans/" + plan);
     seen.pointBefore = (await page.textContent("#restore-points td.verified")).trim();
     await Promise.all([page.waitForURL(/\/ui\/jobs\/\d+$/), page.click("#verify")]);

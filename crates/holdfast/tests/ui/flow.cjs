@@ -3,7 +3,7 @@
 // its error beside the field, live and on submit), run it, follow the job to success, restore
 // it into a new database. Args: URL TOKEN DB_URL DB_PASSWORD REPO_DIR NEW_DB SHOT_DIR.
 "use strict";
-const { launch } = require("./browser.cjs");
+const { launch, signedIn } = require("./browser.cjs");
 
 const [url, token, dbUrl, dbPassword, repoDir, newDb, shots] = process.argv.slice(2);
 const fail = (m) => { throw new Error(m); };
@@ -11,11 +11,7 @@ const fail = (m) => { throw new Error(m); };
   const browser = await launch();
   const seen = {};
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    await page.goto(url + "/ui/login");
-    await page.fill("#token", token);
-    await page.click("button[type=submit]");
-    await page.waitForSelector("#plans, main p");
+    const page = await signedIn(browser, url, token);
 
     // Endpoint: a local directory, then "Test connection".
     await page.goto(url + "/ui/endpoints");

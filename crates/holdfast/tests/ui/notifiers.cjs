@@ -4,18 +4,14 @@
 // after a confirmation that names it. The dashboard warns about a notifier that cannot deliver.
 // Args: URL TOKEN RECEIVER_URL CLOSED_URL BROKEN_NOTIFIER SHOT_DIR.
 "use strict";
-const { launch } = require("./browser.cjs");
+const { launch, signedIn } = require("./browser.cjs");
 
 const [url, token, receiver, closed, broken, shots] = process.argv.slice(2);
 (async () => {
   const browser = await launch();
   const seen = {};
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    await page.goto(url + "/ui/login");
-    await page.fill("#token", token);
-    await page.click("button[type=submit]");
-    await page.waitForSelector("#plans, main p");
+    const page = await signedIn(browser, url, token);
     seen.warning = await page.locator(`p.notifier-warning:has-text("${broken}")`).count();
     await page.goto(url + "/ui/notifiers/" + broken);
     seen.deliveryRow = await page.textContent("#deliveries tbody tr");

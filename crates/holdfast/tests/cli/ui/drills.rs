@@ -27,12 +27,7 @@ fn the_ui_runs_a_drill_and_shows_its_badge_on_the_plan_and_its_restore_point() {
         Some(&json!({"name": "shop", "source": "shop", "endpoint": "local", "schedule": "@daily",
             "verify": {"checks": [{"name": "accounts", "sql": "select count(*) from pgbench_accounts", "expect": "= 100000"}]}})),
     );
-    let id = s.ok("POST", "/api/v1/plans/shop/run", None)["id"]
-        .as_i64()
-        .unwrap();
-    let j = s.wait_job(id, |st| !matches!(st, "queued" | "running"));
-    assert_eq!(j["state"], "succeeded", "{j}\n{}", s.log());
-    let snap = j["snapshot_id"].as_str().unwrap().to_string();
+    let snap = crate::drills::backup(&s, "shop");
 
     let shots = shots(dir.path());
     let seen = node(
