@@ -305,6 +305,12 @@ fn start(root: &Path, major: u32) -> Result<Server> {
             "-c",
             "max_connections=20",
         ]);
+    if found >= 12 {
+        // A new cluster writes each WAL segment full of zeros before using it; a server that
+        // has run for a while reuses old ones. Without the zeros the throwaway copy loads at
+        // the pace of the warm server the recovery time stands for (durability is unchanged).
+        server.args(["-c", "wal_init_zero=off"]);
+    }
     scratch.start(server, format!("the throwaway PostgreSQL {found}"))?;
     let conn = DbAddr {
         host: scratch.dir.display().to_string(),
